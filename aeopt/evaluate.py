@@ -1,0 +1,85 @@
+"""Evaluation: MSE, PSNR, SSIM per set and per class, beside PCA at the same latent size."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Dataset, load_data
+from .metrics import mse_per_sample, psnr, ssim_per_sample
+
+
+def reconstruct(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """x_hat for every sample of x, in data space, as fp32 on the CPU."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            outs.append(model(x[start:start + batch_size].to(device))["x_hat"].float().cpu())
+    return torch.cat(outs)
+
+
+def peak_of(dataset: Dataset) -> float:
+    """PSNR's peak: 1.0 for data in [0, 1]; the training data's value range for standardized tables."""
+    if dataset.in_unit_range:
+        return 1.0
+    return float(dataset.x_train.max() - dataset.x_train.min())
+
+
+def quality(x_hat: torch.Tensor, x: torch.Tensor, *, is_image: bool, peak: float) -> dict[str, Any]:
+    """mse, psnr (of the mean MSE, as the benchmarks report it), ssim (images only, else None)."""
+    mse = float(mse_per_sample(x_hat, x).mean())
+    ssim = float(ssim_per_sample(x_hat.clamp(0, 1), x).mean()) if is_image else None
+    return {"mse": mse, "psnr": psnr(mse, peak), "ssim": ssim}
+
+
+def per_class(x_hat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, peak: float) -> dict[str, dict[str, float]]:
+    errors = mse_per_sample(x_hat, x)
+    return {str(int(c)): {"mse": float(errors[y == c].mean()), "psnr": psnr(float(errors[y == c].mean()), peak),
+                          "count": int((y == c).sum())} for c in torch.unique(y)}
+
+
+def pca_reconstruction(dataset: Dataset, k: int, x: torch.Tensor) -> torch.Tensor:
+    """PCA with k components fitted on the training data: the best linear autoencoder of size k."""
+    from sklearn.decomposition import PCA
+
+    train = dataset.x_train.flatten(1).numpy()
+    k = min(k, *train.shape)
+    pca = PCA(n_components=k, svd_solver="randomized" if k < min(train.shape) // 2 else "full", random_state=0)
+    pca.fit(train)
+    flat = pca.inverse_transform(pca.transform(x.flatten(1).numpy()))
+    return torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32)).reshape(x.shape)
+
+
+def evaluate_model(model: torch.nn.Module, dataset: Dataset, *, device: torch.device | str = "cpu",
+                   pca: bool = True) -> dict[str, Any]:
+    """Test-set quality of `model` and, beside it, PCA at the model's latent size."""
+    peak = peak_of(dataset)
+    x_hat = reconstruct(model, dataset.x_test, device=device)
+    metrics: dict[str, Any] = {"test": quality(x_hat, dataset.x_test, is_image=dataset.is_image, peak=peak)}
+    if dataset.y_test is not None:
+        metrics["test"]["per_class"] = per_class(x_hat, dataset.x_test, dataset.y_test, peak=peak)
+    if pca:
+        x_pca = pca_reconstruction(dataset, model.latent_dim, dataset.x_test)
+        metrics["pca"] = {**quality(x_pca, dataset.x_test, is_image=dataset.is_image, peak=peak),
+                          "components": model.latent_dim}
+    return metrics
+
+
+def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Evaluate a saved run on its own test split, or on other data (`data` spec) of the same shape."""
+    from .errors import AeoptError
+    from .runs import load
+
+    run = load(run_dir)
+    cfg = run.config
+    dataset = load_data(data or cfg.data, data_dir=data_dir or cfg.data_dir, seed=cfg.seed, limit=cfg.limit)
+    if list(dataset.sample_shape) != list(run.data_info["sample_shape"]):
+        raise AeoptError(f"the data's samples have shape {tuple(dataset.sample_shape)} but the model expects "
+                         f"{tuple(run.data_info['sample_shape'])}; evaluate on data like the training data")
+    metrics = evaluate_model(run.model, dataset)
+    metrics["data"] = data or cfg.data
+    return metrics

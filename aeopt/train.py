@@ -1,0 +1,299 @@
+"""The trainer: batches straight from in-memory tensors, bf16 autocast, checkpoints, exact resume.
+
+Exact resume works because nothing random carries over between epochs: epoch e shuffles with a
+generator seeded by (seed, e) and reseeds torch's global RNG (dropout) the same way, so a run
+restarted from the checkpoint of epoch e-1 replays epoch e bit for bit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import TrainConfig
+from .data import Dataset, load_data
+from .errors import AeoptError
+from .losses import build_loss, choose_auto_loss, l1_weight_penalty
+from .optim import Schedule, build_optimizer, set_lr
+from .runs import (build_model, flatten_state, load_tensors, read_config, save_config, save_tensors,
+                   unflatten_state, write_json)
+
+LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check): a sync per step costs time on GPUs
+
+
+class TrainingDiverged(AeoptError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    model: torch.nn.Module
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AeoptError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device, flops_per_sample: int) -> str:
+    """bf16 autocast where it pays: GPUs, and CPUs with native bf16 on models big enough that
+    matmul time (2.5x faster in bf16 here) outweighs the casts (tiny models run faster in fp32)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if fast_bf16 and flops_per_sample > 20e6 else "fp32"
+
+
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def batched_loss(model, loss_fn, x: torch.Tensor, batch_size: int, autocast) -> float:
+    """Mean loss over a tensor, in eval mode, without gradients."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad(), autocast():
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            total += float(loss_fn(model(batch), batch)["loss"]) * len(batch)
+    model.train()
+    return total / len(x)
+
+
+def prepare_run_dir(out: str | None, config: TrainConfig, *, overwrite: bool) -> Path:
+    if out is None:
+        out = f"runs/{config.data.split(':')[0]}-{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(out)
+    if path.exists():
+        if not overwrite:
+            raise AeoptError(f"{path} already exists; pass --overwrite to replace it or --out to choose another")
+        if not (path / "config.yaml").is_file() and any(path.iterdir()):
+            raise AeoptError(f"{path} exists and is not an aeopt run directory; refusing to delete it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+class Trainer:
+    """One training run. `fit()` trains, checkpoints and returns the best model's metrics."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, *, device: torch.device,
+                 log: Callable[[str], None], progress: bool):
+        self.config, self.dataset, self.run_dir, self.device = config, dataset, run_dir, device
+        self.log, self.progress = log, progress
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, data_info(dataset)).to(device)
+        self.flops = self.model.train_flops_per_sample()
+        self.precision = resolve_precision(config.precision, device, self.flops)
+        self.loss_fn = build_loss(config.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.sparse_l1)
+        self.optimizer = build_optimizer(config.optimizer, self.model, lr=config.lr, weight_decay=config.weight_decay,
+                                         momentum=config.momentum, nesterov=config.nesterov)
+        self.steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
+        self.schedule = Schedule(config.schedule, total_steps=config.epochs * self.steps_per_epoch)
+        self.x_train = dataset.x_train.to(device)
+        self.x_val = dataset.x_val.to(device)
+        self.epoch, self.step, self.train_seconds = 0, 0, 0.0
+        self.best_val, self.best_epoch = math.inf, 0
+        self.history: list[dict[str, float]] = []
+        # Extension points, installed by a `setup` function passed to train() (variants, distillation,
+        # search pruning) so that none of them needs its own copy of the loop:
+        self.corrupt: Callable[[torch.Tensor], torch.Tensor] | None = None  # model input from clean x (denoising)
+        self.target: Callable[[torch.Tensor], torch.Tensor] | None = None   # what to reconstruct (distillation)
+        self.step_hooks: list[Callable[["Trainer", torch.Tensor, dict], None]] = []  # after each optimizer step
+        self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tensors, skeleton = flatten_state({"model": self.model.state_dict(),
+                                           "optimizer": self.optimizer.state_dict()})
+        save_tensors(self.run_dir / "checkpoint.safetensors", tensors)
+        write_json(self.run_dir / "checkpoint.json", {
+            "state": skeleton, "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
+            "best_val": self.best_val, "best_epoch": self.best_epoch, "schedule": self.schedule.state(),
+            "history": self.history})
+
+    def load_checkpoint(self) -> None:
+        meta_path = self.run_dir / "checkpoint.json"
+        if not meta_path.is_file():
+            raise AeoptError(f"{self.run_dir} has no checkpoint to resume from; start a new run instead")
+        meta = json.loads(meta_path.read_text())
+        state = unflatten_state(meta["state"], load_tensors(self.run_dir / "checkpoint.safetensors"))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step, self.train_seconds = meta["epoch"], meta["step"], meta["train_seconds"]
+        self.best_val = math.inf if meta["best_val"] is None else meta["best_val"]
+        self.best_epoch, self.history = meta["best_epoch"], meta["history"]
+        self.schedule.load_state({k: (math.inf if v is None else v) for k, v in meta["schedule"].items()})
+
+    # --- the loop ----------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor) -> torch.Tensor:
+        x_in = self.corrupt(x) if self.corrupt else x
+        with self.autocast():
+            out = self.model(x_in)
+        target = self.target(x) if self.target else x
+        parts = self.loss_fn(out, target)
+        loss = parts["loss"] + sum(self.model.penalties(out, x_in).values())
+        if self.config.l1_weights:
+            loss = loss + self.config.l1_weights * l1_weight_penalty(self.model)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        self.optimizer.step()
+        for hook in self.step_hooks:
+            hook(self, x, out)
+        return loss.detach()
+
+    def run_epoch(self, bar) -> float:
+        cfg = self.config
+        torch.manual_seed(cfg.seed * 1_000_003 + self.epoch)  # dropout noise, replayable on resume
+        order = epoch_order(len(self.x_train), cfg.seed, self.epoch, self.device)
+        running = torch.zeros((), device=self.device)
+        started, seen = time.perf_counter(), 0
+        for i, start in enumerate(range(0, len(order), cfg.batch_size)):
+            set_lr(self.optimizer, cfg.lr * self.schedule.factor(self.step))
+            x = self.x_train.index_select(0, order[start:start + cfg.batch_size])
+            running += self.train_step(x) * len(x)
+            seen += len(x)
+            self.step += 1
+            if (i + 1) % LOG_EVERY == 0 or start + cfg.batch_size >= len(order):
+                mean = running.item() / seen
+                if not math.isfinite(mean):
+                    raise TrainingDiverged(
+                        f"loss became {mean} at epoch {self.epoch + 1}, step {self.step}; lower --lr or add "
+                        f"--clip-grad 1.0 (last good checkpoint kept in {self.run_dir})")
+                if bar is not None:
+                    rate = seen / (time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{mean:.4f}", samples_s=f"{rate:.0f}", refresh=False)
+                    bar.update(self.step - bar.n)
+        self.train_seconds += time.perf_counter() - started
+        return running.item() / seen
+
+    def fit(self) -> None:
+        cfg = self.config
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.step, unit="step", dynamic_ncols=True)
+        try:
+            while self.epoch < cfg.epochs:
+                train_loss = self.run_epoch(bar)
+                val_loss = batched_loss(self.model, self.loss_fn, self.x_val, 1024, self.autocast)
+                self.epoch += 1
+                self.schedule.end_of_epoch(val_loss)
+                self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                     "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": self.train_seconds})
+                for hook in self.epoch_hooks:
+                    hook(self, self.history[-1])
+                if bar is not None:
+                    bar.set_description(f"epoch {self.epoch}/{cfg.epochs} val {val_loss:.4f}")
+                if val_loss < self.best_val:
+                    self.best_val, self.best_epoch = val_loss, self.epoch
+                    save_tensors(self.run_dir / "model.safetensors", self.model.state_dict())
+                self.save_checkpoint()
+                write_history(self.run_dir / "history.csv", self.history)
+                if cfg.patience and self.epoch - self.best_epoch >= cfg.patience:
+                    self.log(f"early stop: no validation gain for {cfg.patience} epochs (best epoch {self.best_epoch})")
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        self.model.load_state_dict(load_tensors(self.run_dir / "model.safetensors"))
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    from .runs import atomic_write_text
+
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    lines = [",".join(columns)] + [",".join(f"{row.get(c, '')}" for c in columns) for row in history]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def data_info(dataset: Dataset) -> dict[str, Any]:
+    """What the run must remember about its data to rebuild and apply the model later."""
+    return {"sample_shape": list(dataset.sample_shape), "is_image": dataset.is_image,
+            "output": "sigmoid" if dataset.in_unit_range else "linear", "scaler": dataset.scaler,
+            "n_train": len(dataset.x_train), "n_val": len(dataset.x_val), "n_test": len(dataset.x_test)}
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, resume: str | Path | None = None,
+          overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = _print,
+          device: str = "auto", setup: Callable[[Trainer], None] | None = None, **settings) -> TrainResult:
+    """Train an autoencoder and write its run directory.
+
+    Args:
+        config: all settings; or pass them as keywords (`train(data="digits", latent_dim=8)`).
+        dataset: an already loaded `Dataset` (skips loading `config.data`).
+        resume: a run directory to continue from its last checkpoint (`epochs` may be raised).
+        overwrite: replace an existing run directory at `config.out`.
+        progress: show a progress bar.
+        log: where one-line messages go (`print` by default).
+        device: "auto", "cpu" or "cuda".
+        setup: called with the Trainer before training, to install hooks (see Trainer.__init__).
+
+    Returns:
+        A TrainResult with the run directory, the best model and its metrics.
+    """
+    from .evaluate import evaluate_model
+
+    if resume is not None:
+        config, _ = read_config(resume)
+        config = dataclasses.replace(config, **settings)
+    else:
+        config = dataclasses.replace(config or TrainConfig(), **settings)
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch_device = resolve_device(device)
+    if dataset is None:
+        dataset = load_data(config.data, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
+    if config.loss == "auto":
+        log(f"loss auto -> {choose_auto_loss(dataset.in_unit_range)[1]}")
+    build_model(config, data_info(dataset))  # fail on bad model settings before any directory exists
+    build_loss(config.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.sparse_l1)
+    run_dir = Path(resume) if resume is not None else prepare_run_dir(config.out, config, overwrite=overwrite)
+    config.out = str(run_dir)
+    trainer = Trainer(config, dataset, run_dir, device=torch_device, log=log, progress=progress)
+    save_config(run_dir, config, data_info(dataset))
+    if setup is not None:
+        setup(trainer)
+    if resume is not None:
+        trainer.load_checkpoint()
+    trainer.fit()
+    metrics = evaluate_model(trainer.model, dataset, device=torch_device)
+    metrics.update({
+        "params": trainer.model.num_params(), "train_flops_per_sample": trainer.flops,
+        "train_seconds": trainer.train_seconds,
+        "samples_per_second": len(dataset.x_train) * trainer.epoch / max(trainer.train_seconds, 1e-9),
+        "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val,
+        "loss": trainer.loss_fn.spec, "precision": trainer.precision, "device": str(torch_device),
+    })
+    write_json(run_dir / "metrics.json", metrics)
+    from .report import write_report
+
+    write_report(run_dir, trainer.model, dataset, metrics, trainer.history)
+    return TrainResult(run_dir, trainer.model, metrics, trainer.history)
