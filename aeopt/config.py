@@ -75,6 +75,11 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
         ]
+        from .optim import OPTIMIZERS, SCHEDULES
+
+        for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES)):
+            if value not in known:
+                raise AeoptError(f"unknown {name} {value!r}; known: {', '.join(known)}")
         for ok, message in checks:
             if not ok:
                 raise AeoptError(f"{message} (got {_offending(message, self)})")
