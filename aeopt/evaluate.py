@@ -69,6 +69,21 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, *, device: torch.de
     return metrics
 
 
+def _rescale(dataset: Dataset, scaler: dict) -> Dataset:
+    """Other table data arrives standardized with its own statistics; the model needs the run's."""
+    import dataclasses
+
+    from .data import standardize
+
+    own_mean, own_std = np.asarray(dataset.scaler["mean"]), np.asarray(dataset.scaler["std"])
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(standardize(x.numpy() * own_std + own_mean, scaler))
+
+    return dataclasses.replace(dataset, x_train=convert(dataset.x_train), x_val=convert(dataset.x_val),
+                               x_test=convert(dataset.x_test), scaler=scaler)
+
+
 def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a saved run on its own test split, or on other data (`data` spec) of the same shape."""
     from .errors import AeoptError
@@ -80,6 +95,8 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | No
     if list(dataset.sample_shape) != list(run.data_info["sample_shape"]):
         raise AeoptError(f"the data's samples have shape {tuple(dataset.sample_shape)} but the model expects "
                          f"{tuple(run.data_info['sample_shape'])}; evaluate on data like the training data")
+    if dataset.scaler and run.data_info.get("scaler") and data:
+        dataset = _rescale(dataset, run.data_info["scaler"])
     metrics = evaluate_model(run.model, dataset)
     metrics["data"] = data or cfg.data
     return metrics

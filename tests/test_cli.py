@@ -87,3 +87,19 @@ def test_models_lists_names_and_knobs(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "seed" in out and "shape bugs fixed" in out and "kernel_size" in out
+
+
+def test_evaluate_other_table_data_uses_the_runs_scaler(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(200, 4)) * [1, 10, 100, 1] + [0, 5, 50, 0]
+    np.save(tmp_path / "a.npy", table)
+    np.save(tmp_path / "b.npy", table * 3 + 7)  # same columns, very different statistics
+    out = tmp_path / "run"
+    assert main(["train", "--data", f"npy:{tmp_path / 'a.npy'}", "--model", "mlp", "--latent-dim", "2",
+                 "--epochs", "2", "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", f"npy:{tmp_path / 'b.npy'}", "--json"]) == 0
+    shifted = json.loads(capsys.readouterr().out)
+    own = json.loads((out / "metrics.json").read_text())
+    # In the run's scale the shifted data are far from anything seen in training: much larger error.
+    assert shifted["test"]["mse"] > 5 * own["test"]["mse"]
