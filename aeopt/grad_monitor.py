@@ -3,7 +3,8 @@
 A layer's gradient is judged against its own weights (||grad|| / ||weight||), so the thresholds
 mean the same for a 64-weight bias-free conv and a 400k-weight dense layer: a ratio above
 EXPLODE_RATIO (or a NaN/Inf gradient) means one step can rewrite the layer; below COLLAPSE_RATIO
-the layer has stopped learning. Each layer warns once per kind per run, with the usual fixes.
+the layer has stopped learning. Each kind of trouble is reported once per run, naming the layers,
+with the usual fixes.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class GradMonitor:
                        if p.requires_grad and p.dim() > 1}
         self.sums: dict[str, float] = {}
         self.count = 0
-        self.warned: set[tuple[str, str]] = set()
+        self.warned: set[str] = set()
 
     def sample(self) -> None:
         layers = [(name, p) for name, p in self.layers.items() if p.grad is not None]
@@ -44,24 +45,26 @@ class GradMonitor:
                              for _, p in layers]).tolist()
         total = math.sqrt(sum(g * g for g, _ in norms))
         self.sums["grad_norm"] = self.sums.get("grad_norm", 0.0) + total
+        exploding, vanishing = [], []
         for (name, _), (grad, weight) in zip(layers, norms):
             self.sums[f"grad/{name}"] = self.sums.get(f"grad/{name}", 0.0) + grad
-            self._judge(name, grad, weight)
+            ratio = grad / weight if weight > 0 else (math.inf if grad > 0 else 0.0)
+            if not math.isfinite(grad) or not math.isfinite(weight):
+                exploding.append(f"{name} (gradient norm {grad})")
+            elif ratio > EXPLODE_RATIO:
+                exploding.append(f"{name} ({ratio:.3g}x)")
+            elif ratio < COLLAPSE_RATIO:
+                vanishing.append(f"{name} ({ratio:.3g}x)")
+        self._warn("exploding", exploding, f"above {EXPLODE_RATIO:g}x or not finite", EXPLODE_FIX)
+        self._warn("vanishing", vanishing, f"below {COLLAPSE_RATIO:g}x", COLLAPSE_FIX)
         self.count += 1
 
-    def _judge(self, name: str, grad: float, weight: float) -> None:
-        ratio = grad / weight if weight > 0 else (math.inf if grad > 0 else 0.0)
-        if not math.isfinite(grad) or ratio > EXPLODE_RATIO:
-            self._warn(name, "exploding", f"gradient norm {grad:.3g} is {ratio:.3g}x its weights' norm "
-                                          f"{weight:.3g}; {EXPLODE_FIX}")
-        elif ratio < COLLAPSE_RATIO:
-            self._warn(name, "vanishing", f"gradient norm {grad:.3g} is {ratio:.3g}x its weights' norm "
-                                          f"{weight:.3g}; {COLLAPSE_FIX}")
-
-    def _warn(self, name: str, kind: str, detail: str) -> None:
-        if (name, kind) not in self.warned:
-            self.warned.add((name, kind))
-            self.log(f"warning: {kind} gradient in layer {name}: {detail}")
+    def _warn(self, kind: str, layers: list[str], rule: str, fix: str) -> None:
+        """One line per kind, the first time it happens (a run of warnings would bury the advice)."""
+        if layers and kind not in self.warned:
+            self.warned.add(kind)
+            self.log(f"warning: {kind} gradients (norm vs the layer's weight norm {rule}) in "
+                     f"{', '.join(layers)}; {fix}")
 
     def epoch_summary(self) -> dict[str, float]:
         """Mean sampled norms since the last summary (columns grad_norm, grad/<layer>), then reset."""
