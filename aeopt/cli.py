@@ -12,10 +12,10 @@ import json
 import sys
 from typing import Any
 
-from .config import TrainConfig, read_yaml
+from .config import TrainConfig, parse_lr, read_yaml
 from .errors import AeoptError
 
-COMMAND_MODULES: tuple[str, ...] = ()  # "aeopt.<module>" names that add further subcommands
+COMMAND_MODULES: tuple[str, ...] = ("aeopt.lr_find",)  # "aeopt.<module>" names that add further subcommands
 
 TRAIN_HELP = {
     "data": "digits | fashion-mnist | idx:IMAGES[,LABELS] | npy:PATH | npz:PATH | images:DIR | csv:PATH",
@@ -38,14 +38,15 @@ TRAIN_HELP = {
     "epochs": "passes over the training data",
     "batch_size": "samples per step",
     "optimizer": "adam | adamw | sgd | rmsprop",
-    "lr": "peak learning rate",
+    "lr": "peak learning rate, or auto (run the learning-rate range test first)",
     "weight_decay": "decoupled for adamw, L2 for the others; weights only, never biases or norms",
     "momentum": "sgd / rmsprop momentum",
     "nesterov": "sgd: Nesterov momentum",
     "schedule": "constant | cosine | onecycle | plateau",
     "clip_grad": "clip the global gradient norm to this value",
     "patience": "early stopping: epochs without validation gain (0 = off)",
-    "precision": "auto | fp32 | bf16 (autocast; weights stay fp32)",
+    "precision": "auto | fp32 | bf16 | fp16 (autocast; weights stay fp32; fp16 on CUDA, with loss scaling)",
+    "compile": "torch.compile the model (falls back to eager with a message if it fails)",
     "threads": "CPU threads for torch",
     "out": "run directory to write",
 }
@@ -65,6 +66,8 @@ def _flag_type(field: dataclasses.Field):
     if isinstance(default, bool):
         return None
     kind = str(field.type)
+    if kind == "float | str":
+        return parse_lr
     if kind.startswith("int"):
         return int
     if kind.startswith("float"):

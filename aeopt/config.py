@@ -44,7 +44,7 @@ class TrainConfig:
     epochs: int = 40                  # digits trains in well under a minute at this length
     batch_size: int = 128             # big enough to keep 2 cores busy, small enough for many steps
     optimizer: str = "adamw"          # Adam's speed with weight decay that does not fight the adaptive rate
-    lr: float = 3e-3                  # works for the built-in conv/mlp models with the cosine schedule
+    lr: float | str = 3e-3            # works for the built-in conv/mlp models with cosine; "auto" = lr-find
     weight_decay: float = 1e-4        # light decoupled decay on weights only
     momentum: float = 0.9             # sgd / rmsprop only
     nesterov: bool = False            # sgd only
@@ -52,6 +52,7 @@ class TrainConfig:
     clip_grad: float | None = None    # max global gradient norm; None = no clipping
     patience: int | None = 10         # early stopping after this many epochs without validation gain
     precision: str = "auto"           # auto = bf16 autocast where the processor runs it fast, else fp32
+    compile: bool = False             # torch.compile: no gain measured on CPU, so opt-in
     threads: int | None = None        # None = all cores torch sees
     # output
     out: str | None = None            # run directory; None = runs/<data>-<model>-<time>
@@ -62,17 +63,18 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Reject impossible numbers with a message that names the flag to fix."""
+        self.lr = parse_lr(self.lr)
         checks = [
             (isinstance(self.latent_dim, int) and self.latent_dim >= 1, "--latent-dim must be >= 1"),
             (isinstance(self.epochs, int) and self.epochs >= 1, "--epochs must be >= 1"),
             (isinstance(self.batch_size, int) and self.batch_size >= 1, "--batch-size must be >= 1"),
-            (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0,
-             "--lr must be a positive number, e.g. 1e-3"),
+            (self.lr == "auto" or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
+             "--lr must be a positive number, e.g. 1e-3, or auto"),
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (self.limit is None or self.limit >= 1, "--limit must be >= 1"),
             (self.clip_grad is None or self.clip_grad > 0, "--clip-grad must be > 0"),
             (self.patience is None or self.patience >= 1, "--patience must be >= 1"),
-            (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision must be auto, fp32, bf16 or fp16"),
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
         ]
         from .optim import OPTIMIZERS, SCHEDULES
@@ -96,6 +98,17 @@ class TrainConfig:
         if unknown:
             raise AeoptError(f"{source}: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def parse_lr(value: Any) -> Any:
+    """A learning rate from a flag or YAML: a number, "auto", or a numeric string (YAML reads 1e-3 as
+    text). Anything else is returned unchanged for validate() to reject with its message."""
+    if isinstance(value, str) and value.strip().lower() != "auto":
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return "auto" if isinstance(value, str) else value
 
 
 def _offending(message: str, config: TrainConfig) -> Any:

@@ -1,5 +1,8 @@
 """The trainer: batches straight from in-memory tensors, bf16 autocast, checkpoints, exact resume.
 
+The fast path (precision, channels_last, --compile, the matmul peak) lives in speed.py, the
+gradient health monitor in grad_monitor.py, the learning-rate range test in lr_find.py.
+
 Exact resume works because nothing random carries over between epochs: epoch e shuffles with a
 generator seeded by (seed, e) and reseeds torch's global RNG (dropout) the same way, so a run
 restarted from the checkpoint of epoch e-1 replays epoch e bit for bit.
@@ -20,10 +23,13 @@ import torch
 from .config import TrainConfig
 from .data import Dataset, load_data
 from .errors import AeoptError
+from .grad_monitor import GradMonitor
 from .losses import build_loss, choose_auto_loss, l1_weight_penalty
 from .optim import Schedule, build_optimizer, set_lr
 from .runs import (build_model, flatten_state, load_tensors, read_config, save_config, save_tensors,
                    unflatten_state, write_json)
+from .speed import (CompiledForward, autocast, grad_scaler, peak_gflops, resolve_precision, throughput,
+                    use_channels_last)
 
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check): a sync per step costs time on GPUs
 
@@ -46,17 +52,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise AeoptError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
-
-
-def resolve_precision(precision: str, device: torch.device, flops_per_sample: int) -> str:
-    """bf16 autocast where it pays: GPUs, and CPUs with native bf16 on models big enough that
-    matmul time (2.5x faster in bf16 here) outweighs the casts (tiny models run faster in fp32)."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16"
-    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bf16" if fast_bf16 and flops_per_sample > 20e6 else "fp32"
 
 
 def epoch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -101,9 +96,16 @@ class Trainer:
         self.model = build_model(config, data_info(dataset)).to(device)
         self.flops = self.model.train_flops_per_sample()
         self.precision = resolve_precision(config.precision, device, self.flops)
+        self.scaler = grad_scaler(device, self.precision)
+        self.channels_last = use_channels_last(device, self.model)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = CompiledForward(self.model, log) if config.compile else self.model
+        self.grad_monitor = GradMonitor(self.model, log)
         self.loss_fn = build_loss(config.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.sparse_l1)
         self.optimizer = build_optimizer(config.optimizer, self.model, lr=config.lr, weight_decay=config.weight_decay,
-                                         momentum=config.momentum, nesterov=config.nesterov)
+                                         momentum=config.momentum, nesterov=config.nesterov,
+                                         fused=device.type == "cuda")
         self.steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
         self.schedule = Schedule(config.schedule, total_steps=config.epochs * self.steps_per_epoch)
         self.x_train = dataset.x_train.to(device)
@@ -119,7 +121,7 @@ class Trainer:
         self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(self.device, self.precision)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -145,20 +147,27 @@ class Trainer:
         self.schedule.load_state({k: (math.inf if v is None else v) for k, v in meta["schedule"].items()})
 
     # --- the loop ----------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, *, sample_grads: bool = False) -> torch.Tensor:
+        """One optimizer step on batch `x`; `sample_grads` feeds the gradient monitor (a host sync)."""
         x_in = self.corrupt(x) if self.corrupt else x
+        if self.channels_last:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            out = self.model(x_in)
+            out = self.forward(x_in)
         target = self.target(x) if self.target else x
         parts = self.loss_fn(out, target)
         loss = parts["loss"] + sum(self.model.penalties(out, x_in).values())
         if self.config.l1_weights:
             loss = loss + self.config.l1_weights * l1_weight_penalty(self.model)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # true gradients for the monitor and the clip
+        if sample_grads:
+            self.grad_monitor.sample()
         if self.config.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         for hook in self.step_hooks:
             hook(self, x, out)
         return loss.detach()
@@ -172,10 +181,11 @@ class Trainer:
         for i, start in enumerate(range(0, len(order), cfg.batch_size)):
             set_lr(self.optimizer, cfg.lr * self.schedule.factor(self.step))
             x = self.x_train.index_select(0, order[start:start + cfg.batch_size])
-            running += self.train_step(x) * len(x)
+            logging = (i + 1) % LOG_EVERY == 0 or start + cfg.batch_size >= len(order)
+            running += self.train_step(x, sample_grads=logging) * len(x)
             seen += len(x)
             self.step += 1
-            if (i + 1) % LOG_EVERY == 0 or start + cfg.batch_size >= len(order):
+            if logging:
                 mean = running.item() / seen
                 if not math.isfinite(mean):
                     raise TrainingDiverged(
@@ -202,7 +212,8 @@ class Trainer:
                 self.epoch += 1
                 self.schedule.end_of_epoch(val_loss)
                 self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                     "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": self.train_seconds})
+                                     "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": self.train_seconds,
+                                     **self.grad_monitor.epoch_summary()})
                 for hook in self.epoch_hooks:
                     hook(self, self.history[-1])
                 if bar is not None:
@@ -215,10 +226,21 @@ class Trainer:
                 if cfg.patience and self.epoch - self.best_epoch >= cfg.patience:
                     self.log(f"early stop: no validation gain for {cfg.patience} epochs (best epoch {self.best_epoch})")
                     break
+            if bar is not None:
+                speed = self.throughput()
+                bar.set_postfix(samples_s=f"{speed['samples_per_second']:.0f}",
+                                gflops=f"{speed['gflops_per_second']:.0f}",
+                                peak=f"{100 * speed['fraction_of_peak']:.0f}%")
         finally:
             if bar is not None:
                 bar.close()
         self.model.load_state_dict(load_tensors(self.run_dir / "model.safetensors"))
+
+    def throughput(self) -> dict[str, float]:
+        """Training-step speed so far (evaluation excluded) against the machine's matmul peak."""
+        peak = peak_gflops(self.device.type, self.precision, torch.get_num_threads())
+        samples = len(self.x_train) * self.epoch
+        return throughput(samples, self.train_seconds, self.flops, peak)
 
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -277,6 +299,11 @@ def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, 
     build_loss(config.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.sparse_l1)
     run_dir = Path(resume) if resume is not None else prepare_run_dir(config.out, config, overwrite=overwrite)
     config.out = str(run_dir)
+    if config.lr == "auto":
+        from .lr_find import lr_range_test
+
+        found = lr_range_test(config, dataset, run_dir, device=torch_device, log=log, setup=setup)
+        config.lr = found.lr  # the run remembers the number, so --resume needs no second sweep
     trainer = Trainer(config, dataset, run_dir, device=torch_device, log=log, progress=progress)
     save_config(run_dir, config, data_info(dataset))
     if setup is not None:
@@ -288,7 +315,7 @@ def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, 
     metrics.update({
         "params": trainer.model.num_params(), "train_flops_per_sample": trainer.flops,
         "train_seconds": trainer.train_seconds,
-        "samples_per_second": len(dataset.x_train) * trainer.epoch / max(trainer.train_seconds, 1e-9),
+        **trainer.throughput(),
         "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val,
         "loss": trainer.loss_fn.spec, "precision": trainer.precision, "device": str(torch_device),
     })

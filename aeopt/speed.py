@@ -1,0 +1,111 @@
+"""The trainer's fast path: precision, memory layout, compilation, and how fast it actually ran.
+
+Measured on the 2-core AMD EPYC this project develops on (seed model, batch 256; see
+benchmarks/results/train_speed.md): bf16 autocast runs the step ~2.4x faster than fp32 because
+the processor's bf16 matmuls are ~2.5x its fp32 ones; channels_last made the CPU step 2-3x
+*slower* (oneDNN's NHWC transposed-conv weight gradient), so it is used on CUDA only, where
+NHWC feeds the tensor cores; torch.compile gave no gain on CPU, so it is opt-in (`--compile`).
+"""
+from __future__ import annotations
+
+import functools
+import time
+from contextlib import AbstractContextManager
+from typing import Callable
+
+import torch
+
+from .errors import AeoptError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device, flops_per_sample: int) -> str:
+    """The precision a run uses for `--precision auto`; an explicit choice is kept.
+
+    GPUs: bf16 where supported (no loss scaling needed), else fp16 with a grad scaler. CPUs: bf16
+    when the processor has native bf16 (oneDNN says so) and the model is big enough that the
+    matmul time saved outweighs the casts (tiny models such as the 8x8 digits run faster in fp32).
+    """
+    if precision == "fp16" and device.type != "cuda":
+        raise AeoptError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 (or auto)")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if fast_bf16 and flops_per_sample > 20e6 else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """Autocast to the run's low precision; weights, optimizer state and losses stay fp32."""
+    dtype = DTYPES.get(precision, torch.bfloat16)
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in DTYPES)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 on GPUs (its small exponent underflows gradients); a no-op otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+
+
+def use_channels_last(device: torch.device, model: torch.nn.Module) -> bool:
+    """NHWC for conv models on GPUs (tensor cores want it); on CPU it measured 2-3x slower."""
+    has_conv = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    return device.type == "cuda" and has_conv
+
+
+class CompiledForward:
+    """`torch.compile(model)` with a clean fallback: compilation happens on the first call, so a
+    failure there (no C compiler, an unsupported op) is caught once, reported, and eager mode used."""
+
+    def __init__(self, model: torch.nn.Module, log: Callable[[str], None], mode: str | None = None):
+        self.model, self.log = model, log
+        self.compiled: Callable | None = None
+        try:
+            self.compiled = torch.compile(model, mode=mode)
+        except Exception as err:  # torch.compile raises many kinds of errors; any of them means eager
+            self._fall_back(err)
+
+    def _fall_back(self, err: Exception) -> None:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        self.log(f"warning: --compile failed ({type(err).__name__}: {first_line}); training in eager mode")
+        self.compiled = None
+
+    def __call__(self, x: torch.Tensor):
+        if self.compiled is None:
+            return self.model(x)
+        try:
+            return self.compiled(x)
+        except Exception as err:
+            self._fall_back(err)
+            return self.model(x)
+
+
+@functools.lru_cache(maxsize=None)
+def peak_gflops(device_type: str, precision: str, threads: int) -> float:
+    """The machine's measured dense-matmul rate in GFLOP/s for a precision: the best of a few
+    square matmuls (about 0.2 s on a CPU). The yardstick for `fraction_of_peak`; cached per run."""
+    dtype = DTYPES.get(precision, torch.float32)
+    if device_type == "cpu" and precision == "fp16":
+        dtype = torch.float32  # fp16 autocast is GPU-only here
+    n = 8192 if device_type == "cuda" else 1024
+    a = torch.randn(n, n, device=device_type).to(dtype)
+    b = torch.randn(n, n, device=device_type).to(dtype)
+    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+    best = float("inf")
+    for _ in range(6):
+        sync()
+        started = time.perf_counter()
+        (a @ b).sum()
+        sync()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best / 1e9
+
+
+def throughput(samples: int, seconds: float, flops_per_sample: int, peak: float) -> dict[str, float]:
+    """samples/s, achieved GFLOP/s and its fraction of the measured peak, for metrics.json."""
+    rate = samples / max(seconds, 1e-9)
+    gflops = rate * flops_per_sample / 1e9
+    return {"samples_per_second": rate, "gflops_per_second": gflops, "peak_gflops": peak,
+            "fraction_of_peak": gflops / peak if peak > 0 else 0.0}

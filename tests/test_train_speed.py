@@ -1,0 +1,125 @@
+"""The trainer's fast path, the learning-rate range test and the gradient health monitor."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from aeopt.cli import main
+from aeopt.config import TrainConfig
+from aeopt.data import load_data
+from aeopt.errors import AeoptError
+from aeopt.grad_monitor import GradMonitor
+from aeopt.lr_find import lr_find
+from aeopt.speed import CompiledForward, resolve_precision, throughput
+from aeopt.train import TrainingDiverged, train
+
+SMALL = dict(data="digits", model="mlp", hidden="64", latent_dim=8, batch_size=64, patience=None)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", seed=0)
+
+
+def test_bf16_reaches_the_fp32_test_mse_within_5_percent(tmp_path, digits):
+    mse = {}
+    for precision in ("fp32", "bf16"):
+        result = train(dataset=digits, **SMALL, epochs=12, precision=precision, out=str(tmp_path / precision),
+                       progress=False, log=lambda m: None)
+        assert result.metrics["precision"] == precision
+        mse[precision] = result.metrics["test"]["mse"]
+    assert abs(mse["bf16"] - mse["fp32"]) / mse["fp32"] < 0.05, mse
+    assert mse["fp32"] < 0.06  # it learned: the mean image alone scores ~0.1
+
+
+def test_metrics_report_throughput_against_the_measured_peak(tmp_path, digits):
+    result = train(dataset=digits, **SMALL, epochs=1, out=str(tmp_path / "run"), progress=False, log=lambda m: None)
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    for key in ("samples_per_second", "train_seconds", "params", "train_flops_per_sample", "test", "pca"):
+        assert key in metrics
+    assert metrics["peak_gflops"] > 0
+    assert metrics["gflops_per_second"] == pytest.approx(
+        metrics["samples_per_second"] * metrics["train_flops_per_sample"] / 1e9)
+    assert metrics["fraction_of_peak"] == pytest.approx(metrics["gflops_per_second"] / metrics["peak_gflops"])
+    header = (result.path / "history.csv").read_text().splitlines()[0].split(",")
+    assert "grad_norm" in header and "grad/encoder.1" in header
+
+
+def test_throughput_arithmetic():
+    speed = throughput(1000, 2.0, 4_000_000, peak=10.0)
+    assert speed == {"samples_per_second": 500.0, "gflops_per_second": 2.0, "peak_gflops": 10.0,
+                     "fraction_of_peak": 0.2}
+
+
+def test_precision_choice():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu, 10**9) == "fp32"
+    assert resolve_precision("auto", cpu, 1000) == "fp32"  # tiny models: casts cost more than they save
+    with pytest.raises(AeoptError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cpu, 1000)
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    messages = []
+    model = torch.nn.Linear(3, 2)
+    forward = CompiledForward(model, messages.append)
+    x = torch.ones(1, 3)
+    assert torch.equal(forward(x), model(x))
+    assert len(messages) == 1 and "eager" in messages[0] and "no C compiler" in messages[0]
+
+
+def test_lr_finder_picks_a_rate_inside_the_sweep_and_plots_it(tmp_path, digits):
+    finding = lr_find(dataset=digits, **SMALL, out=str(tmp_path / "sweep"), min_lr=1e-5, max_lr=10.0, steps=40,
+                      log=lambda m: None)
+    assert 1e-5 <= finding.lr <= 10.0
+    assert finding.lr == pytest.approx(min(max(finding.lr_at_minimum / 10, 1e-5), 10.0))
+    assert finding.lr_at_minimum in finding.lrs
+    assert finding.plot.is_file() and finding.plot.stat().st_size > 1000
+    assert (tmp_path / "sweep" / "lr_find.csv").read_text().startswith("lr,smoothed_loss\n")
+
+
+def test_lr_auto_trains_with_the_found_rate(tmp_path, digits):
+    result = train(dataset=digits, **SMALL, epochs=1, lr="auto", out=str(tmp_path / "run"), progress=False,
+                   log=lambda m: None)
+    assert (result.path / "lr_find.png").is_file()
+    saved = (result.path / "config.yaml").read_text()
+    lr_line = next(line for line in saved.splitlines() if line.startswith("lr:"))
+    assert 1e-6 <= float(lr_line.split(":")[1]) <= 1.0  # the number is saved, so --resume needs no sweep
+
+
+def test_lr_flag_accepts_auto_and_numbers_and_rejects_words(tmp_path, capsys):
+    assert TrainConfig(lr="1e-3").validate().lr == 1e-3  # YAML reads 1e-3 as text
+    assert TrainConfig(lr="AUTO").validate().lr == "auto"
+    assert main(["train", "--lr", "fast", "--out", str(tmp_path / "x")]) == 2
+    assert "--lr must be a positive number" in capsys.readouterr().err
+
+
+def test_exploding_gradients_warn_and_clipping_keeps_the_loss_finite(tmp_path, digits):
+    huge = dict(SMALL, optimizer="sgd", lr=50.0, schedule="constant", epochs=2, progress=False)
+    messages = []
+    with pytest.raises(TrainingDiverged):
+        train(dataset=digits, **huge, out=str(tmp_path / "wild"), log=messages.append)
+    assert any(m.startswith("warning: exploding gradients") and "--clip-grad" in m for m in messages), messages
+    clipped = train(dataset=digits, **huge, clip_grad=1.0, out=str(tmp_path / "clipped"), log=lambda m: None)
+    assert all(math.isfinite(row["train_loss"]) for row in clipped.history)
+
+
+def test_monitor_flags_vanishing_layers_once():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    model[1].weight.grad.fill_(0.01)
+    messages = []
+    monitor = GradMonitor(model, messages.append)
+    monitor.sample()
+    monitor.sample()
+    assert len(messages) == 1 and "vanishing" in messages[0] and "0 (" in messages[0] and "1 (" not in messages[0]
+    summary = monitor.epoch_summary()
+    assert summary["grad/0"] == 0.0 and summary["grad/1"] == pytest.approx(0.01 * math.sqrt(8), rel=1e-5)
