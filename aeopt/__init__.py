@@ -5,9 +5,10 @@ from .errors import AeoptError
 from .evaluate import evaluate
 from .models import create_model, list_models, register_model
 from .runs import load
+from .shrink import bench, export_onnx, shrink
 from .sklearn import AutoencoderTransformer
 from .train import train
 
 __version__ = "0.1.0"
-__all__ = ["AeoptError", "AutoencoderTransformer", "Dataset", "TrainConfig", "create_model", "evaluate", "list_models", "load",
-           "load_data", "register_model", "train"]
+__all__ = ["AeoptError", "AutoencoderTransformer", "Dataset", "TrainConfig", "bench", "create_model", "evaluate",
+           "export_onnx", "list_models", "load", "load_data", "register_model", "shrink", "train"]

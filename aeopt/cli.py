@@ -15,7 +15,10 @@ from typing import Any
 from .config import TrainConfig, parse_lr, read_yaml
 from .errors import AeoptError
 
-COMMAND_MODULES: tuple[str, ...] = ("aeopt.lr_find",)  # "aeopt.<module>" names that add further subcommands
+COMMAND_MODULES: tuple[str, ...] = (  # "aeopt.<module>" names that add further subcommands
+    "aeopt.lr_find",
+    "aeopt.shrink.cli",
+)
 
 TRAIN_HELP = {
     "data": "digits | fashion-mnist | idx:IMAGES[,LABELS] | npy:PATH | npz:PATH | images:DIR | csv:PATH",

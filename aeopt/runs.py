@@ -148,14 +148,32 @@ class LoadedRun:
 def build_model(config: TrainConfig, data_info: dict[str, Any]) -> torch.nn.Module:
     from .models import create_model
 
-    return create_model(config.model, tuple(data_info["sample_shape"]), config.latent_dim,
-                        output=data_info["output"], **config.model_knobs())
+    model = create_model(config.model, tuple(data_info["sample_shape"]), config.latent_dim,
+                         output=data_info["output"], **config.model_knobs())
+    if config.extra.get("channels"):  # structurally pruned (aeopt shrink --structured): narrower layers
+        from .models.channels import keep_channels_
+
+        keep_channels_(model, config.extra["channels"])
+    return model
 
 
-def load(run_dir: str | Path, *, weights: str = "model.safetensors") -> LoadedRun:
-    """Rebuild a run's model from `config.yaml` and its weights from safetensors (no pickle)."""
+def load(run_dir: str | Path, *, weights: str = "model.safetensors", runtime: str = "auto") -> LoadedRun:
+    """Rebuild a run's model from `config.yaml` and its weights from safetensors (no pickle).
+
+    Args:
+        run_dir: the run directory.
+        weights: the safetensors file to load (torch runtime).
+        runtime: "torch", "onnx" (ONNX Runtime; a float run is exported on the fly), or "auto": the
+            run's recorded format (`extra["format"]`, "onnx" for int8 runs written by `aeopt shrink`).
+    """
     run_dir = Path(run_dir)
     config, data_info = read_config(run_dir)
+    if runtime not in ("auto", "torch", "onnx"):
+        raise AeoptError(f"unknown runtime {runtime!r}; use auto, torch or onnx")
+    if runtime == "onnx" or (runtime == "auto" and config.extra.get("format") == "onnx"):
+        from .shrink.export import load_onnx_run
+
+        return load_onnx_run(run_dir, config, data_info)
     model = build_model(config, data_info)
     state = load_tensors(run_dir / weights)
     try:

@@ -1,0 +1,149 @@
+"""`aeopt shrink`: distill -> prune -> quantize a trained run into a new run directory.
+
+Each step is measured (test PSNR, params, size on disk) and reported before/after. The new run
+directory is built in a hidden folder beside NEW and renamed into place at the end, so a failure
+never leaves half a run. It holds:
+  config.yaml        the float model's config; `extra` records pruned channel counts and, for int8,
+                     `format: onnx` plus the ONNX files, so `aeopt.load` / `aeopt evaluate` pick them up
+  model.safetensors  the float weights (after distillation and pruning)
+  full/encoder/decoder.int8.onnx   the int8 graphs (with --quantize int8)
+  metrics.json       evaluation + size_bytes + `before` (the original's figures) + `steps`
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..data import load_data
+from ..errors import AeoptError
+from ..evaluate import evaluate_model
+from ..runs import load, save_config, save_tensors, write_json
+from .export import export_all
+from .quantize import quantize_onnx
+
+CALIBRATION_SAMPLES = 512  # enough to pin each activation's min/max; more only slows quantization
+
+
+def size_bytes(run_dir: Path, config) -> int:
+    """Bytes of the deployable model file: the int8 full graph, or the float safetensors."""
+    onnx = config.extra.get("onnx")
+    return (run_dir / (onnx["full"] if onnx else "model.safetensors")).stat().st_size
+
+
+def _figures(model: torch.nn.Module, dataset, run_dir: Path, config) -> dict[str, Any]:
+    test = evaluate_model(model, dataset, pca=False)["test"]
+    return {"psnr": test["psnr"], "mse": test["mse"], "ssim": test["ssim"],
+            "params": model.num_params(), "size_bytes": size_bytes(run_dir, config)}
+
+
+def _write_float(stage: Path, model: torch.nn.Module, config, data_info: dict) -> None:
+    save_config(stage, config, data_info)
+    save_tensors(stage / "model.safetensors", model.state_dict())
+
+
+def quantize_run(stage: Path, model: torch.nn.Module, config, data_info: dict, calibration: torch.Tensor,
+                 mode: str = "static"):
+    """Export the float model's three graphs, quantize each to int8 and record them in the config."""
+    float_dir = stage / ".float-onnx"
+    float_dir.mkdir()
+    files = export_all(model, float_dir)
+    with torch.no_grad():
+        codes = model.eval()(calibration)["z"]
+    inputs = {"full": calibration, "encoder": calibration, "decoder": codes}
+    names = {}
+    for part, path in files.items():
+        names[part] = f"{part}.int8.onnx"
+        quantize_onnx(path, stage / names[part], calibration=inputs[part].numpy(), mode=mode)
+    shutil.rmtree(float_dir)
+    config = dataclasses.replace(config, extra={**config.extra, "format": "onnx", "onnx": names,
+                                                "quantization": f"int8-{mode}"})
+    save_config(stage, config, data_info)
+    return config
+
+
+def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, structured: bool = False,
+           quantize: str | None = None, distill_to: str | None = None, rounds: int = 3, finetune_epochs: int = 2,
+           distill_epochs: int | None = None, quant_mode: str = "static", overwrite: bool = False,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Shrink a trained run into the new run directory `out`; returns its metrics.
+
+    Args:
+        run_dir: the trained run.
+        out: the new run directory.
+        prune: fraction of weights (or, with `structured`, of each layer's channels) to remove.
+        structured: remove whole channels (a smaller dense model) instead of single weights.
+        quantize: "int8" for post-training int8 through ONNX Runtime.
+        distill_to: a student model spec (e.g. "conv:width=8") trained to imitate the run's model.
+        rounds, finetune_epochs: the pruning schedule (rounds of prune + fine-tune).
+        distill_epochs: the student's epochs (default: the teacher's).
+        quant_mode: static | mixed | dynamic (see aeopt.shrink.quantize).
+        overwrite: replace an existing `out`.
+    """
+    from .distill import distill
+    from .prune import check_fraction, layer_shapes, prune as prune_model, sparsity
+
+    if quantize not in (None, "int8"):
+        raise AeoptError(f"unknown quantization {quantize!r}; only int8 is supported")
+    if prune is not None:
+        check_fraction(prune)
+    if prune is None and quantize is None and distill_to is None:
+        raise AeoptError("nothing to do: pass --prune F, --quantize int8 and/or --distill-to MODEL_SPEC")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise AeoptError(f"{out} already exists; pass --overwrite or choose another --out")
+    run = load(run_dir, runtime="torch")
+    config, data_info = run.config, run.data_info
+    if config.extra.get("format") == "onnx":
+        raise AeoptError(f"{run_dir} is already quantized; shrink its float source run instead")
+    dataset = load_data(config.data, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
+    model = run.model
+    config = dataclasses.replace(config, out=str(out))
+    before = _figures(model, dataset, Path(run_dir), config)
+    log(f"before: {before['psnr']:.2f} dB, {before['params']:,} params, {before['size_bytes'] / 1e6:.3f} MB")
+    steps: list[dict[str, Any]] = []
+    stage = out.parent / f".{out.name}.partial"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        def measure(step: str, **details) -> None:
+            after = _figures(model, dataset, stage, config)
+            previous = steps[-1]["after"] if steps else before
+            steps.append({"step": step, **details, "before": previous, "after": after})
+            log(f"{step}: {previous['psnr']:.2f} -> {after['psnr']:.2f} dB, {previous['params']:,} -> "
+                f"{after['params']:,} params, {previous['size_bytes'] / 1e6:.3f} -> {after['size_bytes'] / 1e6:.3f} MB")
+
+        if distill_to:
+            model, config = distill(model, config, dataset, distill_to, epochs=distill_epochs, log=log)
+            config = dataclasses.replace(config, out=str(out))
+            _write_float(stage, model, config, data_info)
+            measure("distill", student=distill_to)
+        if prune is not None:
+            model, config = prune_model(model, config, dataset, fraction=prune, structured=structured,
+                                        rounds=rounds, epochs_per_round=finetune_epochs, log=log)
+            config = dataclasses.replace(config, out=str(out))
+            _write_float(stage, model, config, data_info)
+            measure("prune", fraction=prune, structured=structured, sparsity=sparsity(model),
+                    layer_shapes=layer_shapes(model))
+        if not (stage / "model.safetensors").is_file():
+            _write_float(stage, model, config, data_info)
+        if quantize:
+            calibration = dataset.x_train[:CALIBRATION_SAMPLES]
+            config = quantize_run(stage, model, config, data_info, calibration, quant_mode)
+            model = load(stage).model   # the int8 ONNX Runtime model, as `aeopt.load` will see it
+            measure("quantize", mode=quant_mode)
+        metrics = evaluate_model(load(stage).model, dataset)
+        metrics.update({"params": steps[-1]["after"]["params"], "size_bytes": size_bytes(stage, config),
+                        "before": before, "steps": steps, "source": str(run_dir),
+                        "shrink": {"prune": prune, "structured": structured, "quantize": quantize,
+                                   "distill_to": distill_to, "rounds": rounds, "finetune_epochs": finetune_epochs}})
+        write_json(stage / "metrics.json", metrics)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return metrics
