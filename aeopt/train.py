@@ -229,7 +229,7 @@ class Trainer:
             if bar is not None:
                 speed = self.throughput()
                 bar.set_postfix(samples_s=f"{speed['samples_per_second']:.0f}",
-                                gflops=f"{speed['gflops_per_second']:.0f}",
+                                gflops=f"{speed['gflops_per_second']:.1f}",
                                 peak=f"{100 * speed['fraction_of_peak']:.0f}%")
         finally:
             if bar is not None:
