@@ -127,9 +127,11 @@ def lr_find(config: TrainConfig | None = None, *, dataset: Dataset | None = None
     from .train import prepare_run_dir, resolve_device
 
     config = dataclasses.replace(config or TrainConfig(), **settings).validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    from .speed import choose_threads
+
     torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        choose_threads(config.threads, log)
     if dataset is None:
         dataset = load_data(config.data, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
     run_dir = prepare_run_dir(out or config.out, dataclasses.replace(config, model=f"{config.model}-lrfind"),

@@ -28,8 +28,8 @@ from .losses import build_loss, choose_auto_loss, l1_weight_penalty
 from .optim import Schedule, build_optimizer, set_lr
 from .runs import (build_model, flatten_state, load_tensors, read_config, save_config, save_tensors,
                    unflatten_state, write_json)
-from .speed import (CompiledForward, autocast, grad_scaler, peak_gflops, resolve_precision, throughput,
-                    use_channels_last)
+from .speed import (CompiledForward, autocast, choose_threads, grad_scaler, peak_gflops, resolve_precision,
+                    throughput, use_channels_last)
 
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check): a sync per step costs time on GPUs
 
@@ -229,7 +229,7 @@ class Trainer:
             if bar is not None:
                 speed = self.throughput()
                 bar.set_postfix(samples_s=f"{speed['samples_per_second']:.0f}",
-                                gflops=f"{speed['gflops_per_second']:.0f}",
+                                gflops=f"{speed['gflops_per_second']:.1f}",
                                 peak=f"{100 * speed['fraction_of_peak']:.0f}%")
         finally:
             if bar is not None:
@@ -288,9 +288,9 @@ def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, 
     else:
         config = dataclasses.replace(config or TrainConfig(), **settings)
     config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
     torch_device = resolve_device(device)
+    if torch_device.type == "cpu":
+        choose_threads(config.threads, log)
     if dataset is None:
         dataset = load_data(config.data, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
     if config.loss == "auto":

@@ -77,8 +77,8 @@ def textbook(name: str, x_train: torch.Tensor, x_test: torch.Tensor, epochs: int
 def aeopt_trainer(name: str, dataset, epochs: int, device: torch.device, compile_model: bool, out: Path) -> dict:
     """aeopt's trainer with its default settings, at the benchmark's batch size, optimizer and loss."""
     result = train(dataset=dataset, model=name, latent_dim=32, batch_size=256, optimizer="adam", loss="bce",
-                   epochs=epochs, patience=None, compile=compile_model, out=str(out), overwrite=True,
-                   progress=False, log=lambda message: None, device=device.type)
+                   epochs=epochs, patience=None, compile=compile_model, threads=torch.get_num_threads(),
+                   out=str(out), overwrite=True, progress=False, log=lambda message: None, device=device.type)
     m = result.metrics
     return {"samples_per_second": m["samples_per_second"], "test_mse": test_mse(result.model, dataset.x_test, device),
             "precision": m["precision"]}
@@ -158,7 +158,8 @@ def write_results(a, device, peaks, load_before, rows) -> None:
         f"Measured matmul peak ({device.type}): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s  ",
         f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f}. The machine was SHARED "
         "with other engineers' jobs, so absolute rates are noisy; each textbook run and aeopt run of a model "
-        "ran back to back in this one process, and the ratio is the figure to read.", "",
+        "ran back to back in this one process, and the ratio is the figure to read. Both use the same --threads "
+        "(aeopt's load-aware thread choice is bypassed here so that the comparison is like for like).", "",
         f"Fashion-MNIST, first {a.limit or 'all'} training images, latent 32, batch 256, Adam, BCE, {a.epochs} "
         "epoch(s). samples/s = training-step time only (no evaluation). GFLOP/s from torch's flop counter "
         "(forward + backward per sample). % of peak is against the measured bf16 matmul peak (the machine's "
