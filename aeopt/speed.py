@@ -58,23 +58,19 @@ def use_channels_last(device: torch.device, model: torch.nn.Module) -> bool:
 
 
 def choose_threads(requested: int | None, log: Callable[[str], None]) -> int:
-    """Torch's CPU threads: `requested`, else the cores other processes leave free (at least one).
+    """Torch's CPU threads: `requested`, else every core (torch's own default), so that runs are
+    reproducible and a resumed run computes exactly as the original did.
 
-    OpenMP threads wait for each other at every op; on a busy machine a thread that is not
-    scheduled stalls the rest. Measured on the shared 2-core machine at load average ~10: the
-    seed model stepped 3x faster on 1 thread than on 2, a small MLP 16x faster.
+    On a busy machine fewer threads can be much faster (OpenMP threads wait for each other at every
+    op, and a thread that is not scheduled stalls the rest: on the shared 2-core machine at load
+    average ~10 the seed model stepped 3x faster on 1 thread than on 2), so say so when it applies.
     """
-    if requested:
-        torch.set_num_threads(requested)
-        return requested
-    cores = DEFAULT_THREADS
+    threads = requested or DEFAULT_THREADS
+    torch.set_num_threads(threads)
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    free = max(1, min(cores, int((os.cpu_count() or cores) - busy + 0.5)))
-    torch.set_num_threads(free)
-    if free < cores:
-        log(f"threads: {free} of {cores} (load average {busy:.1f} on {os.cpu_count()} cores: other jobs hold the "
-            f"rest; --threads N overrides)")
-    return free
+    if not requested and threads > 1 and busy > 2 * (os.cpu_count() or 1):
+        log(f"note: load average {busy:.1f} on {os.cpu_count()} cores; if training crawls, try --threads 1")
+    return threads
 
 
 class CompiledForward:
