@@ -28,10 +28,11 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N training images")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the Debian package's)")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "quality.md"))
     args = parser.parse_args()
 
-    data = aeopt.load_data("fashion-mnist", limit=args.limit)
+    data = aeopt.load_data("fashion-mnist", data_dir=args.data_dir, limit=args.limit)
     started = time.perf_counter()
     x_pca = pca_reconstruction(data, args.latent, data.x_test)
     pca = quality(x_pca, data.x_test, is_image=True, peak=1.0)
@@ -39,7 +40,7 @@ def main() -> None:
     print(f"PCA-{args.latent}: test mse {pca['mse']:.5f} ({pca['psnr']:.2f} dB)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for model, epochs in (("conv", args.conv_epochs), ("seed", args.seed_epochs)):
-            result = aeopt.train(data=f"fashion-mnist", model=model, latent_dim=args.latent, epochs=epochs,
+            result = aeopt.train(data="fashion-mnist", model=model, latent_dim=args.latent, epochs=epochs,
                                  limit=args.limit, out=f"{tmp}/{model}", dataset=data, device=args.device,
                                  log=lambda m: None)
             m = result.metrics

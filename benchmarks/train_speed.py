@@ -32,7 +32,7 @@ from aeopt.speed import peak_gflops  # noqa: E402
 from aeopt.train import train  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-KERAS_SCRIPT = Path("/work/shared/baselines/seed_keras.py")
+KERAS_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "baselines" / "seed_keras.py"  # the peer, beside the repo
 
 
 def sync(device: torch.device) -> None:
@@ -118,10 +118,11 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="aeopt with --compile")
     p.add_argument("--keras-python", help="a Python with tensorflow, to run the seed's Keras code")
     p.add_argument("--out", default=str(RESULTS / "train_speed.md"))
+    p.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the Debian package's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    dataset = load_data("fashion-mnist", seed=0, limit=a.limit or None)
+    dataset = load_data("fashion-mnist", data_dir=a.data_dir, seed=0, limit=a.limit or None)
     peaks = {prec: peak_gflops(device.type, prec, a.threads) for prec in ("fp32", "bf16")}
     load_before = os.getloadavg()
     rows = []
