@@ -39,7 +39,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
              trials: int | None = None, budget: str | float | None = None, latent_dim: int | None = None,
              storage: str | None = None, workers: int = 1, tolerance: float = 0.05, space: str | Path | None = None,
              epochs: int = 9, subset: int | None = 12000, final_epochs: int | None = None, max_front: int = 8,
-             seed: int = 0, data_dir: str | None = None, device: str = "auto", progress: bool = True,
+             seed: int = 0, threads: int | None = None, data_dir: str | None = None, device: str = "auto",
+             progress: bool = True,
              log: Callable[[str], None] = print) -> OptimizeResult:
     """Search architectures and training recipes for the best error per cost; return the Pareto front.
 
@@ -59,6 +60,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         final_epochs: epochs of the front's retraining (default: what the budget leaves, else 3 x epochs).
         max_front: most front members to retrain.
         seed: data split and initial weights.
+        threads: torch threads per worker (default: the cores torch sees, shared among the workers).
 
     Returns:
         OptimizeResult with the front as dicts (mse, test_mse, params, train_flops_per_sample, run, ...).
@@ -67,7 +69,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     goals = parse_objectives(objectives)
     seconds = parse_budget(budget)
     _check_numbers(trials=trials, workers=workers, tolerance=tolerance, epochs=epochs, subset=subset,
-                   final_epochs=final_epochs, max_front=max_front, latent_dim=latent_dim)
+                   final_epochs=final_epochs, max_front=max_front, latent_dim=latent_dim, threads=threads)
     if isinstance(data, Dataset):
         if workers > 1:
             raise AeoptError("worker processes load the data themselves: pass a data spec, not a Dataset")
@@ -80,7 +82,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     out.mkdir(parents=True, exist_ok=True)
     if trials is None and seconds is None:
         trials = DEFAULT_TRIALS
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = threads or max(1, torch.get_num_threads() // workers)
     plan = TrialPlan(data=spec, data_dir=data_dir, out=out, objectives=goals, space=search_space, epochs=epochs,
                      subset=subset, seed=seed, threads=threads, device=device,
                      deadline=None if seconds is None else started + seconds * (1 - RETRAIN_SHARE))
@@ -150,7 +152,7 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
 
 def _check_numbers(**values) -> None:
     minimum = {"trials": 1, "workers": 1, "epochs": 1, "subset": 1, "final_epochs": 1, "max_front": 2,
-               "latent_dim": 1}
+               "latent_dim": 1, "threads": 1}
     for name, low in minimum.items():
         value = values[name]
         if value is not None and (not isinstance(value, int) or value < low):

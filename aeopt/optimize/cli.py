@@ -27,6 +27,7 @@ def add_commands(subparsers) -> None:
                    "leaves, else 3x --epochs)")
     p.add_argument("--max-front", type=int, default=8, help="most front members to retrain (default 8)")
     p.add_argument("--seed", type=int, default=0, help="data split and initial weights")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--quiet", action="store_true", help="no progress bar or trial lines, only the result")
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -40,7 +41,7 @@ def cmd_optimize(args: argparse.Namespace) -> None:
                       latent_dim=args.latent_dim, storage=args.storage, workers=args.workers,
                       tolerance=args.tolerance, space=args.space, epochs=args.epochs, subset=args.subset,
                       final_epochs=args.final_epochs, max_front=args.max_front, seed=args.seed,
-                      data_dir=args.data_dir, device=args.device, progress=not args.quiet,
+                      threads=args.threads, data_dir=args.data_dir, device=args.device, progress=not args.quiet,
                       log=(lambda message: None) if args.quiet else print)
     pick = result.recommended
     print(f"front: {len(result.front)} model(s); recommended: trial {pick['trial']} val mse {pick['mse']:.5f} "

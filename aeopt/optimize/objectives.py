@@ -48,7 +48,8 @@ def parse_objectives(spec: str | list[str] | tuple[str, ...]) -> Objectives:
     costs = [n for n in names if n in COSTS]
     if len(errors) != 1 or not 1 <= len(costs) <= 2 or len(set(costs)) != len(costs):
         raise AeoptError(f"--objectives needs one error ({', '.join(ERRORS)}) and one or two different costs "
-                         f"({', '.join(COSTS)}), got {','.join(names) or 'nothing'}; e.g. mse,params or mse,flops,latency")
+                         f"({', '.join(COSTS)}), got {','.join(names) or 'nothing'}; "
+                         "e.g. mse,params or mse,flops,latency")
     return Objectives(errors[0], tuple(costs))
 
 

@@ -10,6 +10,7 @@ import multiprocessing
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -66,6 +67,8 @@ def open_storage(url: str | None, out: Path):
 
 def open_study(plan: TrialPlan, storage_url: str | None) -> optuna.Study:
     """Create or load the study; refuse to mix objectives in one study."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, group
     storage = open_storage(storage_url, plan.out)
     # TPE (multi-objective, multivariate): learns from few trials, where NSGA-II needs generations.
     # constant_liar keeps parallel workers from drawing the same configuration.
@@ -89,7 +92,6 @@ def run_worker(plan: TrialPlan, storage_url: str | None, n_trials: int | None, *
     """Run trials until n_trials are done here or the deadline passes."""
     from ..data import load_data
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if dataset is None:
         dataset = load_data(plan.data, data_dir=plan.data_dir, seed=plan.seed)
     study = open_study(plan, storage_url)

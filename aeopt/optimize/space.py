@@ -75,7 +75,7 @@ def default_space(sample_shape: tuple[int, ...], *, in_unit_range: bool, latent_
         "activation": ["relu", "leaky_relu", "gelu", "silu", "elu"],
         "width": {"low": 8, "high": 64, "log": True},
         "depth": {"low": 1, "high": max_depth},
-        "kernel_size": [3, 4, 5],
+        "kernel_size": [3, 5],
         "decoder": ["transposed", "upsample"],
         "norm": ["batch", "group", "none"],
         "hidden_layers": {"low": 1, "high": 3},
