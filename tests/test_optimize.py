@@ -31,7 +31,7 @@ hidden_size: {low: 16, high: 64, log: true}
 hidden_layers: 1
 batch_size: 128
 """
-FAST = ["--epochs", "2", "--subset", "400", "--final-epochs", "2", "--latent-dim", "8", "--threads", "1", "--quiet"]
+FAST = ["--epochs", "2", "--subset", "400", "--final-epochs", "1", "--max-front", "2", "--latent-dim", "8", "--threads", "1", "--quiet"]
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def study_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
 
 def test_front_is_non_dominated_and_rerun_resumes(tmp_path: Path, space: Path):
     out = tmp_path / "opt"
-    result = aeopt.optimize("digits", out=out, trials=3, epochs=2, subset=400, final_epochs=2, latent_dim=8,
+    result = aeopt.optimize("digits", out=out, trials=3, epochs=2, subset=400, final_epochs=1, latent_dim=8,
                             space=space, threads=1, progress=False, log=lambda m: None)
     front = json.loads((out / "pareto.json").read_text())
     assert front and front == json.loads(json.dumps(result.front))
@@ -94,7 +94,7 @@ def test_killed_search_resumes(tmp_path: Path, space: Path):
     storage = f"sqlite:///{out / 'study.db'}"
     complete: list = []
     deadline = time.time() + 60
-    while len(complete) < 2 and time.time() < deadline and process.poll() is None:
+    while len(complete) < 1 and time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
         if (out / "study.db").is_file():
             try:
@@ -103,7 +103,7 @@ def test_killed_search_resumes(tmp_path: Path, space: Path):
                 complete = []
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert len(complete) >= 2, "the search did not get going"
+    assert len(complete) >= 1, "the search did not get going"
     kept = {t.number: t.values for t in complete}
     assert main(["optimize", "--data", "digits", "--out", str(out), "--trials", "1", "--space", str(space)]
                 + FAST) == 0

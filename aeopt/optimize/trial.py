@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+import torch
 
 from ..config import TrainConfig
 from ..data import Dataset
@@ -91,7 +92,7 @@ class TrialRunner:
         self.data_info = data_info(self.dataset)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        from ..train import TrainingDiverged, train
+        from ..train import TrainingDiverged
 
         plan, objectives = self.plan, self.plan.objectives
         settings = suggest(trial, plan.space)
@@ -111,8 +112,7 @@ class TrialRunner:
         started = time.perf_counter()
         summary = f"trial {trial.number:4d} | {describe(settings)} | {_cost_text(costs)}"
         try:
-            result = train(config, dataset=self.dataset, setup=self._setup(trial, cost_values), overwrite=True,
-                           progress=False, log=lambda message: None, device=plan.device)
+            trainer = self._train(config, trial, cost_values)
         except optuna.TrialPruned as stop:
             self.log(f"{summary} | {time.perf_counter() - started:.0f} s | stopped: {stop}")
             raise
@@ -120,24 +120,41 @@ class TrialRunner:
             trial.set_user_attr("stopped", "diverged")
             self.log(f"{summary} | diverged (loss NaN/Inf)")
             raise optuna.TrialPruned("diverged") from None
-        error = reconstruction_error(objectives.error, reconstruct(result.model, self.dataset.x_val,
-                                                                     device=next(result.model.parameters()).device),
+        model, device = trainer.model, trainer.device
+        error = reconstruction_error(objectives.error, reconstruct(model, self.dataset.x_val, device=device),
                                      self.dataset.x_val)
         if not math.isfinite(error):
             raise optuna.TrialPruned("non-finite validation error")
-        m = result.metrics
-        trial.set_user_attr("val_error", error)
-        trial.set_user_attr("test_mse", m["test"]["mse"])
-        trial.set_user_attr("epochs", m["epochs"])
-        trial.set_user_attr("train_seconds", m["train_seconds"])
-        trial.set_user_attr("samples_per_second", m["samples_per_second"])
-        trial.set_user_attr("loss_used", m["loss"])
-        self.log(f"{summary} | {m['epochs']} ep {time.perf_counter() - started:.0f} s | val {objectives.error} "
+        test_mse = reconstruction_error("mse", reconstruct(model, self.dataset.x_test, device=device),
+                                        self.dataset.x_test)
+        attrs = {"val_error": error, "test_mse": test_mse, "epochs": trainer.epoch,
+                 "train_seconds": trainer.train_seconds,
+                 "samples_per_second": len(self.dataset.x_train) * trainer.epoch / max(trainer.train_seconds, 1e-9)}
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        self.log(f"{summary} | {trainer.epoch} ep {time.perf_counter() - started:.0f} s | val {objectives.error} "
                  f"{error:.5f} | done")
         return (error, *cost_values)
 
-    def _setup(self, trial: optuna.Trial, costs: tuple[float, ...]) -> Callable:
-        """Installs the per-epoch hook: validation error at rungs, rung pruning, the budget's deadline."""
+    def _train(self, config: TrainConfig, trial: optuna.Trial, costs: tuple[float, ...]):
+        """Train with the Trainer directly: a search trial needs no report or PCA (train() writes both),
+        which would cost seconds per trial; its run directory still holds config, weights and history."""
+        from ..runs import save_config
+        from ..train import Trainer, prepare_run_dir, resolve_device
+
+        config.validate()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        run_dir = prepare_run_dir(config.out, config, overwrite=True)
+        trainer = Trainer(config, self.dataset, run_dir, device=resolve_device(self.plan.device),
+                          log=lambda message: None, progress=False)
+        save_config(run_dir, config, self.data_info)
+        trainer.epoch_hooks.append(self._epoch_hook(trial, costs))
+        trainer.fit()
+        return trainer
+
+    def _epoch_hook(self, trial: optuna.Trial, costs: tuple[float, ...]) -> Callable:
+        """The per-epoch hook: validation error at rungs, rung pruning, the budget's deadline."""
         plan, x_val = self.plan, self.dataset.x_val
 
         def at_epoch_end(trainer, row: dict) -> None:
@@ -158,10 +175,7 @@ class TrialRunner:
                 trial.set_user_attr("stopped", reason)
                 raise optuna.TrialPruned(reason)
 
-        def setup(trainer) -> None:
-            trainer.epoch_hooks.append(at_epoch_end)
-
-        return setup
+        return at_epoch_end
 
 
 def rung_peers(trial: optuna.Trial, epoch: int, objectives: Objectives) -> list[tuple[float, tuple]]:
