@@ -104,7 +104,7 @@ def retrain_epochs(front: list[optuna.trial.FrozenTrial], n_train: int, seconds:
     if seconds is None:
         return 3 * search_epochs
     per_epoch = sum(n_train / max(t.user_attrs.get("samples_per_second", 1.0), 1.0) for t in front)
-    return int(min(100, max(search_epochs, math.floor(seconds / max(per_epoch, 1e-9)))))
+    return int(min(100, max(1, math.floor(seconds / max(per_epoch, 1e-9)))))
 
 
 def trial_rows(study: optuna.Study, objectives: Objectives) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Callable
 import optuna
 
 from ..errors import AeoptError
+from .space import starting_points
 from .trial import TrialPlan, TrialRunner
 
 STUDY_NAME = "aeopt"
@@ -124,6 +125,9 @@ def run_search(plan: TrialPlan, *, storage_url: str | None, n_trials: int | None
                log: Callable[[str], None], progress: bool, dataset=None) -> optuna.Study:
     """Run the search (in this process, or in `workers` processes) with one overall progress bar."""
     study = open_study(plan, storage_url)
+    if not study.get_trials(deepcopy=False):
+        for params in starting_points(plan.space):
+            study.enqueue_trial(params)
     done_before = len(study.get_trials(deepcopy=False, states=FINISHED))
     budget = None if plan.deadline is None else plan.deadline - time.time()
     bar = _progress_bar(n_trials, budget, progress)

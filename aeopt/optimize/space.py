@@ -185,6 +185,37 @@ def suggest(trial, space: SearchSpace) -> dict[str, Any]:
     return settings
 
 
+# The library's default recipes: the first trials of a new study, so that the search starts from
+# configurations known to train well and the sampler has good examples from the start.
+STARTING_POINTS = (
+    {"model": "conv", "width": 32, "depth": 2, "kernel_size": 3, "decoder": "transposed", "norm": "batch",
+     "activation": "relu", "loss": "bce", "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
+     "batch_size": 128, "schedule": "cosine", "latent_dim": 16},
+    {"model": "mlp", "hidden_layers": 2, "hidden_size": 256, "activation": "relu", "loss": "bce",
+     "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 128, "schedule": "cosine",
+     "latent_dim": 16},
+)
+
+
+def starting_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """The default recipes, clipped into the space; a recipe whose model the space excludes is skipped."""
+    points = []
+    for recipe in STARTING_POINTS:
+        if recipe["model"] not in (space["model"].choices or ()):
+            continue
+        params = {}
+        for name, value in recipe.items():
+            dim = space[name]
+            if dim.fixed:
+                continue  # fixed settings are not sampled parameters
+            if dim.choices is not None:
+                params[name] = value if value in dim.choices else dim.choices[0]
+            else:
+                params[name] = type(value)(min(max(value, dim.low), dim.high))
+        points.append(params)
+    return points
+
+
 def describe(settings: dict[str, Any]) -> str:
     """A short human description of a configuration, for the one-line trial summaries."""
     if settings["model"] == "conv":
