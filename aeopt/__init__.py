@@ -4,6 +4,7 @@ from .data import Dataset, load_data
 from .errors import AeoptError
 from .evaluate import evaluate
 from .models import create_model, list_models, register_model
+from .optimize import optimize
 from .runs import load
 from .shrink import bench, export_onnx, shrink
 from .sklearn import AutoencoderTransformer
@@ -11,4 +12,4 @@ from .train import train
 
 __version__ = "0.1.0"
 __all__ = ["AeoptError", "AutoencoderTransformer", "Dataset", "TrainConfig", "bench", "create_model", "evaluate",
-           "export_onnx", "list_models", "load", "load_data", "register_model", "shrink", "train"]
+           "export_onnx", "list_models", "load", "load_data", "optimize", "register_model", "shrink", "train"]

@@ -17,6 +17,7 @@ from .errors import AeoptError
 
 COMMAND_MODULES: tuple[str, ...] = (  # "aeopt.<module>" names that add further subcommands
     "aeopt.lr_find",
+    "aeopt.optimize.cli",
     "aeopt.shrink.cli",
 )
 

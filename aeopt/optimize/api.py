@@ -1,0 +1,161 @@
+"""`optimize()`: search, retrain the Pareto front, write pareto.json/csv, trials.csv, pareto.png, report.md."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from ..data import Dataset, load_data
+from ..errors import AeoptError
+from ..metrics import psnr
+from ..runs import write_json
+from .objectives import parse_objectives
+from .pareto import (final_front, retrain_epochs, retrain_member, search_front, trial_rows, write_csv)
+from .report import plot_front, recommend, write_report
+from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
+from .space import default_space, load_space
+from .trial import TrialPlan
+
+RETRAIN_SHARE = 0.3  # of a --budget, kept for retraining the front on the full training set
+DEFAULT_TRIALS = 20  # when neither --trials nor --budget is given
+
+
+@dataclass
+class OptimizeResult:
+    """The retrained Pareto front (cheapest first), the recommended member and where it all lives."""
+
+    path: Path
+    front: list[dict[str, Any]]
+    recommended: dict[str, Any]
+    dropped: list[dict[str, Any]]
+    study: optuna.Study
+
+
+def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, objectives: str = "mse,params",
+             trials: int | None = None, budget: str | float | None = None, latent_dim: int | None = None,
+             storage: str | None = None, workers: int = 1, tolerance: float = 0.05, space: str | Path | None = None,
+             epochs: int = 9, subset: int | None = 12000, final_epochs: int | None = None, max_front: int = 8,
+             seed: int = 0, threads: int | None = None, data_dir: str | None = None, device: str = "auto",
+             progress: bool = True,
+             log: Callable[[str], None] = print) -> OptimizeResult:
+    """Search architectures and training recipes for the best error per cost; return the Pareto front.
+
+    Args:
+        data: a data spec ("digits", "fashion-mnist", "npy:PATH", ...) or a loaded Dataset (one worker only).
+        out: folder for the study, the trials' runs, the front and the report; rerun to continue.
+        objectives: one error (mse, mae) and one or two costs (params, flops, latency), e.g. "mse,flops".
+        trials: trials to add in this call (over all workers); default 20 if no budget either.
+        budget: wall time for the whole call, e.g. "10m"; 30% of it is kept for retraining the front.
+        latent_dim: fix the code size (else it is searched).
+        storage: Optuna storage URL (default: SQLite file study.db in `out`), or journal:PATH.
+        workers: local worker processes sharing the study.
+        tolerance: the recommendation is the cheapest member within this fraction of the best error.
+        space: YAML file narrowing or widening the default search space.
+        epochs: most epochs per search trial (rungs at epochs/3, epochs/9, ...).
+        subset: training samples per search trial (None = all).
+        final_epochs: epochs of the front's retraining (default: what the budget leaves, else 3 x epochs).
+        max_front: most front members to retrain.
+        seed: data split and initial weights.
+        threads: torch threads per worker (default: the cores torch sees, shared among the workers).
+
+    Returns:
+        OptimizeResult with the front as dicts (mse, test_mse, params, train_flops_per_sample, run, ...).
+    """
+    started = time.time()
+    goals = parse_objectives(objectives)
+    seconds = parse_budget(budget)
+    _check_numbers(trials=trials, workers=workers, tolerance=tolerance, epochs=epochs, subset=subset,
+                   final_epochs=final_epochs, max_front=max_front, latent_dim=latent_dim, threads=threads)
+    if isinstance(data, Dataset):
+        if workers > 1:
+            raise AeoptError("worker processes load the data themselves: pass a data spec, not a Dataset")
+        dataset, spec = data, data.name
+    else:
+        dataset, spec = load_data(data, data_dir=data_dir, seed=seed), data
+    base = default_space(dataset.sample_shape, in_unit_range=dataset.in_unit_range, latent_dim=latent_dim)
+    search_space = load_space(space, base)
+    out = Path(out or f"runs/optimize-{spec.split(':')[0]}")
+    out.mkdir(parents=True, exist_ok=True)
+    if trials is None and seconds is None:
+        trials = DEFAULT_TRIALS
+    threads = threads or max(1, torch.get_num_threads() // workers)
+    plan = TrialPlan(data=spec, data_dir=data_dir, out=out, objectives=goals, space=search_space, epochs=epochs,
+                     subset=subset, seed=seed, threads=threads, device=device,
+                     deadline=None if seconds is None else started + seconds * (1 - RETRAIN_SHARE))
+    study = run_search(plan, storage_url=storage, n_trials=trials, workers=workers, log=log, progress=progress,
+                       dataset=dataset if workers == 1 else None)
+    search_seconds = time.time() - started
+
+    front_trials = search_front(study, max_front)
+    if not front_trials:
+        raise AeoptError("no trial finished its training; give a larger --budget or more --trials")
+    remaining = None if seconds is None else max(0.0, started + seconds - time.time())
+    n_epochs = final_epochs or retrain_epochs(front_trials, len(dataset.x_train), remaining, epochs)
+    log(f"retraining {len(front_trials)} front member(s) on all {len(dataset.x_train)} training samples "
+        f"for up to {n_epochs} epochs")
+    members = [retrain_member(t, plan, dataset, n_epochs, log) for t in front_trials]
+    front, dropped = final_front(members, goals)
+    retrain_seconds = time.time() - started - search_seconds
+
+    references = reference_points(dataset, latent_dim or recommend(front, goals, tolerance)["settings"]["latent_dim"])
+    rows = trial_rows(study, goals)
+    write_json(out / "pareto.json", front)
+    write_csv(out / "pareto.csv", [{k: v for k, v in m.items() if k not in ("settings", "search_values")}
+                                   | m["settings"] for m in front])
+    write_csv(out / "trials.csv", rows)
+    plot_front(out / "pareto.png", rows, front, goals, references)
+    states = [r["state"] for r in rows]
+    counts = {"total": len(rows), "complete": states.count("complete"), "pruned": states.count("pruned"),
+              "failed": states.count("fail"), "running": states.count("running")}
+    write_report(out / "report.md", data=spec, objectives=goals, front=front, dropped=dropped, counts=counts,
+                 plan_text=plan_text(plan, n_epochs, workers, storage, out), tolerance=tolerance,
+                 references=references, seconds={"search": search_seconds, "retrain": retrain_seconds})
+    return OptimizeResult(out, front, recommend(front, goals, tolerance), dropped, study)
+
+
+def reference_points(dataset: Dataset, latent_dim: int) -> list[dict[str, Any]]:
+    """PCA at the latent size (validation and test error) and the seed architecture's cost."""
+    from ..evaluate import peak_of, pca_reconstruction
+    from ..models import create_model
+
+    peak = peak_of(dataset)
+    refs = []
+    pca = {"name": f"PCA-{latent_dim}", "color": "C3"}
+    for split, x in (("", dataset.x_val), ("test_", dataset.x_test)):
+        x_hat = pca_reconstruction(dataset, latent_dim, x)
+        pca[f"{split}mse"] = float((x_hat - x).square().mean())
+        pca[f"{split}mae"] = float((x_hat - x).abs().mean())
+    pca["test_psnr"] = psnr(pca["test_mse"], peak)
+    refs.append(pca)
+    if dataset.is_image:
+        output = "sigmoid" if dataset.in_unit_range else "linear"
+        seed = create_model("seed", dataset.sample_shape, latent_dim, output=output)
+        refs.append({"name": "seed architecture", "color": "C1", "params": seed.num_params(),
+                     "train_flops_per_sample": seed.train_flops_per_sample()})
+    return refs
+
+
+def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | None, out: Path) -> str:
+    rungs = ", ".join(map(str, plan.rungs)) or "none"
+    return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
+            f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "
+            f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "
+            f"stopped when {plan.eta - 1} or more trials at the same rung had no higher cost and no higher "
+            f"validation error (successive halving with eta={plan.eta}, Pareto-aware). The front's members were "
+            f"then retrained on the full training set for up to {final_epochs} epochs (early stopping on "
+            "validation) and the front was recomputed from those numbers. Test numbers were never used to choose.")
+
+
+def _check_numbers(**values) -> None:
+    minimum = {"trials": 1, "workers": 1, "epochs": 1, "subset": 1, "final_epochs": 1, "max_front": 2,
+               "latent_dim": 1, "threads": 1}
+    for name, low in minimum.items():
+        value = values[name]
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise AeoptError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+    if not values["tolerance"] >= 0:
+        raise AeoptError(f"--tolerance must be >= 0 (a fraction, e.g. 0.05), got {values['tolerance']}")

@@ -1,0 +1,151 @@
+"""aeopt optimize: the front, resuming, shared storage, kills, and bad input (digits, tiny budgets)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+import aeopt
+from aeopt.cli import main
+from aeopt.errors import AeoptError
+from aeopt.optimize.objectives import parse_objectives
+from aeopt.optimize.pareto import non_dominated
+from aeopt.optimize.search import parse_budget, split_trials
+from aeopt.optimize.trial import TrialPlan, dominated_count
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small, fast models so each trial takes a second or two on digits.
+TINY_SPACE = """
+model: [conv, mlp]
+width: {low: 4, high: 8}
+depth: 1
+hidden_size: {low: 16, high: 64, log: true}
+hidden_layers: 1
+batch_size: 128
+"""
+FAST = ["--epochs", "2", "--subset", "400", "--final-epochs", "1", "--max-front", "2", "--latent-dim", "8", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def study_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="aeopt", storage=storage).get_trials(deepcopy=False)
+
+
+def test_front_is_non_dominated_and_rerun_resumes(tmp_path: Path, space: Path):
+    out = tmp_path / "opt"
+    result = aeopt.optimize("digits", out=out, trials=3, epochs=2, subset=400, final_epochs=1, latent_dim=8,
+                            space=space, threads=1, progress=False, log=lambda m: None)
+    front = json.loads((out / "pareto.json").read_text())
+    assert front and front == json.loads(json.dumps(result.front))
+    for m in front:
+        assert {"mse", "test_mse", "params", "train_flops_per_sample", "run"} <= set(m)
+        assert 0 < m["mse"] < 0.2 and 0 < m["test_mse"] < 0.2 and m["params"] > 0
+        assert (out / m["run"] / "model.safetensors").is_file()
+    points = [(m["mse"], m["params"]) for m in front]
+    assert sorted(non_dominated(points)) == list(range(len(front)))  # nobody on the front is dominated
+    assert result.recommended in result.front
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "report.md", "study.db"):
+        assert (out / name).is_file(), name
+    assert "Recommendation" in (out / "report.md").read_text()
+    storage = f"sqlite:///{out / 'study.db'}"
+    before = {t.number: t.values for t in study_trials(storage)}
+    assert len(before) == 3
+
+    assert main(["optimize", "--data", "digits", "--out", str(out), "--trials", "2", "--space", str(space)]
+                + FAST) == 0
+    after = {t.number: t.values for t in study_trials(storage)}
+    assert len(after) == 5 and all(after[n] == v for n, v in before.items())
+    with open(out / "trials.csv") as f:
+        assert [int(r["trial"]) for r in csv.DictReader(f)] == [0, 1, 2, 3, 4]
+
+
+def test_two_workers_share_one_storage_without_losing_or_duplicating(tmp_path: Path, space: Path):
+    journal = tmp_path / "study.journal"
+    assert main(["optimize", "--data", "digits", "--out", str(tmp_path / "opt"), "--trials", "4", "--workers", "2",
+                 "--storage", f"journal:{journal}", "--space", str(space)] + FAST) == 0
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="aeopt", storage=storage).get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state.is_finished() for t in trials)
+    runs = [t.user_attrs["run"] for t in trials if "run" in t.user_attrs]
+    assert len(runs) == len(set(runs)) == 4
+
+
+def test_killed_search_resumes(tmp_path: Path, space: Path):
+    out = tmp_path / "opt"
+    command = [sys.executable, "-m", "aeopt", "optimize", "--data", "digits", "--out", str(out), "--trials", "50",
+               "--space", str(space)] + FAST
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    storage = f"sqlite:///{out / 'study.db'}"
+    complete: list = []
+    deadline = time.time() + 60
+    while len(complete) < 1 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        if (out / "study.db").is_file():
+            try:
+                complete = [t for t in study_trials(storage) if t.state == optuna.trial.TrialState.COMPLETE]
+            except Exception:  # the study may not be created yet
+                complete = []
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert len(complete) >= 1, "the search did not get going"
+    kept = {t.number: t.values for t in complete}
+    assert main(["optimize", "--data", "digits", "--out", str(out), "--trials", "1", "--space", str(space)]
+                + FAST) == 0
+    trials = study_trials(storage)
+    done = {t.number: t.values for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(done[n] == v for n, v in kept.items())
+    assert max(t.number for t in trials) > max(kept)
+    assert json.loads((out / "pareto.json").read_text())
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--objectives", "mse,speed"], "unknown objective 'speed'"),
+    (["--objectives", "mse"], "one or two different costs"),
+    (["--budget", "10x"], "cannot read budget '10x'"),
+    (["--space", "BAD_YAML"], "is not valid YAML"),
+    (["--space", "UNKNOWN_KEY"], "unknown search setting colour"),
+    (["--space", "EMPTY_RANGE"], "range is empty"),
+    (["--space", "BAD_CHOICE"], "unknown activation 'swish2'"),
+    (["--storage", "nonsense"], "cannot read storage"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, extra, message):
+    files = {"BAD_YAML": "width: [8, 16\n", "UNKNOWN_KEY": "colour: red\n", "EMPTY_RANGE": "width: {low: 32, high: 8}\n",
+             "BAD_CHOICE": "activation: [relu, swish2]\n"}
+    if extra[-1] in files:
+        path = tmp_path / "space.yaml"
+        path.write_text(files[extra[-1]])
+        extra = [extra[0], str(path)]
+    code = main(["optimize", "--data", "digits", "--out", str(tmp_path / "opt"), "--trials", "1"] + extra)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "opt" / "study.db").exists() or "storage" in message
+
+
+def test_small_pieces():
+    assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
+    with pytest.raises(AeoptError):
+        parse_budget("0m")
+    assert parse_objectives("mse,train_flops_per_sample,latency").costs == ("flops", "latency")
+    assert non_dominated([(1, 5), (2, 2), (3, 3), (5, 1), (1, 5)]) == [0, 1, 3]
+    assert dominated_count(0.5, (10,), [(0.4, (9,)), (0.6, (1,)), (0.5, (10,)), (0.1, (10,))]) == 2
+    assert split_trials(7, 2) == [4, 3] and split_trials(1, 3) == [1, 0, 0] and split_trials(None, 2) == [None] * 2
+    plan = TrialPlan(data="digits", data_dir=None, out=Path("."), objectives=parse_objectives("mse,params"),
+                     space={}, epochs=9)
+    assert plan.rungs == [1, 3]
