@@ -32,9 +32,19 @@ TRAIN_HELP = {
     "decoder": "conv: transposed | upsample",
     "hidden": "mlp: hidden sizes, e.g. 256,128",
     "dropout": "mlp: dropout rate",
+    "backbone": "vae / vq_vae / aae: conv | mlp (default: conv for images, mlp for tables)",
+    "beta": "vae: weight of the KL term (beta-VAE; 1 = the ELBO)",
+    "codebook_size": "vq_vae: number of code vectors (default 256)",
+    "code_dim": "vq_vae: size of one code vector; latent-dim / code-dim codes per sample (default 4)",
+    "commitment": "vq_vae: commitment cost (default 0.25)",
+    "adv_weight": "aae: weight of the adversarial term on the code (default 0.05)",
     "loss": "mse | l1 | huber | bce | ssim | mixes like mse+0.2*ssim | auto",
     "sparse_l1": "weight of the L1 penalty on the code (sparse autoencoder)",
     "l1_weights": "weight of the L1 penalty on the weights",
+    "sparse_kl": "RHO:W, KL sparsity penalty: target unit activity RHO, weight W (e.g. 0.05:0.1)",
+    "contractive": "weight of the encoder's squared Jacobian (Frobenius) norm (contractive AE)",
+    "noise": "KIND:LEVEL input corruption for a denoising AE: gaussian:0.3 | masking:0.25 | salt_pepper:0.1",
+    "kl_warmup": "vae: epochs over which the KL weight ramps from 0 to beta",
     "epochs": "passes over the training data",
     "batch_size": "samples per step",
     "optimizer": "adam | adamw | sgd | rmsprop",
@@ -104,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
+    from .variants import install_variants
 
     settings = config_from_args(args)
     if args.resume:
@@ -112,11 +123,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         if ignored:
             raise AeoptError(f"--resume continues a run with its saved settings; drop {', '.join(ignored)} "
                              f"(only --epochs and --threads may change)")
-        result = train(resume=args.resume, progress=not args.quiet, device=args.device,
+        result = train(resume=args.resume, progress=not args.quiet, device=args.device, setup=install_variants,
                        log=_quiet_log if args.quiet else print, **settings)
     else:
         result = train(TrainConfig.from_dict(settings), overwrite=args.overwrite, progress=not args.quiet,
-                       device=args.device, log=_quiet_log if args.quiet else print)
+                       device=args.device, setup=install_variants, log=_quiet_log if args.quiet else print)
     m = result.metrics
     print(f"test mse {m['test']['mse']:.5f} ({m['test']['psnr']:.2f} dB) vs PCA {m['pca']['mse']:.5f} "
           f"({m['pca']['psnr']:.2f} dB); {m['params']:,} params; {m['samples_per_second']:.0f} samples/s; "
