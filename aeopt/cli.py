@@ -15,7 +15,7 @@ from typing import Any
 from .config import TrainConfig, read_yaml
 from .errors import AeoptError
 
-COMMAND_MODULES: tuple[str, ...] = ()  # "aeopt.<module>" names that add further subcommands
+COMMAND_MODULES: tuple[str, ...] = ("aeopt.sample",)  # "aeopt.<module>" names that add further subcommands
 
 TRAIN_HELP = {
     "data": "digits | fashion-mnist | idx:IMAGES[,LABELS] | npy:PATH | npz:PATH | images:DIR | csv:PATH",

@@ -3,8 +3,8 @@ nearest code vector from a learned codebook (van den Oord et al. 2017).
 
 The codebook follows exponential moving averages of the encoder outputs assigned to each code
 (no codebook loss); gradients pass the quantizer straight through; the commitment term keeps the
-encoder near its codes. A code that has gone unused (EMA count below `DEAD_BELOW`) is restarted
-on a random encoder output of the current batch, so the whole codebook stays in play.
+encoder near its codes. A code that has gone unused (EMA count below a tenth of a uniform share)
+is restarted on a random encoder output of the current batch, so the whole codebook stays in play.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from .backbone import build_backbone
 from .base import Autoencoder, check_positive
 from .registry import register_model
 
-DECAY = 0.99        # EMA decay of the codebook statistics
-DEAD_BELOW = 0.03   # EMA assignments per step under which a code counts as dead
+DECAY = 0.95        # EMA decay of the codebook statistics: a memory of ~20 steps follows a fast-moving encoder
+DEAD_SHARE = 0.1    # a code whose EMA count falls under this fraction of a uniform share counts as dead
 EPS = 1e-5
 
 
@@ -32,7 +32,7 @@ class VectorQuantizer(nn.Module):
         super().__init__()
         self.register_buffer("codebook", torch.randn(codebook_size, code_dim))
         self.register_buffer("ema_count", torch.zeros(codebook_size))  # all "dead": the first batch seeds them
-        self.register_buffer("ema_sum", self.codebook.clone())
+        self.register_buffer("ema_sum", torch.zeros(codebook_size, code_dim))
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         distances = (flat.square().sum(1, keepdim=True) - 2 * flat @ self.codebook.T
@@ -47,12 +47,13 @@ class VectorQuantizer(nn.Module):
         n = self.ema_count.sum()
         count = (self.ema_count + EPS) / (n + len(self.codebook) * EPS) * n  # Laplace smoothing
         self.codebook.copy_(self.ema_sum / count[:, None])
-        dead = self.ema_count < DEAD_BELOW
+        share = len(flat) / len(self.codebook)
+        dead = self.ema_count < DEAD_SHARE * share
         if dead.any():
             picks = flat[torch.randint(0, len(flat), (int(dead.sum()),), device=flat.device)]
             self.codebook[dead] = picks
-            self.ema_sum[dead] = picks
-            self.ema_count[dead] = 1.0
+            self.ema_count[dead] = share  # a fresh code gets one share of credit before it can die again
+            self.ema_sum[dead] = picks * share
 
     def forward(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         index = self.nearest(flat)
