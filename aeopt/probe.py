@@ -27,10 +27,12 @@ def codes(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
 
 def code_statistics(z: torch.Tensor) -> dict[str, float]:
     """Mean |z| and the fraction of code values with |z| < NEAR_ZERO."""
-    return {"mean_code_activation": float(z.abs().mean()), "near_zero_fraction": float((z.abs() < NEAR_ZERO).float().mean())}
+    return {"mean_code_activation": float(z.abs().mean()),
+            "near_zero_fraction": float((z.abs() < NEAR_ZERO).float().mean())}
 
 
-def probe_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+def probe_accuracy(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray,
+                   y_test: np.ndarray) -> dict[str, float]:
     """Test accuracy of a linear (logistic regression) and a k-NN classifier on standardized codes."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -77,7 +79,10 @@ def plot_latent(z: torch.Tensor, y: torch.Tensor, path, title: str) -> None:
     from .runs import atomic_write_bytes
 
     flat = z.numpy()
-    xy = PCA(n_components=2, random_state=0).fit_transform(flat) if flat.shape[1] > 2 else np.pad(flat, ((0, 0), (0, 2 - flat.shape[1])))
+    if flat.shape[1] > 2:
+        xy = PCA(n_components=2, random_state=0).fit_transform(flat)
+    else:  # a 1- or 2-number code is drawn as it is
+        xy = np.pad(flat, ((0, 0), (0, 2 - flat.shape[1])))
     fig, ax = plt.subplots(figsize=(5, 4.5))
     points = ax.scatter(xy[:, 0], xy[:, 1], c=y.numpy(), cmap="tab10", s=4, alpha=0.7)
     ax.legend(*points.legend_elements(), fontsize=6, title="label", title_fontsize=7, loc="best", markerscale=0.8)

@@ -76,7 +76,8 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def variant_lines(run_dir: Path, model: torch.nn.Module, dataset: Dataset, metrics: dict[str, Any]) -> list[str]:
+def variant_lines(run_dir: Path, model: torch.nn.Module, dataset: Dataset,
+                  metrics: dict[str, Any]) -> list[str]:
     """Report lines for the code statistics, the probes (+ latent.png) and each variant's own figures."""
     lines = ["", f"Codes: mean |z| {metrics['mean_code_activation']:.4f}, "
                  f"{100 * metrics['near_zero_fraction']:.1f}% of code values near zero."]
@@ -98,10 +99,12 @@ def variant_lines(run_dir: Path, model: torch.nn.Module, dataset: Dataset, metri
                       f"output {d['psnr_out']:.2f} dB ({d['psnr_gain']:+.2f} dB)."]
     if "elbo" in metrics["test"]:
         t = metrics["test"]
-        lines += ["", f"Test ELBO {t['elbo']:.2f} nats per sample (reconstruction {t['recon_nll']:.2f}, KL {t['kl']:.2f})."]
+        lines += ["", f"Test ELBO {t['elbo']:.2f} nats per sample "
+                      f"(reconstruction {t['recon_nll']:.2f}, KL {t['kl']:.2f})."]
     if "codebook_perplexity" in metrics:
         lines += ["", f"Codebook: perplexity {metrics['codebook_perplexity']:.1f}, {metrics['codebook_used']} of "
-                      f"{metrics['codebook_size']} codes used on the test set, {metrics['code_bits']:.0f} bits per sample."]
+                      f"{metrics['codebook_size']} codes used on the test set, "
+                      f"{metrics['code_bits']:.0f} bits per sample."]
     return lines
 
 

@@ -130,6 +130,9 @@ class DiscriminatorStep:
 
 def install_variants(trainer) -> None:
     """Install the run's variant settings on a `Trainer` (see the module docstring)."""
+    if getattr(trainer, "variants_installed", False):  # called by train() and passed as setup: once is enough
+        return
+    trainer.variants_installed = True
     cfg, model = trainer.config, trainer.model
     if cfg.noise:
         noise = parse_noise(cfg.noise)
