@@ -154,6 +154,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{name:14} {row['mse']:9.5f} {row['psnr']:8.2f} {ssim:>7}")
     for cls, row in test.get("per_class", {}).items():
         print(f"  class {cls:6} {row['mse']:9.5f} {row['psnr']:8.2f}")
+    if "probe" in metrics:
+        probe, pca_probe = metrics["probe"], metrics.get("pca_probe", {})
+        print(f"linear probe {probe['linear_acc']:.4f} (PCA {pca_probe.get('linear_acc', float('nan')):.4f}), "
+              f"5-NN {probe['knn_acc']:.4f} (PCA {pca_probe.get('knn_acc', float('nan')):.4f})")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
