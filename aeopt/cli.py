@@ -18,6 +18,7 @@ from .errors import AeoptError
 COMMAND_MODULES: tuple[str, ...] = (  # "aeopt.<module>" names that add further subcommands
     "aeopt.lr_find",
     "aeopt.optimize.cli",
+    "aeopt.sample",
     "aeopt.shrink.cli",
 )
 
@@ -36,9 +37,19 @@ TRAIN_HELP = {
     "decoder": "conv: transposed | upsample",
     "hidden": "mlp: hidden sizes, e.g. 256,128",
     "dropout": "mlp: dropout rate",
+    "backbone": "vae / vq_vae / aae: conv | mlp (default: conv for images, mlp for tables)",
+    "beta": "vae: weight of the KL term (beta-VAE; 1 = the ELBO)",
+    "codebook_size": "vq_vae: number of code vectors (default 256)",
+    "code_dim": "vq_vae: size of one code vector; latent-dim / code-dim codes per sample (default 4)",
+    "commitment": "vq_vae: commitment cost (default 0.25)",
+    "adv_weight": "aae: weight of the adversarial term on the code (default 0.05)",
     "loss": "mse | l1 | huber | bce | ssim | mixes like mse+0.2*ssim | auto",
     "sparse_l1": "weight of the L1 penalty on the code (sparse autoencoder)",
     "l1_weights": "weight of the L1 penalty on the weights",
+    "sparse_kl": "RHO:W, KL sparsity penalty: target unit activity RHO, weight W (e.g. 0.05:0.1)",
+    "contractive": "weight of the encoder's squared Jacobian (Frobenius) norm (contractive AE)",
+    "noise": "KIND:LEVEL input corruption for a denoising AE: gaussian:0.3 | masking:0.25 | salt_pepper:0.1",
+    "kl_warmup": "vae: epochs over which the KL weight ramps from 0 to beta",
     "epochs": "passes over the training data",
     "batch_size": "samples per step",
     "optimizer": "adam | adamw | sgd | rmsprop",
@@ -150,6 +161,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{name:14} {row['mse']:9.5f} {row['psnr']:8.2f} {ssim:>7}")
     for cls, row in test.get("per_class", {}).items():
         print(f"  class {cls:6} {row['mse']:9.5f} {row['psnr']:8.2f}")
+    if "probe" in metrics:
+        probe, pca_probe = metrics["probe"], metrics.get("pca_probe", {})
+        print(f"linear probe {probe['linear_acc']:.4f} (PCA {pca_probe.get('linear_acc', float('nan')):.4f}), "
+              f"5-NN {probe['knn_acc']:.4f} (PCA {pca_probe.get('knn_acc', float('nan')):.4f})")
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:

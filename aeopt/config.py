@@ -15,7 +15,8 @@ import yaml
 
 from .errors import AeoptError
 
-MODEL_KNOBS = ("width", "depth", "kernel_size", "norm", "activation", "decoder", "hidden", "dropout")
+MODEL_KNOBS = ("width", "depth", "kernel_size", "norm", "activation", "decoder", "hidden", "dropout",
+               "backbone", "beta", "codebook_size", "code_dim", "commitment", "adv_weight")
 
 
 @dataclass
@@ -36,10 +37,20 @@ class TrainConfig:
     decoder: str | None = None
     hidden: str | None = None
     dropout: float | None = None
+    backbone: str | None = None       # vae / vq_vae / aae: the encoder/decoder they build on (conv or mlp)
+    beta: float | None = None         # vae: weight of the KL term (beta-VAE); 1 = the ELBO
+    codebook_size: int | None = None  # vq_vae: number of code vectors
+    code_dim: int | None = None       # vq_vae: size of one code vector (latent_dim / code_dim codes per sample)
+    commitment: float | None = None   # vq_vae: weight pulling encoder outputs toward their code vectors
+    adv_weight: float | None = None   # aae: weight of the "fool the latent discriminator" term
     # objective
     loss: str = "auto"                # bce for data in [0, 1], mse otherwise (printed with the reason)
     sparse_l1: float = 0.0            # weight of mean |z| (sparse codes); 0 = off
     l1_weights: float = 0.0           # weight of sum |w| over weight tensors; 0 = off
+    sparse_kl: str | None = None      # "RHO:W": KL(rho || mean unit activity) weighted by W (sparse autoencoder)
+    contractive: float = 0.0          # weight of the encoder's squared Jacobian norm (contractive AE); 0 = off
+    noise: str | None = None          # "KIND:LEVEL" input corruption (denoising AE): gaussian | masking | salt_pepper
+    kl_warmup: int = 0                # vae: epochs over which the KL weight ramps linearly from 0 to beta
     # optimization
     epochs: int = 40                  # digits trains in well under a minute at this length
     batch_size: int = 128             # big enough to keep 2 cores busy, small enough for many steps
@@ -85,6 +96,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise AeoptError(f"{message} (got {_offending(message, self)})")
+        from .variants import check_variant_settings  # noqa: PLC0415  (variants imports this module)
+
+        check_variant_settings(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:

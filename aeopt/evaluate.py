@@ -54,9 +54,27 @@ def pca_reconstruction(dataset: Dataset, k: int, x: torch.Tensor) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32)).reshape(x.shape)
 
 
+def deep_merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge nested dicts: {"test": {"elbo": ...}} adds a key to `into["test"]` rather than replacing it."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
 def evaluate_model(model: torch.nn.Module, dataset: Dataset, *, device: torch.device | str = "cpu",
-                   pca: bool = True) -> dict[str, Any]:
-    """Test-set quality of `model` and, beside it, PCA at the model's latent size."""
+                   pca: bool = True, noise: str | None = None) -> dict[str, Any]:
+    """Test-set quality of `model` and, beside it, PCA at the model's latent size.
+
+    Also: code statistics and, with labels, linear / k-NN probes on the codes (aeopt.probe); the
+    model's own figures (`model.extra_metrics`); and with `noise` ("KIND:LEVEL", default: the
+    noise the model was trained with, if any) the denoising PSNR of the noisy input and the output.
+    """
+    from .noise import denoise_metrics, parse_noise
+    from .probe import latent_metrics
+
     peak = peak_of(dataset)
     x_hat = reconstruct(model, dataset.x_test, device=device)
     metrics: dict[str, Any] = {"test": quality(x_hat, dataset.x_test, is_image=dataset.is_image, peak=peak)}
@@ -66,7 +84,12 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, *, device: torch.de
         x_pca = pca_reconstruction(dataset, model.latent_dim, dataset.x_test)
         metrics["pca"] = {**quality(x_pca, dataset.x_test, is_image=dataset.is_image, peak=peak),
                           "components": model.latent_dim}
-    return metrics
+    metrics.update(latent_metrics(model, dataset, device=device, pca=pca))
+    noise_used = parse_noise(noise) if noise else getattr(model, "input_noise", None)
+    if noise_used is not None:
+        metrics["denoise"] = denoise_metrics(model, dataset.x_test, noise_used, peak=peak,
+                                             in_unit_range=dataset.in_unit_range, device=device)
+    return deep_merge(metrics, model.extra_metrics(dataset.x_test))
 
 
 def _rescale(dataset: Dataset, scaler: dict) -> Dataset:
@@ -97,6 +120,6 @@ def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | No
                          f"{tuple(run.data_info['sample_shape'])}; evaluate on data like the training data")
     if dataset.scaler and run.data_info.get("scaler") and data:
         dataset = _rescale(dataset, run.data_info["scaler"])
-    metrics = evaluate_model(run.model, dataset)
+    metrics = evaluate_model(run.model, dataset, noise=cfg.noise)
     metrics["data"] = data or cfg.data
     return metrics

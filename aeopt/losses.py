@@ -56,6 +56,7 @@ class ReconstructionLoss:
 
     terms: list[tuple[float, str]]
     sparse_l1: float = 0.0  # weight of mean |z|: pushes codes toward zero (sparse autoencoder)
+    sparse_kl: tuple[float, float] | None = None  # (rho, weight) of the KL sparsity penalty
 
     @property
     def spec(self) -> str:
@@ -68,7 +69,32 @@ class ReconstructionLoss:
         if self.sparse_l1:
             parts["sparse_l1"] = out["z"].float().abs().mean()
             loss = loss + self.sparse_l1 * parts["sparse_l1"]
+        if self.sparse_kl:
+            rho, weight = self.sparse_kl
+            parts["sparse_kl"] = sparsity_kl(out["z"], rho)
+            loss = loss + weight * parts["sparse_kl"]
         return {"loss": loss, **parts}
+
+
+def sparsity_kl(z: torch.Tensor, rho: float) -> torch.Tensor:
+    """Sum over code units of KL(rho || rho_hat_j), rho_hat_j the unit's mean activity over the batch.
+
+    The classic penalty assumes sigmoid units; our codes are linear, so a unit's activity is
+    tanh(|z|) in [0, 1): 0 when the unit is silent, so a small rho asks for mostly-zero codes.
+    """
+    rho_hat = torch.tanh(z.float().abs()).mean(0).clamp(1e-6, 1 - 1e-6)
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+
+def parse_sparse_kl(spec: str) -> tuple[float, float]:
+    """"0.05:0.1" -> (rho 0.05, weight 0.1), with a one-line error for anything else."""
+    try:
+        rho, weight = (float(v) for v in str(spec).split(":"))
+    except ValueError:
+        raise AeoptError(f"--sparse-kl wants RHO:W, e.g. 0.05:0.1, got {spec!r}") from None
+    if not (0 < rho < 1 and weight >= 0):
+        raise AeoptError(f"--sparse-kl {spec}: the target activity RHO must be in (0, 1) and the weight W >= 0")
+    return rho, weight
 
 
 def choose_auto_loss(in_unit_range: bool) -> tuple[str, str]:
@@ -78,8 +104,12 @@ def choose_auto_loss(in_unit_range: bool) -> tuple[str, str]:
     return "mse", "data are not in [0, 1] (standardized table), so bce does not apply: mse"
 
 
-def build_loss(spec: str, *, in_unit_range: bool, sparse_l1: float = 0.0) -> ReconstructionLoss:
-    """Parse a loss spec ("mse", "mse+0.2*ssim", "auto") for data with the given value range."""
+def build_loss(spec: str, *, in_unit_range: bool, sparse_l1: float = 0.0,
+               sparse_kl: str | None = None) -> ReconstructionLoss:
+    """Parse a loss spec ("mse", "mse+0.2*ssim", "auto") for data with the given value range.
+
+    `sparse_kl` is the "RHO:W" text of --sparse-kl (None = off).
+    """
     if sparse_l1 < 0:
         raise AeoptError(f"--sparse-l1 must be >= 0, got {sparse_l1}")
     if spec == "auto":
@@ -95,7 +125,7 @@ def build_loss(spec: str, *, in_unit_range: bool, sparse_l1: float = 0.0) -> Rec
         if name == "bce" and not in_unit_range:
             raise AeoptError("the bce loss needs data in [0, 1] but this data is standardized; use --loss mse")
         terms.append((weight, name))
-    return ReconstructionLoss(terms, sparse_l1)
+    return ReconstructionLoss(terms, sparse_l1, parse_sparse_kl(sparse_kl) if sparse_kl else None)
 
 
 def l1_weight_penalty(model: torch.nn.Module) -> torch.Tensor:

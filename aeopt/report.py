@@ -76,6 +76,38 @@ def _fmt(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def variant_lines(run_dir: Path, model: torch.nn.Module, dataset: Dataset,
+                  metrics: dict[str, Any]) -> list[str]:
+    """Report lines for the code statistics, the probes (+ latent.png) and each variant's own figures."""
+    lines = ["", f"Codes: mean |z| {metrics['mean_code_activation']:.4f}, "
+                 f"{100 * metrics['near_zero_fraction']:.1f}% of code values near zero."]
+    if "probe" in metrics:
+        from .probe import codes, plot_latent
+
+        probe, pca = metrics["probe"], metrics.get("pca_probe")
+        lines += ["", "| codes (test accuracy) | linear probe | 5-NN |", "| --- | --- | --- |",
+                  f"| autoencoder | {probe['linear_acc']:.4f} | {probe['knn_acc']:.4f} |"]
+        if pca:
+            lines.append(f"| PCA, same size | {pca['linear_acc']:.4f} | {pca['knn_acc']:.4f} |")
+        device = next(model.parameters()).device
+        plot_latent(codes(model, dataset.x_test, device=device), dataset.y_test, run_dir / "latent.png",
+                    "test codes (2-D PCA), coloured by label")
+        lines += ["", "![test codes by label](latent.png)"]
+    if "denoise" in metrics:
+        d = metrics["denoise"]
+        lines += ["", f"Denoising (`{d['noise']}` on the test set): noisy input {d['psnr_noisy']:.2f} dB, "
+                      f"output {d['psnr_out']:.2f} dB ({d['psnr_gain']:+.2f} dB)."]
+    if "elbo" in metrics["test"]:
+        t = metrics["test"]
+        lines += ["", f"Test ELBO {t['elbo']:.2f} nats per sample "
+                      f"(reconstruction {t['recon_nll']:.2f}, KL {t['kl']:.2f})."]
+    if "codebook_perplexity" in metrics:
+        lines += ["", f"Codebook: perplexity {metrics['codebook_perplexity']:.1f}, {metrics['codebook_used']} of "
+                      f"{metrics['codebook_size']} codes used on the test set, "
+                      f"{metrics['code_bits']:.0f} bits per sample."]
+    return lines
+
+
 def write_report(run_dir: Path, model: torch.nn.Module, dataset: Dataset, metrics: dict[str, Any],
                  history: list[dict[str, float]]) -> None:
     plot_loss(history, run_dir / "loss.png")
@@ -103,6 +135,7 @@ def write_report(run_dir: Path, model: torch.nn.Module, dataset: Dataset, metric
         x = dataset.x_test[:2048]
         plot_reconstructions(x, reconstruct(model, x, device=next(model.parameters()).device), run_dir / "reconstructions.png")
         lines += ["", "Best and worst reconstructed test images:", "", "![reconstructions](reconstructions.png)"]
+    lines += variant_lines(run_dir, model, dataset, metrics)
     per_class = test.get("per_class")
     if per_class:
         lines += ["", "| class | count | MSE | PSNR (dB) |", "| --- | --- | --- | --- |"]

@@ -119,6 +119,9 @@ class Trainer:
         self.target: Callable[[torch.Tensor], torch.Tensor] | None = None   # what to reconstruct (distillation)
         self.step_hooks: list[Callable[["Trainer", torch.Tensor, dict], None]] = []  # after each optimizer step
         self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
+        from .variants import install_variants
+
+        install_variants(self)  # denoising, sparse-KL, contractive, VAE warm-up, AAE: set by the config
 
     def autocast(self):
         return autocast(self.device, self.precision)

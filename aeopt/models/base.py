@@ -70,6 +70,10 @@ class Autoencoder(nn.Module):
         """Model-specific loss terms (already weighted) added to the reconstruction loss; e.g. a VAE's KL."""
         return {}
 
+    def extra_metrics(self, x: torch.Tensor) -> dict:
+        """Model-specific test figures merged into metrics.json (e.g. a VAE's ELBO); x is the test set."""
+        return {}
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
