@@ -152,6 +152,10 @@ class OnnxAutoencoder(nn.Module):
         x_hat, z = self._run("full", x)
         return {"x_hat": torch.from_numpy(x_hat), "z": torch.from_numpy(z)}
 
+    def extra_metrics(self, x: torch.Tensor) -> dict:
+        """Variant figures need the torch model's internals; an ONNX graph reports none."""
+        return {}
+
     def num_params(self) -> int:
         import onnx
 
