@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
-from aeopt.variants import install_variants  # noqa: E402
 
 # name, settings, whether the variant trades reconstruction for something else by design
 VARIANTS = [
@@ -71,7 +70,7 @@ def main() -> None:
             started = time.perf_counter()
             result = aeopt.train(data="fashion-mnist", latent_dim=32, epochs=args.epochs, limit=args.limit,
                                  out=f"{tmp}/{i}", dataset=data, device=args.device, progress=False,
-                                 log=lambda message: None, setup=install_variants, **settings)
+                                 log=lambda message: None, **settings)
             wall = time.perf_counter() - started
             m = result.metrics
             pca, pca_probe = m["pca"], m["pca_probe"]
