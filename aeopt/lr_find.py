@@ -103,7 +103,7 @@ def _write_sweep(run_dir: Path, lrs: list[float], losses: list[float], suggestio
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _figure_bytes
+    from .report import figure_bytes
 
     atomic_write_text(run_dir / "lr_find.csv",
                       "lr,smoothed_loss\n" + "".join(f"{lr},{loss}\n" for lr, loss in zip(lrs, losses)))
@@ -115,7 +115,7 @@ def _write_sweep(run_dir: Path, lrs: list[float], losses: list[float], suggestio
     ax.set_ylabel("smoothed training loss")
     ax.grid(alpha=0.3)
     ax.legend()
-    atomic_write_bytes(plot, _figure_bytes(fig))
+    atomic_write_bytes(plot, figure_bytes(fig))
     plt.close(fig)
 
 

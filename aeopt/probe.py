@@ -75,7 +75,7 @@ def plot_latent(z: torch.Tensor, y: torch.Tensor, path, title: str) -> None:
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    from .report import _figure_bytes
+    from .report import figure_bytes
     from .runs import atomic_write_bytes
 
     flat = z.numpy()
@@ -89,5 +89,5 @@ def plot_latent(z: torch.Tensor, y: torch.Tensor, path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
     plt.close(fig)

@@ -12,7 +12,7 @@ from .metrics import mse_per_sample
 from .runs import atomic_write_bytes, atomic_write_text
 
 
-def _figure_bytes(fig) -> bytes:
+def figure_bytes(fig) -> bytes:
     import io
 
     buffer = io.BytesIO()
@@ -35,7 +35,7 @@ def plot_loss(history: list[dict[str, float]], path: Path) -> None:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
     plt.close(fig)
 
 
@@ -68,7 +68,7 @@ def plot_reconstructions(x: torch.Tensor, x_hat: torch.Tensor, path: Path, n: in
                     ax.set_ylabel(f"{name}\n{label}", fontsize=7)
                 if row == 1:
                     ax.set_title(f"mse {errors[i]:.4f}", fontsize=6)
-    atomic_write_bytes(path, _figure_bytes(fig))
+    atomic_write_bytes(path, figure_bytes(fig))
     plt.close(fig)
 
 
