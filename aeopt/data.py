@@ -1,7 +1,7 @@
 """Load training data for aeopt: built-in sets (digits, Fashion-MNIST) and user files.
 
-The file readers live in readers.py; ``load_data`` checks them, splits them into
-train/validation/test, scales them and returns float32 torch tensors. Anything wrong with the
+The file readers live in readers.py; ``load_data`` checks what they return, splits it into
+train/validation/test, scales it and returns float32 torch tensors. Anything wrong with the
 user's input raises ``AeoptError`` with a one-line message saying what is wrong and how to fix it.
 """
 
