@@ -126,3 +126,28 @@ def test_cli_errors(trained, tmp_path):
     assert main(["shrink", str(trained.path), "--prune", "1.5", "--out", str(tmp_path / "x")]) == 2
     assert main(["shrink", str(tmp_path / "missing"), "--prune", "0.5", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("mode", ["static", "mixed", "dynamic"])
+def test_quantize_modes_stay_close_to_float(mode, tmp_path):
+    """Every mode writes a loadable int8 graph whose output stays near the float one."""
+    import onnx
+
+    from aeopt.shrink.export import export_onnx, onnx_session
+    from aeopt.shrink.quantize import quantize_onnx
+
+    torch.manual_seed(0)
+    model = create_model("conv", (1, 8, 8), 8, width=8).eval()
+    float_path = export_onnx(model, tmp_path / "f.onnx")
+    x = torch.rand(64, 1, 8, 8)
+    int8_path = quantize_onnx(float_path, tmp_path / "q.onnx", calibration=x.numpy(), mode=mode)
+    ops = {node.op_type for node in onnx.load(str(int8_path)).graph.node}
+    expected = {"static": "QuantizeLinear", "mixed": "DynamicQuantizeLinear", "dynamic": "DynamicQuantizeLinear"}
+    assert expected[mode] in ops
+    if mode == "mixed":
+        assert "QuantizeLinear" in ops   # convolutions static, linear layers dynamic
+    session = onnx_session(int8_path)
+    got = session.run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x)["x_hat"].numpy()
+    assert abs(got - want).max() < 0.05 and abs(got - want).max() > 0   # int8, so not bit-exact
