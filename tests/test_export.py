@@ -16,7 +16,7 @@ from aeopt.shrink.export import check_parity, export_onnx
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    aeopt.train(data="digits", width=8, latent_dim=8, epochs=2, threads=2, out=str(out), progress=False,
+    aeopt.train(data="digits", width=8, latent_dim=8, epochs=2, threads=1, out=str(out), progress=False,
                 log=lambda m: None)
     return out
 
@@ -75,3 +75,23 @@ def test_bench_writes_json(run_dir):
     assert (run_dir / "bench.json").is_file()
     for row in report["forms"].values():
         assert row["batch1_latency_ms"] > 0 and row["batch16_samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["conv", "seed"])
+def test_fold_batchnorm_keeps_the_function_with_fewer_norms(name):
+    from aeopt.shrink.fuse import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = create_model(name, (1, 28, 28), 8)
+    model.train()
+    with torch.no_grad():   # non-trivial running statistics, so a wrong fold shows
+        for _ in range(3):
+            model(torch.rand(16, 1, 28, 28))
+    model.eval()
+    folded = fold_batchnorm(model)
+    norms = lambda m: sum(isinstance(x, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for x in m.modules())
+    # conv: norm right after each conv -> all folded; seed: activation before norm -> none folded
+    assert norms(folded) == (0 if name == "conv" else norms(model)) and norms(model) > 0
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x)["x_hat"], model(x)["x_hat"], atol=1e-5, rtol=0)

@@ -1,8 +1,10 @@
 """`aeopt bench`: batch-1 latency, batch-256 throughput and peak memory of a run's deployable forms.
 
-Forms: eager fp32, eager bf16 autocast, torch.compile (fp32), ONNX Runtime fp32 and ONNX Runtime
-int8 (the run's own int8 graph, or a static int8 quantization made on the fly). All forms are timed
-back to back in one process with the same thread count, so their ratios hold on a busy machine.
+Forms: eager fp32 (the model as trained, the baseline), eager bf16 autocast, torch.compile (fp32),
+ONNX Runtime fp32 and ONNX Runtime int8 (the run's own int8 graph, or a static int8 quantization
+made on the fly). All but the baseline run with BatchNorm folded into the layer before it
+(aeopt.shrink.fuse). All forms are timed back to back in one process with the same thread count,
+so their ratios hold on a busy machine.
 """
 from __future__ import annotations
 
@@ -92,17 +94,19 @@ def build_forms(run_dir: Path, folder: Path, *, threads: int, forms: tuple[str, 
                 calibration: torch.Tensor | None = None) -> dict[str, Forward]:
     """name -> forward(x) -> x_hat for each requested form of the run (ONNX files go to `folder`)."""
     from .export import check_parity, export_onnx
+    from .fuse import fold_batchnorm
     from .quantize import quantize_onnx
 
     run = load(run_dir, runtime="torch")
-    model = run.model
+    model = run.model.eval()
+    folded = fold_batchnorm(model)
     built: dict[str, Forward] = {}
     if "eager_fp32" in forms:
         built["eager_fp32"] = torch_forward(model)
     if "eager_bf16" in forms:
-        built["eager_bf16"] = torch_forward(model, bf16=True)
+        built["eager_bf16"] = torch_forward(folded, bf16=True)
     if "compiled" in forms:
-        built["compiled"] = torch_forward(torch.compile(model, dynamic=False))
+        built["compiled"] = torch_forward(torch.compile(folded, dynamic=False))
     onnx_fp32 = folder / "full.onnx"
     if "onnx_fp32" in forms or ("onnx_int8" in forms and not run.config.extra.get("onnx")):
         export_onnx(model, onnx_fp32)

@@ -1,10 +1,15 @@
 """Distillation: train a smaller student (any registry model) to match a trained teacher.
 
 The student trains with the normal trainer; a `setup` hook makes its reconstruction target a mix
-of the teacher's reconstruction and the data (`alpha` of the teacher), and, when both codes have
-the same size, adds `latent_weight` * MSE(student z, teacher z). The teacher's reconstructions are
-smoother targets than the raw pixels (its errors are ones a small model can copy), and its codes
-give the student's encoder a direct signal, so the student learns more per step than alone.
+of the teacher's reconstruction and the data (`alpha` of the teacher). The teacher's
+reconstructions are smoother targets than the raw pixels (its errors are ones a small model can
+copy). Optionally (`latent_weight` > 0, codes of the same size) the student's code is pulled
+towards the teacher's, in units of the teacher codes' variance.
+Measured on digits (teacher conv width 8, 30 epochs, 17.3 dB; student conv width 4, 10 epochs,
+seed 0): alone 12.99 dB; alpha 0.7 13.30 dB, alpha 1.0 13.24 dB; adding latent matching HURT
+(weight 0.03: 11.96 dB, 0.1: 11.69 dB, 1.0 unnormalized: 11.40 dB): a small student cannot
+reproduce the teacher's code and also reconstruct well, so it is off by default. With a weaker
+teacher (20 epochs, 16.2 dB) and 8 student epochs the gain vanished (12.06 vs 12.08 dB).
 Validation (and so the choice of the best epoch) still measures the error against the data.
 """
 from __future__ import annotations
@@ -74,11 +79,13 @@ class _DistillLoss:
         teacher_z = self.cache.pop("z", None)
         if teacher_z is None:
             return parts
-        latent = F.mse_loss(out["z"].float(), teacher_z.float())
+        # relative to the spread of the teacher's codes, so the weight means the same for any code scale
+        teacher_z = teacher_z.float()
+        latent = F.mse_loss(out["z"].float(), teacher_z) / teacher_z.var().clamp_min(1e-8)
         return {**parts, "latent": latent, "loss": parts["loss"] + self.weight * latent}
 
 
-def distillation_setup(teacher: nn.Module, *, alpha: float = 0.5, latent_weight: float = 1.0) -> Callable:
+def distillation_setup(teacher: nn.Module, *, alpha: float = 0.7, latent_weight: float = 0.0) -> Callable:
     """A `setup(trainer)` for aeopt.train.train that makes the student learn from `teacher`."""
     if not 0.0 <= alpha <= 1.0:
         raise AeoptError(f"distillation alpha must be in [0, 1], got {alpha}")
@@ -103,7 +110,7 @@ def distillation_setup(teacher: nn.Module, *, alpha: float = 0.5, latent_weight:
 
 
 def distill(teacher: nn.Module, teacher_config: TrainConfig, dataset: Dataset, spec: str, *,
-            epochs: int | None = None, alpha: float = 0.5, latent_weight: float = 1.0, out: Path | None = None,
+            epochs: int | None = None, alpha: float = 0.7, latent_weight: float = 0.0, out: Path | None = None,
             log: Callable[[str], None] = print) -> tuple[nn.Module, TrainConfig]:
     """Train the student `spec` (e.g. "conv:width=8") from `teacher`; returns the student and its config.
 

@@ -60,15 +60,19 @@ def export_onnx(model: nn.Module, path: str | Path, *, part: str = "full") -> Pa
     """Write `part` of a torch autoencoder to an ONNX file whose batch dimension is dynamic.
 
     Uses the TorchScript-based exporter (`dynamo=False`): it handles the models' fixed padding and
-    cropping directly and takes a second, where the dynamo exporter takes many.
+    cropping directly and takes a second, where the dynamo exporter takes many. BatchNorms are
+    folded into the layer before them first (see aeopt.shrink.fuse): ONNX Runtime does not fuse
+    ConvTranspose + BatchNorm itself.
     """
+    from .fuse import fold_batchnorm
+
     if part not in PARTS:
         raise AeoptError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
     path = Path(path)
     if not path.parent.is_dir():
         raise AeoptError(f"cannot write {path}: folder {path.parent} does not exist")
     inputs, outputs = io_names(part)
-    wrapped = _Part(model.float().cpu().eval(), part)
+    wrapped = _Part(fold_batchnorm(model.float().cpu()), part)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with torch.no_grad():
