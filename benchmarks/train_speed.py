@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_line  # noqa: E402
+
 from aeopt.data import load_data  # noqa: E402
 from aeopt.models import create_model  # noqa: E402
 from aeopt.speed import peak_gflops  # noqa: E402
@@ -98,15 +99,6 @@ def keras(python: str, limit: int | None, epochs: int, threads: int) -> dict | N
     return {"samples_per_second": max(rates), "test_mse": float(lines[-1][1]), "precision": "fp32"}
 
 
-def machine(device: torch.device) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    text = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    if device.type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name()}"
-    return text
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -155,12 +147,11 @@ def write_results(a, device, peaks, load_before, rows) -> None:
     load_after = os.getloadavg()
     lines = [
         "# Training speed: aeopt's trainer vs the textbook PyTorch loop and the seed's Keras code", "",
-        f"Command: `{command}`  ", f"Machine: {machine(device)}  ",
+        f"Command: `{command}`  ", f"Machine: {machine_line()}  ",
         f"Measured matmul peak ({device.type}): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s  ",
-        f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f}. The machine was SHARED "
-        "with other engineers' jobs, so absolute rates are noisy; each textbook run and aeopt run of a model "
-        "ran back to back in this one process, and the ratio is the figure to read. Both use the same --threads "
-        "(aeopt's load-aware thread choice is bypassed here so that the comparison is like for like).", "",
+        f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (other jobs on the machine "
+        "make absolute rates noisy); each textbook run and aeopt run of a model ran back to back in this one "
+        "process with the same --threads, and the ratio is the figure to read.", "",
         f"Fashion-MNIST, first {a.limit or 'all'} training images, latent 32, batch 256, Adam, BCE, {a.epochs} "
         "epoch(s). samples/s = training-step time only (no evaluation). GFLOP/s from torch's flop counter "
         "(forward + backward per sample). % of peak is against the measured bf16 matmul peak (the machine's "
@@ -177,7 +168,7 @@ def write_results(a, device, peaks, load_before, rows) -> None:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine(device),
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine_line(),
                                                     "peaks": peaks, "rows": rows}, indent=2) + "\n")
     print("\n".join(lines))
 
