@@ -34,6 +34,7 @@ TRAIN_HELP = {
     "norm": "batch | group | layer | none",
     "activation": "relu | leaky_relu | gelu | silu | tanh | elu",
     "decoder": "conv: transposed | upsample",
+    "blocks": "conv: extra residual stride-1 convs per stage (default 0)",
     "hidden": "mlp: hidden sizes, e.g. 256,128",
     "dropout": "mlp: dropout rate",
     "loss": "mse | l1 | huber | bce | ssim | mixes like mse+0.2*ssim | auto",

@@ -150,18 +150,17 @@ class TrialRunner:
                           log=lambda message: None, progress=False)
         save_config(run_dir, config, self.data_info)
         trainer.epoch_hooks.append(self._epoch_hook(trial, costs))
+        if self.plan.deadline is not None:
+            trainer.step_hooks.append(_stop_at_deadline(trial, self.plan.deadline))
         trainer.fit()
         return trainer
 
     def _epoch_hook(self, trial: optuna.Trial, costs: tuple[float, ...]) -> Callable:
-        """The per-epoch hook: validation error at rungs, rung pruning, the budget's deadline."""
+        """The per-epoch hook: validation error at rungs and rung pruning."""
         plan, x_val = self.plan, self.dataset.x_val
 
         def at_epoch_end(trainer, row: dict) -> None:
             epoch = row["epoch"]
-            if plan.deadline is not None and time.time() > plan.deadline:
-                trial.set_user_attr("stopped", f"budget ran out at epoch {epoch}")
-                raise optuna.TrialPruned(f"budget ran out at epoch {epoch}")
             if epoch not in plan.rungs:
                 return
             x_hat = reconstruct(trainer.model, x_val, device=trainer.device)
@@ -176,6 +175,15 @@ class TrialRunner:
                 raise optuna.TrialPruned(reason)
 
         return at_epoch_end
+
+
+def _stop_at_deadline(trial: optuna.Trial, deadline: float) -> Callable:
+    """A step hook that stops the trial as soon as the search's share of the budget is spent."""
+    def check(trainer, x, out) -> None:
+        if time.time() > deadline:
+            trial.set_user_attr("stopped", f"budget ran out in epoch {trainer.epoch + 1}")
+            raise optuna.TrialPruned(f"budget ran out in epoch {trainer.epoch + 1}")
+    return check
 
 
 def rung_peers(trial: optuna.Trial, epoch: int, objectives: Objectives) -> list[tuple[float, tuple]]:

@@ -1,0 +1,140 @@
+"""The final phase: retrain a few chosen front members on the full training set, within the budget.
+
+The search ranks configurations after short training on a subset. A handful of its front's
+members are then retrained on all the training data: the best-error one, the recommended one
+(cheapest within the tolerance of the best error) and members spread along the cost axis from
+the cheapest. They run cheapest first; each gets an equal share of the time left (what a member
+does not use flows to the next), and its epochs are sized from the throughput its search trial
+measured, so the schedule (cosine, one-cycle) completes. A member that would not finish one
+epoch in its share is skipped and reported; a member still running at its deadline is stopped
+after the current step and keeps its best weights so far.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+
+from ..data import Dataset
+from ..evaluate import reconstruct
+from ..runs import load
+from .objectives import reconstruction_error
+from .trial import TrialPlan, trial_config
+
+SAFETY = 0.85  # epochs are sized for this fraction of a member's share: throughput varies on shared machines
+FIRST_OVERHEAD_S = 2.0  # evaluation and report of one member (seconds), until one has been measured
+VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
+
+
+@dataclass
+class Pick:
+    """A front trial chosen for retraining and why."""
+
+    trial: optuna.trial.FrozenTrial
+    reasons: list[str]
+
+
+def choose_members(front: list[optuna.trial.FrozenTrial], tolerance: float, max_members: int) -> list[Pick]:
+    """The best-error trial, the recommended one and members spread along the first cost (cheapest
+    included), at most `max_members`, cheapest first. `front` is sorted by its first cost."""
+    if not front:
+        return []
+    best = min(front, key=lambda t: t.values[0])
+    recommended = next(t for t in front if t.values[0] <= best.values[0] * (1 + tolerance))
+    chosen: dict[int, list[str]] = {best.number: ["best error"]}
+    chosen.setdefault(recommended.number, []).append("recommended")
+    spread = max(0, max_members - len(chosen))
+    if spread:
+        steps = max(1, spread - 1)
+        for i in sorted({round(k * (len(front) - 1) / steps) for k in range(spread)}):
+            if len(chosen) >= max_members:
+                break
+            chosen.setdefault(front[i].number, []).append("cheapest" if i == 0 else "spread along the cost")
+    order = {t.number: i for i, t in enumerate(front)}
+    return [Pick(front[order[n]], reasons) for n, reasons in sorted(chosen.items(), key=lambda kv: order[kv[0]])]
+
+
+def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int) -> float:
+    """One full-data epoch (training + validation pass) at the speed the trial measured in the search."""
+    rate = max(float(trial.user_attrs.get("samples_per_second", 1.0)), 1e-3)
+    return (n_train + VAL_COST * n_val) / rate
+
+
+def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadline: float | None,
+                  max_epochs: int, log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Retrain the picks in order within `deadline` (None: `max_epochs` each). Returns (members, skipped)."""
+    members, skipped = [], []
+    overhead = FIRST_OVERHEAD_S
+    for i, pick in enumerate(picks):
+        epochs, member_deadline = max_epochs, None
+        if deadline is not None:
+            share = (deadline - time.time()) / (len(picks) - i)
+            per_epoch = seconds_per_epoch(pick.trial, len(dataset.x_train), len(dataset.x_val))
+            epochs = min(max_epochs, math.floor((share - overhead) * SAFETY / per_epoch))
+            if epochs < 1:
+                reason = f"one epoch needs about {per_epoch:.1f} s, {max(share - overhead, 0):.1f} s were left for it"
+                skipped.append({"trial": pick.trial.number, "reasons": pick.reasons, "why": reason})
+                log(f"front: trial {pick.trial.number} not retrained: {reason}")
+                continue
+            member_deadline = time.time() + share - overhead
+        started = time.time()
+        member = retrain_member(pick, plan, dataset, epochs, member_deadline, log)
+        members.append(member)
+        overhead = max(0.0, time.time() - started - member["train_seconds"] - member["val_seconds"])
+    return members, skipped
+
+
+def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one front configuration on the full training set (or reuse a finished retrain) and measure it."""
+    from ..train import train
+
+    trial = pick.trial
+    run_dir = plan.out / "front" / f"{trial.number:04d}"
+    config = trial_config(plan, trial.user_attrs["settings"], run_dir, epochs)
+    config.patience = max(5, epochs // 4)
+    started = time.perf_counter()
+    done = run_dir / "metrics.json"
+    if done.is_file() and load(run_dir).config.epochs == epochs:
+        model, metrics = load(run_dir).model, json.loads(done.read_text())
+        how = "kept from an earlier run"
+    else:
+        result = train(config, dataset=dataset, overwrite=True, progress=False, log=lambda message: None,
+                       device=plan.device, setup=None if deadline is None else _stop_at(deadline))
+        model, metrics = result.model, result.metrics
+        how = f"{metrics['epochs']} of {epochs} epochs in {time.perf_counter() - started:.0f} s"
+    device = next(model.parameters()).device
+    x_hat = reconstruct(model, dataset.x_val, device=device)
+    member = {
+        "trial": trial.number, "picked_as": ", ".join(pick.reasons),
+        "mse": reconstruction_error("mse", x_hat, dataset.x_val),
+        "test_mse": metrics["test"]["mse"], "test_psnr": metrics["test"]["psnr"],
+        "params": int(trial.user_attrs["params"]),
+        "train_flops_per_sample": int(trial.user_attrs["train_flops_per_sample"]),
+        "run": str(run_dir.relative_to(plan.out)),
+        "epochs": metrics["epochs"], "planned_epochs": epochs, "train_seconds": metrics["train_seconds"],
+        "val_seconds": metrics["epochs"] * VAL_COST * len(dataset.x_val) / max(metrics["samples_per_second"], 1e-3),
+        "search_values": dict(zip(plan.objectives.names, trial.values)),
+        "settings": trial.user_attrs["settings"],
+    }
+    if plan.objectives.error != "mse":
+        member[plan.objectives.error] = reconstruction_error(plan.objectives.error, x_hat, dataset.x_val)
+    if "latency_us" in trial.user_attrs:
+        member["latency_us"] = trial.user_attrs["latency_us"]
+    log(f"front: trial {trial.number} ({member['picked_as']}) retrained ({how}): val mse {member['mse']:.5f}, "
+        f"test mse {member['test_mse']:.5f} ({member['test_psnr']:.2f} dB), {member['params']:,} params")
+    return member
+
+
+def _stop_at(deadline: float) -> Callable:
+    """A train() setup that ends training after the step that crosses `deadline`."""
+    def setup(trainer) -> None:
+        def check(trainer, x, out) -> None:
+            if time.time() > deadline:
+                trainer.stop_requested = True
+        trainer.step_hooks.append(check)
+    return setup
