@@ -21,12 +21,12 @@ import optuna
 
 from ..data import Dataset
 from ..evaluate import reconstruct
-from ..runs import load
+from ..runs import load, write_json
 from .objectives import reconstruction_error
-from .trial import TrialPlan, trial_config
+from .trial import TrialPlan, fit_config, trial_config
 
 SAFETY = 0.85  # epochs are sized for this fraction of a member's share: throughput varies on shared machines
-FIRST_OVERHEAD_S = 2.0  # evaluation and report of one member (seconds), until one has been measured
+FIRST_OVERHEAD_S = 2.0  # model build and test evaluation of one member (seconds), until one has been measured
 VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
 
 
@@ -91,7 +91,8 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
 def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,
                    log: Callable[[str], None]) -> dict[str, Any]:
     """Train one front configuration on the full training set (or reuse a finished retrain) and measure it."""
-    from ..train import train
+    from ..evaluate import evaluate_model
+    from ..train import data_info
 
     trial = pick.trial
     run_dir = plan.out / "front" / f"{trial.number:04d}"
@@ -103,9 +104,12 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
         model, metrics = load(run_dir).model, json.loads(done.read_text())
         how = "kept from an earlier run"
     else:
-        result = train(config, dataset=dataset, overwrite=True, progress=False, log=lambda message: None,
-                       device=plan.device, setup=None if deadline is None else _stop_at(deadline))
-        model, metrics = result.model, result.metrics
+        trainer = fit_config(config, dataset, data_info(dataset), device=plan.device,
+                             step_hooks=[] if deadline is None else [_stop_at(deadline)])
+        model = trainer.model
+        metrics = {**evaluate_model(model, dataset, device=trainer.device, pca=False), "epochs": trainer.epoch,
+                   "best_epoch": trainer.best_epoch, "train_seconds": trainer.train_seconds, **trainer.throughput()}
+        write_json(run_dir / "metrics.json", metrics)
         how = f"{metrics['epochs']} of {epochs} epochs in {time.perf_counter() - started:.0f} s"
     device = next(model.parameters()).device
     x_hat = reconstruct(model, dataset.x_val, device=device)
@@ -131,10 +135,8 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
 
 
 def _stop_at(deadline: float) -> Callable:
-    """A train() setup that ends training after the step that crosses `deadline`."""
-    def setup(trainer) -> None:
-        def check(trainer, x, out) -> None:
-            if time.time() > deadline:
-                trainer.stop_requested = True
-        trainer.step_hooks.append(check)
-    return setup
+    """A step hook that ends training after the step that crosses `deadline` (the best weights are kept)."""
+    def check(trainer, x, out) -> None:
+        if time.time() > deadline:
+            trainer.stop_requested = True
+    return check
