@@ -3,11 +3,11 @@
 The search ranks configurations after short training on a subset. A handful of its front's
 members are then retrained on all the training data: the best-error one, the recommended one
 (cheapest within the tolerance of the best error) and members spread along the cost axis from
-the cheapest. They run cheapest first; each gets an equal share of the time left (what a member
-does not use flows to the next), and its epochs are sized from the throughput its search trial
-measured, so the schedule (cosine, one-cycle) completes. A member that would not finish one
-epoch in its share is skipped and reported; a member still running at its deadline is stopped
-after the current step and keeps its best weights so far.
+the cheapest. They run cheapest first, each for the same number of epochs: as many as the time
+left allows at the speeds their search trials measured (recomputed before each member, so time a
+member does not use goes to the next), so that every schedule (cosine, one-cycle) completes.
+A member that cannot get one epoch is skipped and reported; a member still running at its
+deadline (slower than measured: a busy machine) stops after the current step with its best weights.
 """
 from __future__ import annotations
 
@@ -69,18 +69,22 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     """Retrain the picks in order within `deadline` (None: `max_epochs` each). Returns (members, skipped)."""
     members, skipped = [], []
     overhead = FIRST_OVERHEAD_S
+    per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
         epochs, member_deadline = max_epochs, None
         if deadline is not None:
-            share = (deadline - time.time()) / (len(picks) - i)
-            per_epoch = seconds_per_epoch(pick.trial, len(dataset.x_train), len(dataset.x_val))
-            epochs = min(max_epochs, math.floor((share - overhead) * SAFETY / per_epoch))
+            left = (deadline - time.time()) * SAFETY
+            # The same number of epochs for every member still to train, as many as the time left allows:
+            epochs = min(max_epochs, math.floor((left - overhead * (len(picks) - i)) / sum(per_epoch[i:])))
+            if epochs < 1 and per_epoch[i] <= left - overhead:
+                epochs = 1  # it fits on its own; the members after it share what is left
             if epochs < 1:
-                reason = f"one epoch needs about {per_epoch:.1f} s, {max(share - overhead, 0):.1f} s were left for it"
+                reason = f"one epoch needs about {per_epoch[i]:.1f} s, {max(left - overhead, 0):.1f} s were left"
                 skipped.append({"trial": pick.trial.number, "reasons": pick.reasons, "why": reason})
                 log(f"front: trial {pick.trial.number} not retrained: {reason}")
                 continue
-            member_deadline = time.time() + share - overhead
+            # Stop by this member's time: its epochs at the measured speed, plus a margin, within the budget.
+            member_deadline = min(deadline, time.time() + epochs * per_epoch[i] / SAFETY + overhead)
         started = time.time()
         member = retrain_member(pick, plan, dataset, epochs, member_deadline, log)
         members.append(member)

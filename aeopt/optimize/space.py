@@ -192,9 +192,15 @@ def suggest(trial, space: SearchSpace) -> dict[str, Any]:
 
 # The library's default recipes: the first trials of a new study, so that the search starts from
 # configurations known to train well and the sampler has good examples from the start.
+# Short runs on Fashion-MNIST (10k samples, 3 epochs, latent 32) ranked SiLU over ReLU, one-cycle over
+# cosine, lr 6e-3 over 3e-3 and batch over group norm; at ~25 MFLOP/sample width 32 with 2 stages beat
+# residual blocks (width 16) and 3 stages (width 24).
 STARTING_POINTS = (
     {"model": "conv", "width": 32, "depth": 2, "blocks": 0, "kernel_size": 3, "decoder": "transposed",
-     "norm": "batch", "activation": "silu", "loss": "bce", "optimizer": "adamw", "lr": 3e-3,
+     "norm": "batch", "activation": "silu", "loss": "bce", "optimizer": "adamw", "lr": 6e-3,
+     "weight_decay": 1e-4, "batch_size": 128, "schedule": "onecycle", "latent_dim": 16},
+    {"model": "conv", "width": 32, "depth": 3, "blocks": 0, "kernel_size": 3, "decoder": "transposed",
+     "norm": "batch", "activation": "silu", "loss": "bce", "optimizer": "adamw", "lr": 6e-3,
      "weight_decay": 1e-4, "batch_size": 128, "schedule": "onecycle", "latent_dim": 16},
     {"model": "mlp", "hidden_layers": 2, "hidden_size": 256, "activation": "relu", "loss": "bce",
      "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 128, "schedule": "onecycle",
@@ -217,7 +223,8 @@ def starting_points(space: SearchSpace) -> list[dict[str, Any]]:
                 params[name] = value if value in dim.choices else dim.choices[0]
             else:
                 params[name] = type(value)(min(max(value, dim.low), dim.high))
-        points.append(params)
+        if params not in points:  # clipping can make two recipes the same (e.g. depth on small images)
+            points.append(params)
     return points
 
 
