@@ -117,8 +117,9 @@ def main() -> None:
     for m in front + result.dropped:
         where = "front" if m in front else "dominated after retraining"
         rows.append(f"| {where} trial {m['trial']} ({m['picked_as']}): {describe(m['settings']).replace('|', '/')} "
-                    f"| {m['mse']:.5f} | {m['test_mse']:.5f} | {m['test_psnr']:.2f} | {m['test_psnr'] - pca['psnr']:+.2f} | "
-                    f"{m['train_flops_per_sample'] / 1e6:.2f} | {100 * m['train_flops_per_sample'] / seed_flops:.1f}% | "
+                    f"| {m['mse']:.5f} | {m['test_mse']:.5f} | {m['test_psnr']:.2f} | "
+                    f"{m['test_psnr'] - pca['psnr']:+.2f} | {m['train_flops_per_sample'] / 1e6:.2f} | "
+                    f"{100 * m['train_flops_per_sample'] / seed_flops:.1f}% | "
                     f"{m['params']:,} | {m['epochs']} of {m['planned_epochs']} |")
     rows.append(f"| seed architecture, {optimize_seconds:.0f} s of training | {seed_val:.5f} | {sm['test']['mse']:.5f} | "
                 f"{sm['test']['psnr']:.2f} | {sm['test']['psnr'] - pca['psnr']:+.2f} | {seed_flops / 1e6:.1f} | 100% | "

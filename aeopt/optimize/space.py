@@ -231,8 +231,8 @@ def starting_points(space: SearchSpace) -> list[dict[str, Any]]:
 def describe(settings: dict[str, Any]) -> str:
     """A short human description of a configuration, for the one-line trial summaries."""
     if settings["model"] == "conv":
-        arch = (f"conv w{settings['width']} d{settings['depth']} b{settings.get('blocks', 0)} k{settings['kernel_size']} "
-                f"{settings['decoder'][:5]} {settings['norm']}")
+        arch = (f"conv w{settings['width']} d{settings['depth']} b{settings.get('blocks', 0)} "
+                f"k{settings['kernel_size']} {settings['decoder'][:5]} {settings['norm']}")
     else:
         arch = f"mlp {settings['hidden']}"
     return (f"{arch} {settings['activation']} z{settings['latent_dim']} | {settings['loss']} "
