@@ -155,9 +155,9 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
               budget: float | None) -> str:
     rungs = ", ".join(map(str, plan.rungs)) or "none"
     timing = ("" if budget is None else
-              f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, each retrained "
-              "member an equal share of the time left (cheapest first), its epochs sized from the speed its "
-              "search trial measured.")
+              f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, cheapest "
+              "member first, every member the same number of epochs: as many as the time left allowed at the "
+              "speeds their search trials measured.")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
             f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "
             f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "
