@@ -99,6 +99,9 @@ def test_choose_members_best_recommended_cheapest():
     assert picks[1].reasons == ["recommended"] and picks[2].reasons == ["best error"]
     assert picks[0].reasons == ["cheapest"]
     assert [p.trial.number for p in choose_members(front, tolerance=0.0, max_members=2)] == [7, 4]
+    # The others spread over the rest of the front, cheapest included: not just its two ends.
+    wide = [SimpleNamespace(number=n, values=(1.0 / (n + 1), n)) for n in range(9)]
+    assert [p.trial.number for p in choose_members(wide, tolerance=0.0, max_members=4)] == [0, 4, 7, 8]
 
 
 def test_two_workers_share_one_storage_without_losing_or_duplicating(tmp_path: Path, space: Path):

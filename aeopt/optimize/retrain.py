@@ -39,21 +39,19 @@ class Pick:
 
 
 def choose_members(front: list[optuna.trial.FrozenTrial], tolerance: float, max_members: int) -> list[Pick]:
-    """The best-error trial, the recommended one and members spread along the first cost (cheapest
-    included), at most `max_members`, cheapest first. `front` is sorted by its first cost."""
+    """The best-error trial, the recommended one and the others spread evenly along the first cost from the
+    cheapest, at most `max_members`, cheapest first. `front` is sorted by its first cost."""
     if not front:
         return []
     best = min(front, key=lambda t: t.values[0])
     recommended = next(t for t in front if t.values[0] <= best.values[0] * (1 + tolerance))
     chosen: dict[int, list[str]] = {best.number: ["best error"]}
     chosen.setdefault(recommended.number, []).append("recommended")
-    spread = max(0, max_members - len(chosen))
-    if spread:
-        steps = max(1, spread - 1)
-        for i in sorted({round(k * (len(front) - 1) / steps) for k in range(spread)}):
-            if len(chosen) >= max_members:
-                break
-            chosen.setdefault(front[i].number, []).append("cheapest" if i == 0 else "spread along the cost")
+    rest = [t for t in front if t.number not in chosen]
+    spread = min(len(rest), max(0, max_members - len(chosen)))
+    for k in range(spread):
+        i = round(k * (len(rest) - 1) / max(1, spread - 1)) if spread > 1 else 0
+        chosen[rest[i].number] = ["cheapest" if rest[i] is front[0] else "spread along the cost"]
     order = {t.number: i for i, t in enumerate(front)}
     return [Pick(front[order[n]], reasons) for n, reasons in sorted(chosen.items(), key=lambda kv: order[kv[0]])]
 
