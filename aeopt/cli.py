@@ -35,6 +35,7 @@ TRAIN_HELP = {
     "norm": "batch | group | layer | none",
     "activation": "relu | leaky_relu | gelu | silu | tanh | elu",
     "decoder": "conv: transposed | upsample",
+    "blocks": "conv: extra residual stride-1 convs per stage (default 0)",
     "hidden": "mlp: hidden sizes, e.g. 256,128",
     "dropout": "mlp: dropout rate",
     "backbone": "vae / vq_vae / aae: conv | mlp (default: conv for images, mlp for tables)",

@@ -15,7 +15,7 @@ import yaml
 
 from .errors import AeoptError
 
-MODEL_KNOBS = ("width", "depth", "kernel_size", "norm", "activation", "decoder", "hidden", "dropout",
+MODEL_KNOBS = ("width", "depth", "blocks", "kernel_size", "norm", "activation", "decoder", "hidden", "dropout",
                "backbone", "beta", "codebook_size", "code_dim", "commitment", "adv_weight")
 
 
@@ -31,6 +31,7 @@ class TrainConfig:
     latent_dim: int = 16              # 4x compression of the 8x8 digits; pass 32 for 28x28 data
     width: int | None = None          # model knobs: None keeps each model's own default
     depth: int | None = None
+    blocks: int | None = None
     kernel_size: int | None = None
     norm: str | None = None
     activation: str | None = None

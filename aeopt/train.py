@@ -119,9 +119,13 @@ class Trainer:
         self.target: Callable[[torch.Tensor], torch.Tensor] | None = None   # what to reconstruct (distillation)
         self.step_hooks: list[Callable[["Trainer", torch.Tensor, dict], None]] = []  # after each optimizer step
         self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
+<<<<<<< HEAD
         from .variants import install_variants
 
         install_variants(self)  # denoising, sparse-KL, contractive, VAE warm-up, AAE: set by the config
+=======
+        self.stop_requested = False  # set by a hook (e.g. a time budget): end after this step, keep the best weights
+>>>>>>> optimize
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -188,6 +192,8 @@ class Trainer:
             running += self.train_step(x, sample_grads=logging) * len(x)
             seen += len(x)
             self.step += 1
+            if self.stop_requested:
+                break
             if logging:
                 mean = running.item() / seen
                 if not math.isfinite(mean):
@@ -209,7 +215,7 @@ class Trainer:
 
             bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.step, unit="step", dynamic_ncols=True)
         try:
-            while self.epoch < cfg.epochs:
+            while self.epoch < cfg.epochs and not self.stop_requested:
                 train_loss = self.run_epoch(bar)
                 val_loss = batched_loss(self.model, self.loss_fn, self.x_val, 1024, self.autocast)
                 self.epoch += 1

@@ -49,7 +49,14 @@ def test_conv_knobs_change_the_model():
     assert small.num_params() < big.num_params()
     up = create_model("conv", (1, 28, 28), 8, decoder="upsample", norm="group", activation="gelu", kernel_size=4)
     assert up(torch.rand(2, 1, 28, 28))["x_hat"].shape == (2, 1, 28, 28)
-    assert set(model_knobs("conv")) == {"width", "depth", "kernel_size", "norm", "activation", "decoder"}
+    assert set(model_knobs("conv")) == {"width", "depth", "blocks", "kernel_size", "norm", "activation", "decoder"}
+    plain, refined = (create_model("conv", (1, 28, 28), 8, blocks=b) for b in (0, 1))
+    assert plain.num_params() == create_model("conv", (1, 28, 28), 8).num_params()  # default: no blocks
+    # One residual 3x3 conv + batch norm per stage: encoder stages of 32, 64 channels, decoder 32, 32.
+    assert refined.num_params() - plain.num_params() == sum(c * c * 9 + 2 * c for c in (32, 64, 32, 32))
+    assert refined(torch.rand(2, 1, 28, 28))["x_hat"].shape == (2, 1, 28, 28)
+    with pytest.raises(AeoptError, match="blocks"):
+        create_model("conv", (1, 28, 28), 8, blocks=-1)
 
 
 def test_mlp_on_tables_has_linear_output():

@@ -73,6 +73,37 @@ def test_front_is_non_dominated_and_rerun_resumes(tmp_path: Path, space: Path):
         assert [int(r["trial"]) for r in csv.DictReader(f)] == [0, 1, 2, 3, 4]
 
 
+def test_budget_covers_search_and_retraining(tmp_path: Path, space: Path):
+    budget = 20.0
+    started = time.time()
+    result = aeopt.optimize("digits", out=tmp_path / "opt", budget=budget, epochs=2, subset=400, latent_dim=8,
+                            space=space, threads=1, progress=False, log=lambda m: None)
+    elapsed = time.time() - started
+    assert elapsed < budget + 10, f"{elapsed:.1f} s for a {budget:.0f} s budget"  # generous: shared machines
+    assert result.front and all(1 <= m["epochs"] <= m["planned_epochs"] <= 6 for m in result.front)
+    assert all(0 < m["test_mse"] < 0.2 for m in result.front)
+    report = (tmp_path / "opt" / "report.md").read_text()
+    assert "40% for the search" in report
+    assert all(f"trial {m['trial']} (" in report for m in result.skipped)
+
+
+def test_choose_members_best_recommended_cheapest():
+    from types import SimpleNamespace
+
+    from aeopt.optimize.retrain import choose_members
+
+    front = [SimpleNamespace(number=n, values=v) for n, v in
+             [(7, (0.50, 1)), (3, (0.20, 5)), (9, (0.105, 20)), (4, (0.10, 90))]]  # sorted by cost
+    picks = choose_members(front, tolerance=0.1, max_members=3)
+    assert [p.trial.number for p in picks] == [7, 9, 4]  # cheapest first
+    assert picks[1].reasons == ["recommended"] and picks[2].reasons == ["best error"]
+    assert picks[0].reasons == ["cheapest"]
+    assert [p.trial.number for p in choose_members(front, tolerance=0.0, max_members=2)] == [7, 4]
+    # The others spread over the rest of the front, cheapest included: not just its two ends.
+    wide = [SimpleNamespace(number=n, values=(1.0 / (n + 1), n)) for n in range(9)]
+    assert [p.trial.number for p in choose_members(wide, tolerance=0.0, max_members=4)] == [0, 4, 7, 8]
+
+
 def test_two_workers_share_one_storage_without_losing_or_duplicating(tmp_path: Path, space: Path):
     journal = tmp_path / "study.journal"
     assert main(["optimize", "--data", "digits", "--out", str(tmp_path / "opt"), "--trials", "4", "--workers", "2",

@@ -48,3 +48,14 @@ class CropTo(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[..., : self.height, : self.width]
+
+
+class Residual(nn.Module):
+    """x + f(x): extra stride-1 convolutions that refine a stage without changing its shape."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)

@@ -14,13 +14,14 @@ from ..errors import AeoptError
 from ..metrics import psnr
 from ..runs import write_json
 from .objectives import parse_objectives
-from .pareto import (final_front, retrain_epochs, retrain_member, search_front, trial_rows, write_csv)
+from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
+from .retrain import choose_members, retrain_front
 from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
 
-RETRAIN_SHARE = 0.3  # of a --budget, kept for retraining the front on the full training set
+SEARCH_SHARE = 0.4  # of a --budget; the rest retrains chosen front members on the full training set
 DEFAULT_TRIALS = 20  # when neither --trials nor --budget is given
 
 
@@ -32,13 +33,14 @@ class OptimizeResult:
     front: list[dict[str, Any]]
     recommended: dict[str, Any]
     dropped: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
     study: optuna.Study
 
 
 def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, objectives: str = "mse,params",
              trials: int | None = None, budget: str | float | None = None, latent_dim: int | None = None,
              storage: str | None = None, workers: int = 1, tolerance: float = 0.05, space: str | Path | None = None,
-             epochs: int = 9, subset: int | None = 12000, final_epochs: int | None = None, max_front: int = 8,
+             epochs: int = 9, subset: int | None = 12000, final_epochs: int | None = None, max_front: int = 4,
              seed: int = 0, threads: int | None = None, data_dir: str | None = None, device: str = "auto",
              progress: bool = True,
              log: Callable[[str], None] = print) -> OptimizeResult:
@@ -49,7 +51,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         out: folder for the study, the trials' runs, the front and the report; rerun to continue.
         objectives: one error (mse, mae) and one or two costs (params, flops, latency), e.g. "mse,flops".
         trials: trials to add in this call (over all workers); default 20 if no budget either.
-        budget: wall time for the whole call, e.g. "10m"; 30% of it is kept for retraining the front.
+        budget: wall time for the whole call, e.g. "10m": 40% for the search, the rest for retraining.
         latent_dim: fix the code size (else it is searched).
         storage: Optuna storage URL (default: SQLite file study.db in `out`), or journal:PATH.
         workers: local worker processes sharing the study.
@@ -57,8 +59,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         space: YAML file narrowing or widening the default search space.
         epochs: most epochs per search trial (rungs at epochs/3, epochs/9, ...).
         subset: training samples per search trial (None = all).
-        final_epochs: epochs of the front's retraining (default: what the budget leaves, else 3 x epochs).
-        max_front: most front members to retrain.
+        final_epochs: most epochs of the front's retraining (default 3 x epochs; a budget may allow fewer).
+        max_front: most front members to retrain (the best-error one, the recommended one, the cheapest...).
         seed: data split and initial weights.
         threads: torch threads per worker (default: the cores torch sees, shared among the workers).
 
@@ -85,19 +87,23 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     threads = threads or max(1, torch.get_num_threads() // workers)
     plan = TrialPlan(data=spec, data_dir=data_dir, out=out, objectives=goals, space=search_space, epochs=epochs,
                      subset=subset, seed=seed, threads=threads, device=device,
-                     deadline=None if seconds is None else started + seconds * (1 - RETRAIN_SHARE))
+                     deadline=None if seconds is None else started + seconds * SEARCH_SHARE)
     study = run_search(plan, storage_url=storage, n_trials=trials, workers=workers, log=log, progress=progress,
                        dataset=dataset if workers == 1 else None)
     search_seconds = time.time() - started
 
-    front_trials = search_front(study, max_front)
-    if not front_trials:
+    picks = choose_members(search_front(study), tolerance, max_front)
+    if not picks:
         raise AeoptError("no trial finished its training; give a larger --budget or more --trials")
-    remaining = None if seconds is None else max(0.0, started + seconds - time.time())
-    n_epochs = final_epochs or retrain_epochs(front_trials, len(dataset.x_train), remaining, epochs)
-    log(f"retraining {len(front_trials)} front member(s) on all {len(dataset.x_train)} training samples "
-        f"for up to {n_epochs} epochs")
-    members = [retrain_member(t, plan, dataset, n_epochs, log) for t in front_trials]
+    max_epochs = final_epochs or 3 * epochs
+    deadline = None if seconds is None else started + seconds - _reserve(seconds)
+    log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
+        f"up to {max_epochs} epochs each" + ("" if deadline is None else
+                                             f", within {max(0.0, deadline - time.time()):.0f} s"))
+    members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
+    if not members:
+        raise AeoptError("the budget left no time to retrain any front member on the full data; give a larger "
+                         "--budget or a smaller --subset")
     front, dropped = final_front(members, goals)
     retrain_seconds = time.time() - started - search_seconds
 
@@ -112,9 +118,15 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     counts = {"total": len(rows), "complete": states.count("complete"), "pruned": states.count("pruned"),
               "failed": states.count("fail"), "running": states.count("running")}
     write_report(out / "report.md", data=spec, objectives=goals, front=front, dropped=dropped, counts=counts,
-                 plan_text=plan_text(plan, n_epochs, workers, storage, out), tolerance=tolerance,
-                 references=references, seconds={"search": search_seconds, "retrain": retrain_seconds})
-    return OptimizeResult(out, front, recommend(front, goals, tolerance), dropped, study)
+                 plan_text=plan_text(plan, max_epochs, workers, storage, out, seconds), tolerance=tolerance,
+                 references=references, seconds={"search": search_seconds, "retrain": retrain_seconds},
+                 skipped=skipped)
+    return OptimizeResult(out, front, recommend(front, goals, tolerance), dropped, skipped, study)
+
+
+def _reserve(budget_seconds: float) -> float:
+    """Seconds kept at the end of a budget for the references, the files and the plot."""
+    return max(5.0, 0.02 * budget_seconds)
 
 
 def reference_points(dataset: Dataset, latent_dim: int) -> list[dict[str, Any]]:
@@ -139,15 +151,21 @@ def reference_points(dataset: Dataset, latent_dim: int) -> list[dict[str, Any]]:
     return refs
 
 
-def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | None, out: Path) -> str:
+def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | None, out: Path,
+              budget: float | None) -> str:
     rungs = ", ".join(map(str, plan.rungs)) or "none"
+    timing = ("" if budget is None else
+              f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, cheapest "
+              "member first, every member the same number of epochs: as many as the time left allowed at the "
+              "speeds their search trials measured.")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
             f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "
             f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "
             f"stopped when {plan.eta - 1} or more trials at the same rung had no higher cost and no higher "
-            f"validation error (successive halving with eta={plan.eta}, Pareto-aware). The front's members were "
-            f"then retrained on the full training set for up to {final_epochs} epochs (early stopping on "
-            "validation) and the front was recomputed from those numbers. Test numbers were never used to choose.")
+            f"validation error (successive halving with eta={plan.eta}, Pareto-aware). Chosen front members (the "
+            f"best-error one, the recommended one, members spread along the cost from the cheapest) were then "
+            f"retrained on the full training set for up to {final_epochs} epochs (early stopping on validation) "
+            f"and the front was recomputed from those numbers.{timing} Test numbers were never used to choose.")
 
 
 def _check_numbers(**values) -> None:

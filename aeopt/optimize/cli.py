@@ -11,8 +11,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (holds the study: rerun to continue it)")
     p.add_argument("--trials", type=int, help="trials to add in this call, over all workers (default 20 "
                    "without --budget)")
-    p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (30%% kept for retraining "
-                   "the front)")
+    p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (40%% search, 60%% "
+                   "retraining chosen front members)")
     p.add_argument("--objectives", default="mse,params",
                    help="one error (mse, mae) and one or two costs (params, flops, latency); default mse,params")
     p.add_argument("--latent-dim", type=int, help="fix the code size (default: searched)")
@@ -23,9 +23,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--space", help="YAML file narrowing or widening the search space")
     p.add_argument("--epochs", type=int, default=9, help="most epochs per search trial (default 9; rungs at 1, 3)")
     p.add_argument("--subset", type=int, default=12000, help="training samples per search trial (default 12000)")
-    p.add_argument("--final-epochs", type=int, help="epochs for retraining the front (default: what the budget "
-                   "leaves, else 3x --epochs)")
-    p.add_argument("--max-front", type=int, default=8, help="most front members to retrain (default 8)")
+    p.add_argument("--final-epochs", type=int, help="most epochs for retraining a front member (default 3x "
+                   "--epochs; a budget may allow fewer)")
+    p.add_argument("--max-front", type=int, default=4, help="most front members to retrain: the best, the "
+                   "recommended, the cheapest and others spread along the cost (default 4)")
     p.add_argument("--seed", type=int, default=0, help="data split and initial weights")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -59,7 +59,8 @@ def plot_front(path: Path, trials: list[dict[str, Any]], front: list[dict[str, A
 
 def write_report(path: Path, *, data: str, objectives: Objectives, front: list[dict[str, Any]],
                  dropped: list[dict[str, Any]], counts: dict[str, int], plan_text: str, tolerance: float,
-                 references: list[dict[str, Any]], seconds: dict[str, float]) -> None:
+                 references: list[dict[str, Any]], seconds: dict[str, float],
+                 skipped: list[dict[str, Any]] = ()) -> None:
     """report.md: what was searched and how, the front as a table, and the recommendation."""
     pick = recommend(front, objectives, tolerance)
     error = objectives.error
@@ -72,21 +73,26 @@ def write_report(path: Path, *, data: str, objectives: Objectives, front: list[d
         f"Search time {seconds['search']:.0f} s, retraining the front {seconds['retrain']:.0f} s.", "",
         "## How the search ran", "", plan_text, "",
         "## Pareto front (retrained on the full training set)", "",
-        "| trial | model | val mse | test mse | test PSNR dB | params | train MFLOP/sample | run |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
+        "| trial | picked as | model | val mse | test mse | test PSNR dB | params | train MFLOP/sample | epochs "
+        "| run |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in front:
-        lines.append(f"| {m['trial']} | {_arch(m['settings'])} | {m['mse']:.5f} | {m['test_mse']:.5f} | "
-                     f"{m['test_psnr']:.2f} | {m['params']:,} | {m['train_flops_per_sample'] / 1e6:.2f} | "
+        lines.append(f"| {m['trial']} | {m.get('picked_as', '')} | {_arch(m['settings'])} | {m['mse']:.5f} | "
+                     f"{m['test_mse']:.5f} | {m['test_psnr']:.2f} | {m['params']:,} | "
+                     f"{m['train_flops_per_sample'] / 1e6:.2f} | {m['epochs']} of {m.get('planned_epochs', '?')} | "
                      f"{m['run']} |")
     for ref in references:
         if ref.get("test_mse") is not None:
-            lines.append(f"| ref | {ref['name']} | {_fmt(ref.get('mse'))} | {ref['test_mse']:.5f} | "
+            lines.append(f"| ref | | {ref['name']} | {_fmt(ref.get('mse'))} | {ref['test_mse']:.5f} | "
                          f"{ref.get('test_psnr', float('nan')):.2f} | {_int(ref.get('params'))} | "
-                         f"{_mflop(ref.get('train_flops_per_sample'))} | |")
+                         f"{_mflop(ref.get('train_flops_per_sample'))} | | |")
     if dropped:
         lines += ["", "Dominated after retraining (kept as runs, not on the front): "
                   + ", ".join(f"trial {m['trial']} ({m['run']})" for m in dropped)]
+    if skipped:
+        lines += ["", "Chosen but not retrained (the budget ran out): "
+                  + "; ".join(f"trial {m['trial']} ({', '.join(m['reasons'])}): {m['why']}" for m in skipped)]
     lines += ["", "## Recommendation", "",
               f"The cheapest model within {tolerance:.0%} of the best validation {error} is **trial {pick['trial']}** "
               f"({_arch(pick['settings'])}): val {error} {pick[error]:.5f}, test mse {pick['test_mse']:.5f}, "

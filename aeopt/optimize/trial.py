@@ -71,6 +71,27 @@ def trial_config(plan: TrialPlan, settings: dict[str, Any], run_dir: Path, epoch
                        threads=plan.threads, out=str(run_dir), **settings)
 
 
+def fit_config(config: TrainConfig, dataset: Dataset, info: dict[str, Any], *, device: str,
+               epoch_hooks: list[Callable] = (), step_hooks: list[Callable] = ()):
+    """Train with the Trainer directly and return it: search trials and the front's retraining need no
+    report or PCA (train() writes both, which costs seconds); the run directory still holds the config,
+    the weights and the history, so `aeopt evaluate` and `aeopt report` work on it later."""
+    from ..runs import save_config
+    from ..train import Trainer, prepare_run_dir, resolve_device
+
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = prepare_run_dir(config.out, config, overwrite=True)
+    trainer = Trainer(config, dataset, run_dir, device=resolve_device(device), log=lambda message: None,
+                      progress=False)
+    save_config(run_dir, config, info)
+    trainer.epoch_hooks.extend(epoch_hooks)
+    trainer.step_hooks.extend(step_hooks)
+    trainer.fit()
+    return trainer
+
+
 def dominated_count(rung_error: float, costs: tuple[float, ...], peers: list[tuple[float, tuple]]) -> int:
     """How many peers (error, costs) are at least as good in every objective and better in one."""
     mine = (rung_error, *costs)
@@ -137,31 +158,16 @@ class TrialRunner:
         return (error, *cost_values)
 
     def _train(self, config: TrainConfig, trial: optuna.Trial, costs: tuple[float, ...]):
-        """Train with the Trainer directly: a search trial needs no report or PCA (train() writes both),
-        which would cost seconds per trial; its run directory still holds config, weights and history."""
-        from ..runs import save_config
-        from ..train import Trainer, prepare_run_dir, resolve_device
-
-        config.validate()
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        run_dir = prepare_run_dir(config.out, config, overwrite=True)
-        trainer = Trainer(config, self.dataset, run_dir, device=resolve_device(self.plan.device),
-                          log=lambda message: None, progress=False)
-        save_config(run_dir, config, self.data_info)
-        trainer.epoch_hooks.append(self._epoch_hook(trial, costs))
-        trainer.fit()
-        return trainer
+        hooks = [_stop_at_deadline(trial, self.plan.deadline)] if self.plan.deadline is not None else []
+        return fit_config(config, self.dataset, self.data_info, device=self.plan.device,
+                          epoch_hooks=[self._epoch_hook(trial, costs)], step_hooks=hooks)
 
     def _epoch_hook(self, trial: optuna.Trial, costs: tuple[float, ...]) -> Callable:
-        """The per-epoch hook: validation error at rungs, rung pruning, the budget's deadline."""
+        """The per-epoch hook: validation error at rungs and rung pruning."""
         plan, x_val = self.plan, self.dataset.x_val
 
         def at_epoch_end(trainer, row: dict) -> None:
             epoch = row["epoch"]
-            if plan.deadline is not None and time.time() > plan.deadline:
-                trial.set_user_attr("stopped", f"budget ran out at epoch {epoch}")
-                raise optuna.TrialPruned(f"budget ran out at epoch {epoch}")
             if epoch not in plan.rungs:
                 return
             x_hat = reconstruct(trainer.model, x_val, device=trainer.device)
@@ -176,6 +182,15 @@ class TrialRunner:
                 raise optuna.TrialPruned(reason)
 
         return at_epoch_end
+
+
+def _stop_at_deadline(trial: optuna.Trial, deadline: float) -> Callable:
+    """A step hook that stops the trial as soon as the search's share of the budget is spent."""
+    def check(trainer, x, out) -> None:
+        if time.time() > deadline:
+            trial.set_user_attr("stopped", f"budget ran out in epoch {trainer.epoch + 1}")
+            raise optuna.TrialPruned(f"budget ran out in epoch {trainer.epoch + 1}")
+    return check
 
 
 def rung_peers(trial: optuna.Trial, epoch: int, objectives: Objectives) -> list[tuple[float, tuple]]:

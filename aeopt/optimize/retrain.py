@@ -1,0 +1,144 @@
+"""The final phase: retrain a few chosen front members on the full training set, within the budget.
+
+The search ranks configurations after short training on a subset. A handful of its front's
+members are then retrained on all the training data: the best-error one, the recommended one
+(cheapest within the tolerance of the best error) and members spread along the cost axis from
+the cheapest. They run cheapest first, each for the same number of epochs: as many as the time
+left allows at the speeds their search trials measured (recomputed before each member, so time a
+member does not use goes to the next), so that every schedule (cosine, one-cycle) completes.
+A member that cannot get one epoch is skipped and reported; a member still running at its
+deadline (slower than measured: a busy machine) stops after the current step with its best weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import optuna
+
+from ..data import Dataset
+from ..evaluate import reconstruct
+from ..runs import load, write_json
+from .objectives import reconstruction_error
+from .trial import TrialPlan, fit_config, trial_config
+
+SAFETY = 0.85  # epochs are sized for this fraction of a member's share: throughput varies on shared machines
+FIRST_OVERHEAD_S = 2.0  # model build and test evaluation of one member (seconds), until one has been measured
+VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
+
+
+@dataclass
+class Pick:
+    """A front trial chosen for retraining and why."""
+
+    trial: optuna.trial.FrozenTrial
+    reasons: list[str]
+
+
+def choose_members(front: list[optuna.trial.FrozenTrial], tolerance: float, max_members: int) -> list[Pick]:
+    """The best-error trial, the recommended one and the others spread evenly along the first cost from the
+    cheapest, at most `max_members`, cheapest first. `front` is sorted by its first cost."""
+    if not front:
+        return []
+    best = min(front, key=lambda t: t.values[0])
+    recommended = next(t for t in front if t.values[0] <= best.values[0] * (1 + tolerance))
+    chosen: dict[int, list[str]] = {best.number: ["best error"]}
+    chosen.setdefault(recommended.number, []).append("recommended")
+    rest = [t for t in front if t.number not in chosen]
+    spread = min(len(rest), max(0, max_members - len(chosen)))
+    for k in range(spread):
+        i = round(k * (len(rest) - 1) / max(1, spread - 1)) if spread > 1 else 0
+        chosen[rest[i].number] = ["cheapest" if rest[i] is front[0] else "spread along the cost"]
+    order = {t.number: i for i, t in enumerate(front)}
+    return [Pick(front[order[n]], reasons) for n, reasons in sorted(chosen.items(), key=lambda kv: order[kv[0]])]
+
+
+def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int) -> float:
+    """One full-data epoch (training + validation pass) at the speed the trial measured in the search."""
+    rate = max(float(trial.user_attrs.get("samples_per_second", 1.0)), 1e-3)
+    return (n_train + VAL_COST * n_val) / rate
+
+
+def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadline: float | None,
+                  max_epochs: int, log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Retrain the picks in order within `deadline` (None: `max_epochs` each). Returns (members, skipped)."""
+    members, skipped = [], []
+    overhead = FIRST_OVERHEAD_S
+    per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
+    for i, pick in enumerate(picks):
+        epochs, member_deadline = max_epochs, None
+        if deadline is not None:
+            left = (deadline - time.time()) * SAFETY
+            # The same number of epochs for every member still to train, as many as the time left allows:
+            epochs = min(max_epochs, math.floor((left - overhead * (len(picks) - i)) / sum(per_epoch[i:])))
+            if epochs < 1 and per_epoch[i] <= left - overhead:
+                epochs = 1  # it fits on its own; the members after it share what is left
+            if epochs < 1:
+                reason = f"one epoch needs about {per_epoch[i]:.1f} s, {max(left - overhead, 0):.1f} s were left"
+                skipped.append({"trial": pick.trial.number, "reasons": pick.reasons, "why": reason})
+                log(f"front: trial {pick.trial.number} not retrained: {reason}")
+                continue
+            # Stop by this member's time: its epochs at the measured speed, plus a margin, within the budget.
+            member_deadline = min(deadline, time.time() + epochs * per_epoch[i] / SAFETY + overhead)
+        started = time.time()
+        member = retrain_member(pick, plan, dataset, epochs, member_deadline, log)
+        members.append(member)
+        overhead = max(0.0, time.time() - started - member["train_seconds"] - member["val_seconds"])
+    return members, skipped
+
+
+def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,
+                   log: Callable[[str], None]) -> dict[str, Any]:
+    """Train one front configuration on the full training set (or reuse a finished retrain) and measure it."""
+    from ..evaluate import evaluate_model
+    from ..train import data_info
+
+    trial = pick.trial
+    run_dir = plan.out / "front" / f"{trial.number:04d}"
+    config = trial_config(plan, trial.user_attrs["settings"], run_dir, epochs)
+    config.patience = max(5, epochs // 4)
+    started = time.perf_counter()
+    done = run_dir / "metrics.json"
+    if done.is_file() and load(run_dir).config.epochs == epochs:
+        model, metrics = load(run_dir).model, json.loads(done.read_text())
+        how = "kept from an earlier run"
+    else:
+        trainer = fit_config(config, dataset, data_info(dataset), device=plan.device,
+                             step_hooks=[] if deadline is None else [_stop_at(deadline)])
+        model = trainer.model
+        metrics = {**evaluate_model(model, dataset, device=trainer.device, pca=False), "epochs": trainer.epoch,
+                   "best_epoch": trainer.best_epoch, "train_seconds": trainer.train_seconds, **trainer.throughput()}
+        write_json(run_dir / "metrics.json", metrics)
+        how = f"{metrics['epochs']} of {epochs} epochs in {time.perf_counter() - started:.0f} s"
+    device = next(model.parameters()).device
+    x_hat = reconstruct(model, dataset.x_val, device=device)
+    member = {
+        "trial": trial.number, "picked_as": ", ".join(pick.reasons),
+        "mse": reconstruction_error("mse", x_hat, dataset.x_val),
+        "test_mse": metrics["test"]["mse"], "test_psnr": metrics["test"]["psnr"],
+        "params": int(trial.user_attrs["params"]),
+        "train_flops_per_sample": int(trial.user_attrs["train_flops_per_sample"]),
+        "run": str(run_dir.relative_to(plan.out)),
+        "epochs": metrics["epochs"], "planned_epochs": epochs, "train_seconds": metrics["train_seconds"],
+        "val_seconds": metrics["epochs"] * VAL_COST * len(dataset.x_val) / max(metrics["samples_per_second"], 1e-3),
+        "search_values": dict(zip(plan.objectives.names, trial.values)),
+        "settings": trial.user_attrs["settings"],
+    }
+    if plan.objectives.error != "mse":
+        member[plan.objectives.error] = reconstruction_error(plan.objectives.error, x_hat, dataset.x_val)
+    if "latency_us" in trial.user_attrs:
+        member["latency_us"] = trial.user_attrs["latency_us"]
+    log(f"front: trial {trial.number} ({member['picked_as']}) retrained ({how}): val mse {member['mse']:.5f}, "
+        f"test mse {member['test_mse']:.5f} ({member['test_psnr']:.2f} dB), {member['params']:,} params")
+    return member
+
+
+def _stop_at(deadline: float) -> Callable:
+    """A step hook that ends training after the step that crosses `deadline` (the best weights are kept)."""
+    def check(trainer, x, out) -> None:
+        if time.time() > deadline:
+            trainer.stop_requested = True
+    return check
