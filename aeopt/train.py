@@ -119,13 +119,10 @@ class Trainer:
         self.target: Callable[[torch.Tensor], torch.Tensor] | None = None   # what to reconstruct (distillation)
         self.step_hooks: list[Callable[["Trainer", torch.Tensor, dict], None]] = []  # after each optimizer step
         self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
-<<<<<<< HEAD
+        self.stop_requested = False  # set by a hook (e.g. a time budget): end after this step, keep the best weights
         from .variants import install_variants
 
         install_variants(self)  # denoising, sparse-KL, contractive, VAE warm-up, AAE: set by the config
-=======
-        self.stop_requested = False  # set by a hook (e.g. a time budget): end after this step, keep the best weights
->>>>>>> optimize
 
     def autocast(self):
         return autocast(self.device, self.precision)
