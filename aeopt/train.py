@@ -120,6 +120,7 @@ class Trainer:
         self.step_hooks: list[Callable[["Trainer", torch.Tensor, dict], None]] = []  # after each optimizer step
         self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
         self.stop_requested = False  # set by a hook (e.g. a time budget): end after this step, keep the best weights
+        self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}  # e.g. an AAE's discriminator: checkpointed too
         from .variants import install_variants
 
         install_variants(self)  # denoising, sparse-KL, contractive, VAE warm-up, AAE: set by the config
@@ -129,8 +130,9 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        tensors, skeleton = flatten_state({"model": self.model.state_dict(),
-                                           "optimizer": self.optimizer.state_dict()})
+        tensors, skeleton = flatten_state({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "extra_optimizers": {name: opt.state_dict() for name, opt in self.extra_optimizers.items()}})
         save_tensors(self.run_dir / "checkpoint.safetensors", tensors)
         write_json(self.run_dir / "checkpoint.json", {
             "state": skeleton, "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
@@ -145,6 +147,8 @@ class Trainer:
         state = unflatten_state(meta["state"], load_tensors(self.run_dir / "checkpoint.safetensors"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for name, optimizer in self.extra_optimizers.items():
+            optimizer.load_state_dict(state["extra_optimizers"][name])
         self.epoch, self.step, self.train_seconds = meta["epoch"], meta["step"], meta["train_seconds"]
         self.best_val = math.inf if meta["best_val"] is None else meta["best_val"]
         self.best_epoch, self.history = meta["best_epoch"], meta["history"]

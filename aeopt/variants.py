@@ -112,8 +112,8 @@ class LossPartsLog:
 class DiscriminatorStep:
     """The adversarial autoencoder's second optimizer: one discriminator step per autoencoder step.
 
-    Its Adam state is not in checkpoint.json (the trainer saves one optimizer); a resumed run keeps
-    the discriminator's weights (they are model parameters) and restarts its Adam moments.
+    Its Adam state is checkpointed with the trainer's (trainer.extra_optimizers), so a resumed run
+    continues exactly.
     """
 
     def __init__(self, model, parts: LossPartsLog):
@@ -154,5 +154,7 @@ def install_variants(trainer) -> None:
         parts = LossPartsLog()
         trainer.step_hooks.append(parts.step_hook)
         if hasattr(model, "discriminator"):
-            trainer.step_hooks.append(DiscriminatorStep(model, parts))
+            discriminator_step = DiscriminatorStep(model, parts)
+            trainer.step_hooks.append(discriminator_step)
+            trainer.extra_optimizers["discriminator"] = discriminator_step.optimizer
         trainer.epoch_hooks.append(parts.epoch_hook)

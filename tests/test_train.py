@@ -25,8 +25,12 @@ def test_conv_beats_pca_at_latent_8(tmp_path, digits):
         assert (tmp_path / "run" / name).is_file(), name
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits):
-    config = TrainConfig(model="mlp", hidden="32", dropout=0.1, latent_dim=4, **FAST)
+@pytest.mark.parametrize("config", [
+    TrainConfig(model="mlp", hidden="32", dropout=0.1, latent_dim=4, **FAST),
+    # The adversarial AE has a second optimizer (its discriminator's) that must resume exactly too.
+    TrainConfig(model="aae", width=8, latent_dim=4, **FAST),
+], ids=["mlp-dropout", "aae"])
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits, config):
     straight = train(config, out=str(tmp_path / "straight"), dataset=digits, progress=False)
 
     def interrupt_after_epoch_2(trainer):
