@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.evaluate import pca_reconstruction, reconstruct  # noqa: E402
@@ -28,17 +29,6 @@ from aeopt.optimize.pareto import trial_rows  # noqa: E402
 from aeopt.optimize.report import plot_front  # noqa: E402
 from aeopt.optimize.search import parse_budget  # noqa: E402
 from aeopt.optimize.space import describe  # noqa: E402
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}; {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}; torch {torch.__version__};"
-            f" Python {platform.python_version()}; load average at start {load:.1f}")
 
 
 def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads: int):
@@ -79,7 +69,7 @@ def main() -> None:
     parser.add_argument("--results", default="benchmarks/results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    info = machine()
+    info = machine_line()
     print(info, flush=True)
     dataset = aeopt.load_data("fashion-mnist")
     out = Path(args.out)
