@@ -15,6 +15,7 @@ import yaml
 
 from .errors import AeoptError
 
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 MODEL_KNOBS = ("width", "depth", "blocks", "kernel_size", "norm", "activation", "decoder", "hidden", "dropout",
                "backbone", "beta", "codebook_size", "code_dim", "commitment", "adv_weight")
 
@@ -65,6 +66,7 @@ class TrainConfig:
     patience: int | None = 10         # early stopping after this many epochs without validation gain
     precision: str = "auto"           # auto = bf16 autocast where the processor runs it fast, else fp32
     compile: bool = False             # torch.compile: no gain measured on CPU, so opt-in
+    memory_format: str = "auto"       # auto | channels_last | contiguous (auto: NHWC for convs on GPU or in bf16)
     threads: int | None = None        # None = all cores torch sees
     # output
     out: str | None = None            # run directory; None = runs/<data>-<model>-<time>
@@ -88,6 +90,7 @@ class TrainConfig:
             (self.patience is None or self.patience >= 1, "--patience must be >= 1"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision must be auto, fp32, bf16 or fp16"),
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
+            (self.memory_format in MEMORY_FORMATS, "--memory-format must be auto, channels_last or contiguous"),
         ]
         from .optim import OPTIMIZERS, SCHEDULES
 

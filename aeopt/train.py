@@ -97,7 +97,7 @@ class Trainer:
         self.flops = self.model.train_flops_per_sample()
         self.precision = resolve_precision(config.precision, device, self.flops)
         self.scaler = grad_scaler(device, self.precision)
-        self.channels_last = use_channels_last(device, self.model)
+        self.channels_last = use_channels_last(device, self.model, self.precision, config.memory_format)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = CompiledForward(self.model, log) if config.compile else self.model
@@ -328,6 +328,7 @@ def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, 
         **trainer.throughput(),
         "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val,
         "loss": trainer.loss_fn.spec, "precision": trainer.precision, "device": str(torch_device),
+        "memory_format": "channels_last" if trainer.channels_last else "contiguous",
     })
     write_json(run_dir / "metrics.json", metrics)
     from .report import write_report
