@@ -2,11 +2,12 @@
 
 For each model (Fashion-MNIST, latent 32) the original is trained once and cached under
 benchmarks/.cache (git-ignored), then shrunk with `aeopt.shrink`: structured pruning at 30/50/80%
-(iterative rounds of prune + fine-tune), int8 of the original, int8 of the 50% pruned model, and a
-distilled student. Every form of every run (eager fp32 = the baseline, eager bf16, torch.compile,
-ONNX Runtime fp32, ONNX Runtime int8) is timed in one process with the same threads, in several
-interleaved repeats keeping the best, because the machine is shared. PSNR is measured per form on
-the test set, through that form.
+(iterative rounds of prune + fine-tune), int8 of the original, int8 of the 50% pruned model, a
+distilled student and, to show what the teacher adds, the same student trained alone (from scratch,
+same epochs, seed and settings). Every form of every run (eager fp32 = the baseline, eager bf16,
+torch.compile, ONNX Runtime fp32, ONNX Runtime int8) is timed in one process with the same threads,
+in several interleaved repeats keeping the best, because the machine is shared. PSNR is measured per
+form on the test set, through that form.
 
 Run: python benchmarks/shrink.py [--models conv,seed] (see --help; the results file records the command).
 Build one cache entry only (to build several in parallel processes): --only MODEL/LABEL --no-time.
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aeopt  # noqa: E402
 from aeopt.metrics import psnr  # noqa: E402
 from aeopt.shrink.bench import build_forms, machine, time_call  # noqa: E402
+from aeopt.shrink.distill import train_student  # noqa: E402
 from aeopt.shrink.pipeline import size_bytes  # noqa: E402
 
 CACHE = Path(__file__).parent / ".cache"
@@ -54,7 +56,9 @@ def variants(args, name: str) -> dict[str, tuple[str, dict]]:
             "pruned 50% + int8": ("pruned 50%", dict(quantize="int8")),
             "pruned 30% + int8": ("pruned 30%", dict(quantize="int8")),
             "pruned 30% x2 ft + int8": ("pruned 30% x2 ft", dict(quantize="int8")),
-            "distilled": ("original", dict(distill_to=STUDENTS[name], distill_epochs=training(args, name)["epochs"])),
+            # student_alone=False: the "student alone" row below is that baseline, kept as a run so it is timed too
+            "distilled": ("original", dict(distill_to=STUDENTS[name], distill_epochs=training(args, name)["epochs"],
+                                           student_alone=False)),
             }.items() if label not in seed_skips}
 
 
@@ -63,11 +67,14 @@ def folder(name: str, label: str) -> Path:
 
 
 def build(args, name: str, label: str) -> Path:
-    """The cached run for `label` ("original" or a variant), made if missing."""
+    """The cached run for `label` ("original", "student alone" or a variant), made if missing."""
     out = CACHE / name if label == "original" else folder(name, label)
     if not (out / "metrics.json").is_file():
         if label == "original":
             aeopt.train(out=str(out), overwrite=True, progress=False, **training(args, name))
+        elif label == "student alone":   # the distilled student's spec, epochs and seed, without the teacher
+            teacher = aeopt.load(build(args, name, "original"), runtime="torch").config
+            train_student(teacher, STUDENTS[name], epochs=training(args, name)["epochs"], out=out)
         else:
             source, settings = variants(args, name)[label]
             aeopt.shrink(build(args, name, source), out, overwrite=True, **settings)
@@ -82,7 +89,7 @@ def form_psnr(forward, x: torch.Tensor) -> float:
 
 def measure(args, name: str) -> list[str]:
     runs = {"original": build(args, name, "original")}
-    runs.update({label: build(args, name, label) for label in variants(args, name)})
+    runs.update({label: build(args, name, label) for label in [*variants(args, name), "student alone"]})
     cfg = training(args, name)
     x_test = aeopt.load_data("fashion-mnist", limit=cfg["limit"]).x_test[:args.test_samples]
     torch.set_num_threads(args.threads)
@@ -160,7 +167,8 @@ def main() -> None:
               f"Command: `{command}` (pruning: structured, iterative; conv {args.rounds} rounds x "
               f"{args.finetune_epochs} fine-tuning epochs, seed 1 x 1; int8: ONNX Runtime static QDQ, 512 "
               "calibration samples; distilled: the student trained on the teacher's reconstructions, alpha 0.7, "
-              "as many epochs as the original). Size = the deployable file (float safetensors, or the int8 "
+              "as many epochs as the original; student alone: the same student spec, epochs and seed trained "
+              "on the data only). Size = the deployable file (float safetensors, or the int8 "
               f"full graph). PSNR is measured through each form on the first {args.test_samples} test images "
               "(so the original's figure differs slightly from its metrics.json, which uses all 10,000)."]
     args.out.write_text("\n".join(header + lines) + "\n")

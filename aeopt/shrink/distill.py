@@ -109,6 +109,31 @@ def distillation_setup(teacher: nn.Module, *, alpha: float = 0.7, latent_weight:
     return setup
 
 
+def train_student(teacher_config: TrainConfig, spec: str, *, dataset: Dataset | None = None,
+                  epochs: int | None = None, setup: Callable | None = None, out: Path | None = None,
+                  log: Callable[[str], None] = print) -> tuple[nn.Module, TrainConfig]:
+    """Train the student `spec` with the teacher's settings; returns the student and its config.
+
+    Without `setup` this is the student trained alone (from scratch, on the data only): the
+    baseline that shows what distillation adds. `distill` passes a `distillation_setup`.
+
+    Args:
+        teacher_config: the teacher's config (the student keeps its data, seed, loss and optimizer).
+        spec: the student's model spec (see `parse_model_spec`).
+        dataset: the training data (default: loaded from the config).
+        epochs: student training epochs (default: the teacher's).
+        setup: a `setup(trainer)` hook for aeopt.train.train, e.g. `distillation_setup(teacher)`.
+        out: run directory for the student (default: a temporary folder).
+    """
+    from ..train import train
+
+    config = student_config(teacher_config, spec, epochs=epochs)
+    with tempfile.TemporaryDirectory(prefix="aeopt-student-") as tmp:
+        config = dataclasses.replace(config, out=str(out or Path(tmp) / "student"))
+        result = train(config, dataset=dataset, setup=setup, overwrite=True, progress=False, log=log)
+    return result.model.cpu().eval(), config
+
+
 def distill(teacher: nn.Module, teacher_config: TrainConfig, dataset: Dataset, spec: str, *,
             epochs: int | None = None, alpha: float = 0.7, latent_weight: float = 0.0, out: Path | None = None,
             log: Callable[[str], None] = print) -> tuple[nn.Module, TrainConfig]:
@@ -123,12 +148,5 @@ def distill(teacher: nn.Module, teacher_config: TrainConfig, dataset: Dataset, s
         alpha, latent_weight: see `distillation_setup`.
         out: run directory for the student (default: a temporary folder).
     """
-    from ..train import train
-
-    config = student_config(teacher_config, spec, epochs=epochs)
-    with tempfile.TemporaryDirectory(prefix="aeopt-distill-") as tmp:
-        config = dataclasses.replace(config, out=str(out or Path(tmp) / "student"))
-        result = train(config, dataset=dataset, setup=distillation_setup(teacher, alpha=alpha,
-                                                                          latent_weight=latent_weight),
-                       overwrite=True, progress=False, log=log)
-    return result.model.cpu().eval(), config
+    setup = distillation_setup(teacher, alpha=alpha, latent_weight=latent_weight)
+    return train_student(teacher_config, spec, dataset=dataset, epochs=epochs, setup=setup, out=out, log=log)

@@ -7,7 +7,10 @@ never leaves half a run. It holds:
                      `format: onnx` plus the ONNX files, so `aeopt.load` / `aeopt evaluate` pick them up
   model.safetensors  the float weights (after distillation and pruning)
   full/encoder/decoder.int8.onnx   the int8 graphs (with --quantize int8)
-  metrics.json       evaluation + size_bytes + `before` (the original's figures) + `steps`
+  metrics.json       evaluation + size_bytes + `before` (the original's figures) + `steps`; the distill
+                     step also holds `student_alone` (the same student trained without the teacher)
+                     and `gain_db` (distilled minus alone)
+  report.md          the steps' figures as a table (aeopt.shrink.report)
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ import torch
 from ..data import load_data
 from ..errors import AeoptError
 from ..evaluate import evaluate_model
-from ..runs import load, save_config, save_tensors, write_json
+from ..runs import atomic_write_text, load, save_config, save_tensors, write_json
 from .export import export_all
 from .quantize import quantize_onnx
+from .report import shrink_report
 
 CALIBRATION_SAMPLES = 512  # enough to pin each activation's min/max; more only slows quantization
 
@@ -34,10 +38,13 @@ def size_bytes(run_dir: Path, config) -> int:
     return (run_dir / (onnx["full"] if onnx else "model.safetensors")).stat().st_size
 
 
-def _figures(model: torch.nn.Module, dataset, run_dir: Path, config) -> dict[str, Any]:
+def _quality(model: torch.nn.Module, dataset) -> dict[str, Any]:
     test = evaluate_model(model, dataset, pca=False)["test"]
-    return {"psnr": test["psnr"], "mse": test["mse"], "ssim": test["ssim"],
-            "params": model.num_params(), "size_bytes": size_bytes(run_dir, config)}
+    return {"psnr": test["psnr"], "mse": test["mse"], "ssim": test["ssim"], "params": model.num_params()}
+
+
+def _figures(model: torch.nn.Module, dataset, run_dir: Path, config) -> dict[str, Any]:
+    return {**_quality(model, dataset), "size_bytes": size_bytes(run_dir, config)}
 
 
 def _write_float(stage: Path, model: torch.nn.Module, config, data_info: dict) -> None:
@@ -67,8 +74,8 @@ def quantize_run(stage: Path, model: torch.nn.Module, config, data_info: dict, c
 
 def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, structured: bool = False,
            quantize: str | None = None, distill_to: str | None = None, rounds: int = 3, finetune_epochs: int = 2,
-           distill_epochs: int | None = None, quant_mode: str = "static", overwrite: bool = False,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+           distill_epochs: int | None = None, student_alone: bool = True, quant_mode: str = "static",
+           overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Shrink a trained run into the new run directory `out`; returns its metrics.
 
     Args:
@@ -80,10 +87,13 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         distill_to: a student model spec (e.g. "conv:width=8") trained to imitate the run's model.
         rounds, finetune_epochs: the pruning schedule (rounds of prune + fine-tune).
         distill_epochs: the student's epochs (default: the teacher's).
+        student_alone: with `distill_to`, also train the same student without the teacher (same
+            epochs, seed and settings) and report it beside the distilled one; False skips that
+            second training.
         quant_mode: static | mixed | dynamic (see aeopt.shrink.quantize).
         overwrite: replace an existing `out`.
     """
-    from .distill import distill
+    from .distill import distill, train_student
     from .prune import check_fraction, layer_shapes, prune as prune_model, sparsity
 
     if quantize not in (None, "int8"):
@@ -109,18 +119,26 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        def measure(step: str, **details) -> None:
+        def measure(step: str, **details) -> dict[str, Any]:
             after = _figures(model, dataset, stage, config)
             previous = steps[-1]["after"] if steps else before
             steps.append({"step": step, **details, "before": previous, "after": after})
             log(f"{step}: {previous['psnr']:.2f} -> {after['psnr']:.2f} dB, {previous['params']:,} -> "
                 f"{after['params']:,} params, {previous['size_bytes'] / 1e6:.3f} -> {after['size_bytes'] / 1e6:.3f} MB")
+            return steps[-1]
 
         if distill_to:
-            model, config = distill(model, config, dataset, distill_to, epochs=distill_epochs, log=log)
+            teacher_config = config
+            model, config = distill(model, teacher_config, dataset, distill_to, epochs=distill_epochs, log=log)
             config = dataclasses.replace(config, out=str(out))
             _write_float(stage, model, config, data_info)
-            measure("distill", student=distill_to)
+            step = measure("distill", student=distill_to)
+            if student_alone:   # the baseline that shows what the teacher adds
+                alone, _ = train_student(teacher_config, distill_to, dataset=dataset, epochs=distill_epochs, log=log)
+                step["student_alone"] = _quality(alone, dataset)
+                step["gain_db"] = step["after"]["psnr"] - step["student_alone"]["psnr"]
+                log(f"student alone: {step['student_alone']['psnr']:.2f} dB; distilled: {step['after']['psnr']:.2f} "
+                    f"dB ({step['gain_db']:+.2f} dB); teacher: {before['psnr']:.2f} dB")
         if prune is not None:
             model, config = prune_model(model, config, dataset, fraction=prune, structured=structured,
                                         rounds=rounds, epochs_per_round=finetune_epochs, log=log)
@@ -139,8 +157,10 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         metrics.update({"params": steps[-1]["after"]["params"], "size_bytes": size_bytes(stage, config),
                         "before": before, "steps": steps, "source": str(run_dir),
                         "shrink": {"prune": prune, "structured": structured, "quantize": quantize,
-                                   "distill_to": distill_to, "rounds": rounds, "finetune_epochs": finetune_epochs}})
+                                   "distill_to": distill_to, "student_alone": bool(distill_to) and student_alone,
+                                   "rounds": rounds, "finetune_epochs": finetune_epochs}})
         write_json(stage / "metrics.json", metrics)
+        atomic_write_text(stage / "report.md", shrink_report(metrics))
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
