@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.metrics import psnr  # noqa: E402
-from aeopt.shrink.bench import build_forms, machine, time_call  # noqa: E402
+from aeopt.shrink.bench import build_forms, time_call  # noqa: E402
 from aeopt.shrink.distill import train_student  # noqa: E402
 from aeopt.shrink.pipeline import size_bytes  # noqa: E402
 
@@ -135,12 +136,12 @@ def main() -> None:
     parser.add_argument("--models", default="conv,seed")
     parser.add_argument("--limit", type=int, default=12000, help="conv training samples")
     parser.add_argument("--epochs", type=int, default=12, help="conv training epochs")
-    parser.add_argument("--seed-limit", type=int, default=3000)
-    parser.add_argument("--seed-epochs", type=int, default=3)
+    parser.add_argument("--seed-limit", type=int, default=12000)
+    parser.add_argument("--seed-epochs", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="pruning rounds (conv; seed uses 1)")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs per round (conv; seed 1)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every timed form")
-    parser.add_argument("--train-threads", type=int, default=1,
+    parser.add_argument("--train-threads", type=int, default=2,
                         help="training threads (1: on a busy 2-core machine a second thread slows steps)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--test-samples", type=int, default=2000, help="test images for each form's PSNR")
@@ -157,13 +158,11 @@ def main() -> None:
     lines = []
     for name in args.models.split(","):
         lines += measure(args, name)
-    info = machine()
     command = "python benchmarks/shrink.py " + " ".join(sys.argv[1:])
     header = ["# Shrink benchmark", "",
-              f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}; every form timed with "
-              f"{args.threads} threads. The machine was SHARED with other engineers' jobs (load average ~10 on "
-              f"2 cores): all forms of a model were timed in one process, interleaved, {args.repeats} repeats, "
-              "best kept; compare ratios within a table only.", "",
+              f"Machine: {machine_line()} at the end; every form timed with {args.threads} threads, all forms of "
+              f"a model in one process, interleaved, {args.repeats} repeats, best kept: compare ratios within a "
+              "table.", "",
               f"Command: `{command}` (pruning: structured, iterative; conv {args.rounds} rounds x "
               f"{args.finetune_epochs} fine-tuning epochs, seed 1 x 1; int8: ONNX Runtime static QDQ, 512 "
               "calibration samples; distilled: the student trained on the teacher's reconstructions, alpha 0.7, "

@@ -81,8 +81,9 @@ def aeopt_trainer(name: str, dataset, epochs: int, device: torch.device, compile
                    epochs=epochs, patience=None, compile=compile_model, threads=torch.get_num_threads(),
                    out=str(out), overwrite=True, progress=False, log=lambda message: None, device=device.type)
     m = result.metrics
+    layout = ", NHWC" if m.get("memory_format") == "channels_last" else ""
     return {"samples_per_second": m["samples_per_second"], "test_mse": test_mse(result.model, dataset.x_test, device),
-            "precision": m["precision"]}
+            "precision": m["precision"] + layout}
 
 
 def keras(python: str, limit: int | None, epochs: int, threads: int) -> dict | None:
@@ -103,7 +104,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--limit", type=int, default=15000, help="train on the first N images (0 = all 54k)")
+    p.add_argument("--limit", type=int, default=15000, help="train on the first N images (0 = all 55k)")
     p.add_argument("--models", default="seed,conv")
     p.add_argument("--repeats", type=int, default=1, help="alternate textbook/aeopt this many times")
     p.add_argument("--threads", type=int, default=2)
@@ -139,10 +140,10 @@ def main() -> None:
                          "test_mse": best["test_mse"], "all_rates": [r["samples_per_second"] for r in results]})
             print(f"{name:5} {who:24} {best['samples_per_second']:8.0f} samples/s  x{rows[-1]['ratio']:.2f}  "
                   f"{gflops:6.1f} GFLOP/s  test mse {best['test_mse']:.5f}", flush=True)
-    write_results(a, device, peaks, load_before, rows)
+    write_results(a, device, peaks, load_before, rows, len(dataset.x_train))
 
 
-def write_results(a, device, peaks, load_before, rows) -> None:
+def write_results(a, device, peaks, load_before, rows, n_train: int) -> None:
     command = "python benchmarks/train_speed.py " + " ".join(sys.argv[1:])
     load_after = os.getloadavg()
     lines = [
@@ -152,11 +153,11 @@ def write_results(a, device, peaks, load_before, rows) -> None:
         f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (other jobs on the machine "
         "make absolute rates noisy); each textbook run and aeopt run of a model ran back to back in this one "
         "process with the same --threads, and the ratio is the figure to read.", "",
-        f"Fashion-MNIST, first {a.limit or 'all'} training images, latent 32, batch 256, Adam, BCE, {a.epochs} "
+        f"Fashion-MNIST, {'the first' if a.limit else 'all'} {n_train:,} training images, latent 32, batch 256, Adam, BCE, {a.epochs} "
         "epoch(s). samples/s = training-step time only (no evaluation). GFLOP/s from torch's flop counter "
         "(forward + backward per sample). % of peak is against the measured bf16 matmul peak (the machine's "
         "best). Test MSE on the 10k test images after the same number of epochs. aeopt runs its defaults "
-        "(auto precision, Adam at lr 3e-3 with warm-up + cosine decay, weight decay 1e-4 on weights only); the "
+        "(auto precision and memory layout: bf16 autocast with channels_last (NHWC) activations here, Adam at lr 3e-3 with warm-up + cosine decay, weight decay 1e-4 on weights only); the "
         "textbook loop is DataLoader + fp32 + Adam(1e-3) as a tutorial writes it.", "",
         "| model | trainer | precision | samples/s | ratio to textbook | GFLOP/s | % of bf16 peak | test MSE |",
         "|---|---|---|---:|---:|---:|---:|---:|",

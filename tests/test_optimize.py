@@ -80,7 +80,8 @@ def test_budget_covers_search_and_retraining(tmp_path: Path, space: Path):
                             space=space, threads=1, progress=False, log=lambda m: None)
     elapsed = time.time() - started
     assert elapsed < budget + 10, f"{elapsed:.1f} s for a {budget:.0f} s budget"  # generous: shared machines
-    assert result.front and all(1 <= m["epochs"] <= m["planned_epochs"] <= 6 for m in result.front)
+    # final epochs default to 3 x 2; the best-error member may get BEST_SHARE times as many
+    assert result.front and all(1 <= m["epochs"] <= m["planned_epochs"] <= 12 for m in result.front)
     assert all(0 < m["test_mse"] < 0.2 for m in result.front)
     report = (tmp_path / "opt" / "report.md").read_text()
     assert "40% for the search" in report
@@ -180,3 +181,32 @@ def test_small_pieces():
     plan = TrialPlan(data="digits", data_dir=None, out=Path("."), objectives=parse_objectives("mse,params"),
                      space={}, epochs=9)
     assert plan.rungs == [1, 3]
+
+
+def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
+    """With a budget, the cheaper members share the time equally and the best-error member, trained last,
+    gets BEST_SHARE times their epochs plus whatever they left; nothing runs past the deadline."""
+    from types import SimpleNamespace
+
+    from aeopt.optimize import retrain
+
+    clock = {"now": 1000.0}
+    trained = []
+
+    def fake_member(pick, plan, dataset, epochs, deadline, log):
+        trained.append((pick.trial.number, epochs))
+        clock["now"] += epochs * 1.0   # one epoch = 1 s at the measured speed below
+        return {"train_seconds": epochs * 1.0, "val_seconds": 0.0}
+
+    monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
+    monkeypatch.setattr(retrain, "retrain_member", fake_member)
+    trial = lambda n: SimpleNamespace(number=n, user_attrs={"samples_per_second": 1000.0})  # noqa: E731
+    picks = [retrain.Pick(trial(1), ["cheapest"]), retrain.Pick(trial(2), ["best error"]),
+             retrain.Pick(trial(3), ["spread along the cost"])]
+    data = SimpleNamespace(x_train=range(900), x_val=range(300))   # (900 + 300 / 3) / 1000 = 1 s per epoch
+    retrain.retrain_front(picks, None, data, deadline=1050.0, max_epochs=100, log=lambda m: None)
+    assert [n for n, _ in trained] == [1, 3, 2]
+    epochs = dict(trained)
+    assert epochs[1] == epochs[3] - 2 == 9   # 0.85 x (50 s - 3 x 2 s overhead) / (1 + 1 + 2) s -> 9, then 11
+    assert epochs[2] >= retrain.BEST_SHARE * epochs[3]
+    assert clock["now"] <= 1050.0

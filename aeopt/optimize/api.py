@@ -16,7 +16,7 @@ from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
-from .retrain import choose_members, retrain_front
+from .retrain import BEST_SHARE, choose_members, retrain_front
 from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
@@ -98,8 +98,9 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     max_epochs = final_epochs or 3 * epochs
     deadline = None if seconds is None else started + seconds - _reserve(seconds)
     log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
-        f"up to {max_epochs} epochs each" + ("" if deadline is None else
-                                             f", within {max(0.0, deadline - time.time()):.0f} s"))
+        f"best error last, up to {max_epochs} epochs each" + ("" if deadline is None else
+                                                              f" ({BEST_SHARE}x for the best error), within "
+                                                              f"{max(0.0, deadline - time.time()):.0f} s"))
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
     if not members:
         raise AeoptError("the budget left no time to retrain any front member on the full data; give a larger "
@@ -156,8 +157,9 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
     rungs = ", ".join(map(str, plan.rungs)) or "none"
     timing = ("" if budget is None else
               f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, cheapest "
-              "member first, every member the same number of epochs: as many as the time left allowed at the "
-              "speeds their search trials measured.")
+              f"member first and the best-error member last, every member the same number of epochs except the "
+              f"best-error one, which got {BEST_SHARE}x as many: as many as the time left allowed at the speeds "
+              "their search trials measured.")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
             f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "
             f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "

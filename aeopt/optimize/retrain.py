@@ -3,9 +3,11 @@
 The search ranks configurations after short training on a subset. A handful of its front's
 members are then retrained on all the training data: the best-error one, the recommended one
 (cheapest within the tolerance of the best error) and members spread along the cost axis from
-the cheapest. They run cheapest first, each for the same number of epochs: as many as the time
-left allows at the speeds their search trials measured (recomputed before each member, so time a
-member does not use goes to the next), so that every schedule (cosine, one-cycle) completes.
+the cheapest. They run cheapest first, the best-error member last, each for the same number of
+epochs except the best-error member, which gets BEST_SHARE times as many (the front's best error
+is the figure users quote, and short runs under-train the larger models): as many as the time left
+allows at the speeds their search trials measured (recomputed before each member, so time a member
+does not use goes to the next, and finally to the best-error one), so every schedule completes.
 A member that cannot get one epoch is skipped and reported; a member still running at its
 deadline (slower than measured: a busy machine) stops after the current step with its best weights.
 """
@@ -28,6 +30,7 @@ from .trial import TrialPlan, fit_config, trial_config
 SAFETY = 0.85  # epochs are sized for this fraction of a member's share: throughput varies on shared machines
 FIRST_OVERHEAD_S = 2.0  # model build and test evaluation of one member (seconds), until one has been measured
 VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
+BEST_SHARE = 2  # with a budget, the best-error member trains this many times the others' epochs
 
 
 @dataclass
@@ -67,13 +70,16 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     """Retrain the picks in order within `deadline` (None: `max_epochs` each). Returns (members, skipped)."""
     members, skipped = [], []
     overhead = FIRST_OVERHEAD_S
+    picks = sorted(picks, key=lambda p: "best error" in p.reasons)  # stable: cheapest first, best error last
+    shares = [BEST_SHARE if "best error" in p.reasons and deadline is not None else 1 for p in picks]
     per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
-        epochs, member_deadline = max_epochs, None
+        epochs, member_deadline = max_epochs * shares[i], None
         if deadline is not None:
             left = (deadline - time.time()) * SAFETY
-            # The same number of epochs for every member still to train, as many as the time left allows:
-            epochs = min(max_epochs, math.floor((left - overhead * (len(picks) - i)) / sum(per_epoch[i:])))
+            # The same number of epochs (times its share) for every member still to train, as many as fit:
+            unit = sum(e * s for e, s in zip(per_epoch[i:], shares[i:]))
+            epochs = min(epochs, math.floor(shares[i] * (left - overhead * (len(picks) - i)) / unit))
             if epochs < 1 and per_epoch[i] <= left - overhead:
                 epochs = 1  # it fits on its own; the members after it share what is left
             if epochs < 1:

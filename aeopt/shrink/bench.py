@@ -1,13 +1,14 @@
 """`aeopt bench`: batch-1 latency, batch-256 throughput and peak memory of a run's deployable forms.
 
-Forms: eager fp32 (the model as trained, the baseline), eager bf16 autocast, torch.compile (fp32),
-ONNX Runtime fp32 and ONNX Runtime int8 (the run's own int8 graph, or a static int8 quantization
+Forms: eager fp32 (the model as trained, the baseline), eager bf16 autocast (channels-last for
+convs), torch.compile (fp32), ONNX Runtime fp32 and ONNX Runtime int8 (the run's own int8 graph, or a static int8 quantization
 made on the fly). All but the baseline run with BatchNorm folded into the layer before it
 (aeopt.shrink.fuse). All forms are timed back to back in one process with the same thread count,
 so their ratios hold on a busy machine.
 """
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import statistics
@@ -69,11 +70,18 @@ def time_call(forward: Forward, x: torch.Tensor, *, min_seconds: float = 1.0, mi
 
 
 def torch_forward(model: torch.nn.Module, *, bf16: bool = False) -> Forward:
+    """Eager inference; in bf16, conv models run channels-last like the trainer (conv model, batch 256,
+    2 threads: 8,300 samples/s NHWC vs 5,700 NCHW), and the timed call includes converting the input."""
+    from ..speed import use_channels_last
+
     model.eval()
+    nhwc = bf16 and use_channels_last(torch.device("cpu"), model, "bf16")
+    if nhwc:
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(x)["x_hat"]
+            return model(x.contiguous(memory_format=torch.channels_last) if nhwc else x)["x_hat"]
 
     return forward
 
