@@ -28,8 +28,8 @@ from .losses import build_loss, choose_auto_loss, l1_weight_penalty
 from .optim import Schedule, build_optimizer, set_lr
 from .runs import (build_model, flatten_state, load_tensors, read_config, save_config, save_tensors,
                    unflatten_state, write_json)
-from .speed import (CompiledForward, autocast, choose_threads, grad_scaler, peak_gflops, resolve_precision,
-                    throughput, use_channels_last)
+from .speed import (CompiledForward, autocast, choose_threads, grad_scaler, has_conv, peak_gflops,
+                    resolve_precision, throughput, use_channels_last)
 
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check): a sync per step costs time on GPUs
 
@@ -95,7 +95,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_model(config, data_info(dataset)).to(device)
         self.flops = self.model.train_flops_per_sample()
-        self.precision = resolve_precision(config.precision, device, self.flops)
+        self.precision = resolve_precision(config.precision, device, self.flops, has_conv(self.model))
         self.scaler = grad_scaler(device, self.precision)
         self.channels_last = use_channels_last(device, self.model, self.precision, config.memory_format)
         if self.channels_last:

@@ -59,6 +59,10 @@ def test_precision_choice():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu, 10**9) == "fp32"
     assert resolve_precision("auto", cpu, 1000) == "fp32"  # tiny models: casts cost more than they save
+    assert resolve_precision("auto", cpu, 1000, conv=True) == "fp32"
+    assert resolve_precision("auto", cpu, 5 * 10**6) == "fp32"     # an MLP of this size gains nothing
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert resolve_precision("auto", cpu, 5 * 10**6, conv=True) == "bf16"   # a conv does (channels-last)
     with pytest.raises(AeoptError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cpu, 1000)
 
