@@ -13,7 +13,7 @@ from aeopt.data import load_data
 from aeopt.errors import AeoptError
 from aeopt.grad_monitor import GradMonitor
 from aeopt.lr_find import lr_find
-from aeopt.speed import CompiledForward, resolve_precision, throughput
+from aeopt.speed import CompiledForward, resolve_precision, throughput, use_channels_last
 from aeopt.train import TrainingDiverged, train
 
 # threads=1: the suite shares 2 cores with other jobs, where a second OpenMP thread only stalls (see speed.py)
@@ -65,6 +65,26 @@ def test_precision_choice():
         assert resolve_precision("auto", cpu, 5 * 10**6, conv=True) == "bf16"   # a conv does (channels-last)
     with pytest.raises(AeoptError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cpu, 1000)
+
+
+def test_memory_format_choice_and_a_channels_last_run(tmp_path, digits):
+    from aeopt.models import create_model
+
+    conv, mlp = create_model("conv", (1, 8, 8), 8), create_model("mlp", (64,), 8)
+    cpu = torch.device("cpu")
+    assert use_channels_last(cpu, conv, "bf16") and not use_channels_last(cpu, conv, "fp32")
+    assert not use_channels_last(cpu, mlp, "bf16")
+    assert use_channels_last(cpu, conv, "fp32", "channels_last")
+    assert not use_channels_last(cpu, conv, "bf16", "contiguous")
+    mse = {}
+    for layout in ("contiguous", "channels_last"):
+        result = train(dataset=digits, data="digits", model="conv", latent_dim=8, batch_size=64, epochs=3,
+                       patience=None, threads=1, memory_format=layout, out=str(tmp_path / layout), progress=False,
+                       log=lambda m: None)
+        assert result.metrics["memory_format"] == layout
+        mse[layout] = result.metrics["test"]["mse"]
+    assert mse["channels_last"] == pytest.approx(mse["contiguous"], rel=0.02), mse   # same maths, other kernels
+    assert main(["train", "--data", "digits", "--memory-format", "nhwc", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_compile_failure_falls_back_to_eager_with_a_message(monkeypatch):

@@ -1,10 +1,10 @@
 """`aeopt bench`: batch-1 latency, batch-256 throughput and peak memory of a run's deployable forms.
 
 Forms: eager fp32 (the model as trained, the baseline), eager bf16 autocast (channels-last for
-convs), torch.compile (fp32), ONNX Runtime fp32 and ONNX Runtime int8 (the run's own int8 graph, or a static int8 quantization
-made on the fly). All but the baseline run with BatchNorm folded into the layer before it
-(aeopt.shrink.fuse). All forms are timed back to back in one process with the same thread count,
-so their ratios hold on a busy machine.
+convs), torch.compile (fp32), ONNX Runtime fp32 and ONNX Runtime int8 (the run's own int8 graph,
+or a static int8 quantization made on the fly). All but the baseline run with BatchNorm folded
+into the layer before it (aeopt.shrink.fuse). All forms are timed back to back in one process
+with the same thread count, so their ratios hold on a busy machine.
 """
 from __future__ import annotations
 
