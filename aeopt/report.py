@@ -117,7 +117,8 @@ def write_report(run_dir: Path, model: torch.nn.Module, dataset: Dataset, metric
         f"Data `{dataset.name}` ({len(dataset.x_train)} train / {len(dataset.x_val)} validation / "
         f"{len(dataset.x_test)} test, samples {tuple(dataset.sample_shape)}); model with "
         f"{metrics['params']:,} parameters, {metrics['train_flops_per_sample'] / 1e6:.2f} MFLOP per training sample; "
-        f"loss `{metrics['loss']}`, {metrics['precision']} ({metrics.get('memory_format', 'contiguous')}) on {metrics['device']}.", "",
+        f"loss `{metrics['loss']}`, {metrics['precision']} ({metrics.get('memory_format', 'contiguous')}) "
+        f"on {metrics['device']}.", "",
         "| test set | MSE | PSNR (dB) | SSIM |", "| --- | --- | --- | --- |",
         f"| autoencoder (latent {model.latent_dim}) | {test['mse']:.5f} | {_fmt(test['psnr'], '.2f')} | "
         f"{_fmt(test['ssim'], '.4f')} |",
