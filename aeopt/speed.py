@@ -61,9 +61,9 @@ def use_channels_last(device: torch.device, model: torch.nn.Module, precision: s
     """NHWC activations for conv models: `choice` channels_last | contiguous, or auto.
 
     Auto picks NHWC on GPUs (tensor cores want it) and for bf16 on CPU, where oneDNN's bf16 conv and
-    transposed-conv kernels run NHWC natively: measured on this project's 2-core EPYC (batch 256,
-    training step, interleaved A/B), the seed model stepped in 430 ms instead of 469 ms and the default
-    conv model in 85 ms instead of 95 ms; in fp32 NHWC was slower (conv: 712 vs 673 ms), so fp32 stays NCHW.
+    transposed-conv kernels run NHWC natively: in benchmarks/results/train_speed_layout.md (2 threads,
+    same run) the seed model trained at 646 samples/s NHWC vs 554 NCHW, the default conv at 3,491 vs
+    3,326. In fp32 NHWC was slower (conv step, ad-hoc A/B: 712 vs 673 ms), so fp32 stays NCHW.
     """
     if choice != "auto":
         return choice == "channels_last"

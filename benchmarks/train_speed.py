@@ -75,10 +75,12 @@ def textbook(name: str, x_train: torch.Tensor, x_test: torch.Tensor, epochs: int
             "precision": "fp32"}
 
 
-def aeopt_trainer(name: str, dataset, epochs: int, device: torch.device, compile_model: bool, out: Path) -> dict:
+def aeopt_trainer(name: str, dataset, epochs: int, device: torch.device, compile_model: bool, out: Path,
+                  memory_format: str = "auto") -> dict:
     """aeopt's trainer with its default settings, at the benchmark's batch size, optimizer and loss."""
     result = train(dataset=dataset, model=name, latent_dim=32, batch_size=256, optimizer="adam", loss="bce",
                    epochs=epochs, patience=None, compile=compile_model, threads=torch.get_num_threads(),
+                   memory_format=memory_format,
                    out=str(out), overwrite=True, progress=False, log=lambda message: None, device=device.type)
     m = result.metrics
     layout = ", NHWC" if m.get("memory_format") == "channels_last" else ""
@@ -109,6 +111,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="alternate textbook/aeopt this many times")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="aeopt with --compile")
+    p.add_argument("--with-nchw", action="store_true", help="also aeopt with --memory-format contiguous (NCHW)")
     p.add_argument("--keras-python", help="a Python with tensorflow, to run the seed's Keras code")
     p.add_argument("--out", default=str(RESULTS / "train_speed.md"))
     p.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the Debian package's)")
@@ -126,6 +129,9 @@ def main() -> None:
             runs["textbook PyTorch loop"].append(textbook(name, dataset.x_train, dataset.x_test, a.epochs, device))
             runs["aeopt train (defaults)"].append(
                 aeopt_trainer(name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed")))
+            if a.with_nchw:   # the same defaults with the activations' layout forced back to NCHW
+                runs.setdefault("aeopt train, NCHW forced", []).append(aeopt_trainer(
+                    name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed"), "contiguous"))
         if name == "seed" and a.keras_python:
             keras_run = keras(a.keras_python, len(dataset.x_train), a.epochs, a.threads)
             if keras_run:

@@ -59,6 +59,10 @@ def choose_members(front: list[optuna.trial.FrozenTrial], tolerance: float, max_
     return [Pick(front[order[n]], reasons) for n, reasons in sorted(chosen.items(), key=lambda kv: order[kv[0]])]
 
 
+def _is_best(pick: Pick) -> bool:
+    return "best error" in pick.reasons
+
+
 def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int) -> float:
     """One full-data epoch (training + validation pass) at the speed the trial measured in the search."""
     rate = max(float(trial.user_attrs.get("samples_per_second", 1.0)), 1e-3)
@@ -70,8 +74,8 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     """Retrain the picks in order within `deadline` (None: `max_epochs` each). Returns (members, skipped)."""
     members, skipped = [], []
     overhead = FIRST_OVERHEAD_S
-    picks = sorted(picks, key=lambda p: "best error" in p.reasons)  # stable: cheapest first, best error last
-    shares = [BEST_SHARE if "best error" in p.reasons and deadline is not None else 1 for p in picks]
+    picks = sorted(picks, key=_is_best)  # stable: cheapest first, best error last
+    shares = [BEST_SHARE if _is_best(p) and deadline is not None else 1 for p in picks]
     per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
         epochs, member_deadline = max_epochs * shares[i], None
