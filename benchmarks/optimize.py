@@ -27,6 +27,8 @@ from aeopt.metrics import psnr  # noqa: E402
 from aeopt.optimize.objectives import parse_objectives  # noqa: E402
 from aeopt.optimize.pareto import trial_rows  # noqa: E402
 from aeopt.optimize.report import plot_front  # noqa: E402
+from aeopt.optimize.api import SEARCH_SHARE  # noqa: E402
+from aeopt.optimize.retrain import LEAD_SHARE  # noqa: E402
 from aeopt.optimize.search import parse_budget  # noqa: E402
 from aeopt.optimize.space import describe  # noqa: E402
 
@@ -126,9 +128,9 @@ def main() -> None:
         f"Machine: {info}; load average {load_after_search:.1f} when the search ended and "
         f"{os.getloadavg()[0]:.1f} at the end (the run's own {args.threads} threads make about {args.threads}; "
         "more means other jobs shared the machine and the timings are slower and noisier).", "",
-        f"`aeopt.optimize` took {optimize_seconds:.0f} s for a {args.budget} budget (40% search, then chosen front "
-        f"members retrained on all {len(dataset.x_train)} training images, cheapest first, the best-error one last "
-        f"with twice the epochs). Search: {len(counts)} "
+        f"`aeopt.optimize` took {optimize_seconds:.0f} s for a {args.budget} budget ({SEARCH_SHARE:.0%} search, then chosen "
+        f"front members retrained on all {len(dataset.x_train)} training images, cheapest first, the best-error one "
+        f"last; it and the recommended one with {LEAD_SHARE}x the epochs). Search: {len(counts)} "
         f"trials ({states.count('complete')} complete, {states.count('pruned')} stopped early) on {args.subset} "
         f"samples, at most {args.epochs} epochs each. The seed architecture was then trained by aeopt (default "
         "recipe: bce, adamw 3e-3, cosine) for the same wall time.", "",

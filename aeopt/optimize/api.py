@@ -16,12 +16,13 @@ from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
-from .retrain import BEST_SHARE, choose_members, retrain_front
+from .retrain import LEAD_SHARE, choose_members, retrain_front
 from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
 
-SEARCH_SHARE = 0.4  # of a --budget; the rest retrains chosen front members on the full training set
+SEARCH_SHARE = 1 / 3  # of a --budget; the rest retrains chosen front members on the full training set
+# (a third: the front's errors come from the retraining, and a third still tries dozens of configurations)
 DEFAULT_TRIALS = 20  # when neither --trials nor --budget is given
 
 
@@ -51,7 +52,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         out: folder for the study, the trials' runs, the front and the report; rerun to continue.
         objectives: one error (mse, mae) and one or two costs (params, flops, latency), e.g. "mse,flops".
         trials: trials to add in this call (over all workers); default 20 if no budget either.
-        budget: wall time for the whole call, e.g. "10m": 40% for the search, the rest for retraining.
+        budget: wall time for the whole call, e.g. "10m": a third for the search, the rest for retraining.
         latent_dim: fix the code size (else it is searched).
         storage: Optuna storage URL (default: SQLite file study.db in `out`), or journal:PATH.
         workers: local worker processes sharing the study.
@@ -99,7 +100,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     deadline = None if seconds is None else started + seconds - _reserve(seconds)
     log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
         f"best error last, up to {max_epochs} epochs each" + ("" if deadline is None else
-                                                              f" ({BEST_SHARE}x for the best error), within "
+                                                              f" ({LEAD_SHARE}x for the best-error and recommended ones), within "
                                                               f"{max(0.0, deadline - time.time()):.0f} s"))
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
     if not members:
@@ -158,7 +159,7 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
     timing = ("" if budget is None else
               f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, cheapest "
               f"member first and the best-error member last, every member the same number of epochs except the "
-              f"best-error one, which got {BEST_SHARE}x as many: as many as the time left allowed at the speeds "
+              f"best-error and recommended ones, which got {LEAD_SHARE}x as many: as many as the time left allowed at the speeds "
               "their search trials measured.")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
             f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "

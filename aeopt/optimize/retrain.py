@@ -4,10 +4,11 @@ The search ranks configurations after short training on a subset. A handful of i
 members are then retrained on all the training data: the best-error one, the recommended one
 (cheapest within the tolerance of the best error) and members spread along the cost axis from
 the cheapest. They run cheapest first, the best-error member last, each for the same number of
-epochs except the best-error member, which gets BEST_SHARE times as many (the front's best error
-is the figure users quote, and short runs under-train the larger models): as many as the time left
-allows at the speeds their search trials measured (recomputed before each member, so time a member
-does not use goes to the next, and finally to the best-error one), so every schedule completes.
+epochs except the best-error and the recommended members, which get LEAD_SHARE times as many (their
+errors are the figures users quote, and short runs under-train the larger models): as many as the
+time left allows at the speeds their search trials measured (recomputed before each member, so time a
+member does not use goes to the next, and finally to the best-error one), so every schedule completes.
+The last member is sized with a thinner margin (LAST_SAFETY): nobody after it could use what it leaves.
 A member that cannot get one epoch is skipped and reported; a member still running at its
 deadline (slower than measured: a busy machine) stops after the current step with its best weights.
 """
@@ -28,9 +29,10 @@ from .objectives import reconstruction_error
 from .trial import TrialPlan, fit_config, trial_config
 
 SAFETY = 0.85  # epochs are sized for this fraction of a member's share: throughput varies on shared machines
+LAST_SAFETY = 0.95  # the last member's margin; its deadline hook still guards the budget if it runs slow
 FIRST_OVERHEAD_S = 2.0  # model build and test evaluation of one member (seconds), until one has been measured
 VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
-BEST_SHARE = 2  # with a budget, the best-error member trains this many times the others' epochs
+LEAD_SHARE = 2  # with a budget, the best-error and recommended members train this many times the others' epochs
 
 
 @dataclass
@@ -63,6 +65,10 @@ def _is_best(pick: Pick) -> bool:
     return "best error" in pick.reasons
 
 
+def _leads(pick: Pick) -> bool:
+    return _is_best(pick) or "recommended" in pick.reasons
+
+
 def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int) -> float:
     """One full-data epoch (training + validation pass) at the speed the trial measured in the search."""
     rate = max(float(trial.user_attrs.get("samples_per_second", 1.0)), 1e-3)
@@ -75,12 +81,12 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     members, skipped = [], []
     overhead = FIRST_OVERHEAD_S
     picks = sorted(picks, key=_is_best)  # stable: cheapest first, best error last
-    shares = [BEST_SHARE if _is_best(p) and deadline is not None else 1 for p in picks]
+    shares = [LEAD_SHARE if _leads(p) and deadline is not None else 1 for p in picks]
     per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
         epochs, member_deadline = max_epochs * shares[i], None
         if deadline is not None:
-            left = (deadline - time.time()) * SAFETY
+            left = (deadline - time.time()) * (LAST_SAFETY if i == len(picks) - 1 else SAFETY)
             # The same number of epochs (times its share) for every member still to train, as many as fit:
             unit = sum(e * s for e, s in zip(per_epoch[i:], shares[i:]))
             epochs = min(epochs, math.floor(shares[i] * (left - overhead * (len(picks) - i)) / unit))
