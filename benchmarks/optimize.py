@@ -33,11 +33,11 @@ from aeopt.optimize.search import parse_budget  # noqa: E402
 from aeopt.optimize.space import describe  # noqa: E402
 
 
-def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads: int):
+def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads: int, device: str):
     """The seed architecture, trained by aeopt's default recipe for `seconds` of wall time."""
     probe = aeopt.train(model="seed", data="fashion-mnist", latent_dim=latent_dim, epochs=1, limit=None,
                         dataset=_head(dataset, 2048), out=str(out) + "-probe", overwrite=True, progress=False,
-                        threads=threads, log=lambda m: None)
+                        threads=threads, device=device, log=lambda m: None)
     rate = probe.metrics["samples_per_second"]
     epochs = max(1, int(seconds * rate / len(dataset.x_train)))
     deadline = time.time() + seconds
@@ -50,7 +50,7 @@ def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads:
 
     return aeopt.train(model="seed", data="fashion-mnist", latent_dim=latent_dim, epochs=epochs, patience=None,
                        dataset=dataset, out=str(out), overwrite=True, progress=False, threads=threads,
-                       setup=stop_at_deadline, log=lambda m: None)
+                       device=device, setup=stop_at_deadline, log=lambda m: None)
 
 
 def _head(dataset, n):
@@ -69,26 +69,31 @@ def main() -> None:
     parser.add_argument("--max-front", type=int, default=4, help="most front members to retrain")
     parser.add_argument("--out", default="runs/bench-optimize")
     parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument("--name", default="optimize", help="result files: NAME.md and NAME.png")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--data-dir", help="folder holding fashion-mnist's IDX files (default: the system's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     info = machine_line()
+    if args.device == "cuda":
+        info += f", GPU {torch.cuda.get_device_name()}"
     print(info, flush=True)
-    dataset = aeopt.load_data("fashion-mnist")
+    dataset = aeopt.load_data("fashion-mnist", data_dir=args.data_dir)
     out = Path(args.out)
     goals = parse_objectives("mse,flops")
 
     started = time.time()
     result = aeopt.optimize(dataset, out=out / "search", objectives="mse,flops", budget=args.budget,
                             latent_dim=args.latent_dim, epochs=args.epochs, subset=args.subset,
-                            max_front=args.max_front, threads=args.threads, progress=False)
+                            max_front=args.max_front, threads=args.threads, device=args.device, progress=False)
     optimize_seconds = time.time() - started
     load_after_search = os.getloadavg()[0]
     print(f"optimize took {optimize_seconds:.0f} s (budget {parse_budget(args.budget):.0f} s)", flush=True)
 
-    seed = train_seed_for(optimize_seconds, dataset, args.latent_dim, out / "seed", args.threads)
+    seed = train_seed_for(optimize_seconds, dataset, args.latent_dim, out / "seed", args.threads, args.device)
     sm = seed.metrics
     seed_flops = sm["train_flops_per_sample"]
-    seed_val = float((reconstruct(seed.model, dataset.x_val) - dataset.x_val).square().mean())
+    seed_val = float((reconstruct(seed.model, dataset.x_val, device=args.device) - dataset.x_val).square().mean())
     pca = sm["pca"]
     print(f"seed: test mse {sm['test']['mse']:.5f} after {sm['epochs']} epochs in {sm['train_seconds']:.0f} s",
           flush=True)
@@ -124,7 +129,8 @@ def main() -> None:
     text = "\n".join([
         "# Benchmark: aeopt optimize (Fashion-MNIST, latent 32)", "",
         f"Command: `python benchmarks/optimize.py --budget {args.budget} --subset {args.subset} --epochs {args.epochs} "
-        f"--max-front {args.max_front} --threads {args.threads}`", "",
+        f"--max-front {args.max_front} --threads {args.threads}"
+        + (f" --device {args.device}" if args.device != "cpu" else "") + "`", "",
         f"Machine: {info}; load average {load_after_search:.1f} when the search ended and "
         f"{os.getloadavg()[0]:.1f} at the end (the run's own {args.threads} threads make about {args.threads}; "
         "more means other jobs shared the machine and the timings are slower and noisier).", "",
@@ -140,15 +146,15 @@ def main() -> None:
         f"- Target 2 (best member >= 4 dB over PCA-32, test MSE <= 0.0060): **{'met' if target2 else 'not met'}** "
         f"({best['test_psnr']:.2f} dB vs {pca['psnr']:.2f} dB: {gain:+.2f} dB, test MSE {best['test_mse']:.5f}).",
         *([f"- Chosen but not retrained (budget): {skipped}."] if skipped else []),
-        "", "![front](optimize.png)", ""])
+        "", f"![front]({args.name}.png)", ""])
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / "optimize.md").write_text(text)
+    (results / f"{args.name}.md").write_text(text)
     pca_val = float((pca_reconstruction(dataset, args.latent_dim, dataset.x_val) - dataset.x_val).square().mean())
     references = [{"name": f"PCA-{args.latent_dim}", "mse": pca_val, "color": "C3"},
         {"name": "seed architecture (same wall time)", "mse": seed_val, "train_flops_per_sample": seed_flops,
          "color": "C1"}]
-    plot_front(results / "optimize.png", trial_rows(result.study, goals), front, goals, references)
+    plot_front(results / f"{args.name}.png", trial_rows(result.study, goals), front, goals, references)
     print(text, flush=True)
     print(f"PSNR gain over PCA: {gain:+.2f} dB; seed/front test MSE ratio: {ratio}; seed PSNR "
           f"{psnr(sm['test']['mse']):.2f}")

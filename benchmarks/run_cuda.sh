@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The CUDA checks in one go, as run on a lent GPU machine (about 7 minutes on an H200):
+#   1. tests/test_cuda.py (bf16/fp16 autocast, grad scaler, NHWC, fused Adam, GPU run loads on a CPU);
+#   2. the CUDA training-speed table (textbook loop vs aeopt's trainer, same run);
+#   3. a short `optimize` benchmark on the GPU (2-minute budget, seed trained for the same wall time).
+# Usage, from the repository root, with the Fashion-MNIST IDX files in .fmnist/ (and, where the machine
+# lacks optuna, its wheels in .whl/):   OUT=/tmp/aeopt-cuda bash benchmarks/run_cuda.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/aeopt-cuda}
+mkdir -p "$OUT"
+if ! python3 -c "import optuna" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi -L
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+python3 benchmarks/train_speed.py --device cuda --limit 0 --epochs 2 --models seed,conv --threads 16 \
+  --data-dir .fmnist --out "$OUT/train_speed_cuda.md" 2>&1 | tail -n 20 | tee "$OUT/train_speed_cuda.log"
+python3 benchmarks/optimize.py --device cuda --budget 2m --subset 10000 --epochs 6 --max-front 3 --threads 16 \
+  --data-dir .fmnist --out /tmp/aeopt-bench-optimize --results "$OUT" --name optimize_cuda 2>&1 \
+  | tail -n 30 | tee "$OUT/optimize_cuda.log"
