@@ -214,3 +214,26 @@ def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
     assert (epochs[1], epochs[3], epochs[4], epochs[2]) == (7, 18, 9, 24)
     assert epochs[2] >= retrain.LEAD_SHARE * epochs[4] and epochs[3] >= retrain.LEAD_SHARE * epochs[1]
     assert clock["now"] <= 1060.0
+
+
+def test_only_configurations_that_fit_the_budget_are_candidates():
+    """With a budget, the front is recomputed over the trials that get MIN_EPOCHS epochs in half the time left,
+    so a fast trial dominated only by a too-slow one becomes a candidate."""
+    from types import SimpleNamespace
+
+    from aeopt.optimize.pareto import search_front
+    from aeopt.optimize.retrain import MIN_EPOCHS, trainable_within
+
+    data = SimpleNamespace(x_train=range(900), x_val=range(300))   # 1000 sample-passes per full-data epoch
+    rate_at_limit = 1000 * MIN_EPOCHS / 60                          # MIN_EPOCHS epochs in exactly 60 s
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    for values, rate in (((0.01, 900.0), rate_at_limit * 0.9),    # best error, too slow
+                         ((0.02, 500.0), rate_at_limit),          # dominated by nothing
+                         ((0.03, 100.0), rate_at_limit * 2),
+                         ((0.015, 950.0), rate_at_limit * 3)):    # dominated by the first alone
+        study.add_trial(optuna.trial.create_trial(values=list(values), user_attrs={
+            "settings": {}, "samples_per_second": rate}))
+    fits = trainable_within(120.0, data)
+    assert [t.number for t in search_front(study)] == [2, 1, 0]
+    assert [t.number for t in search_front(study, fits)] == [2, 1, 3]
+    assert not fits(study.trials[0]) and fits(study.trials[1])

@@ -16,7 +16,7 @@ from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
-from .retrain import LEAD_SHARE, choose_members, retrain_front
+from .retrain import LEAD_SHARE, MIN_EPOCHS, choose_members, retrain_front, trainable_within
 from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
@@ -93,16 +93,28 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
                        dataset=dataset if workers == 1 else None)
     search_seconds = time.time() - started
 
-    picks = choose_members(search_front(study), tolerance, max_front)
+    deadline = None if seconds is None else started + seconds - _reserve(seconds)
+    candidates, too_slow = search_front(study), []
+    if deadline is not None:
+        fits = trainable_within(deadline - time.time(), dataset)
+        if search_front(study, fits):  # else the budget fits none: retrain what it can of the whole front
+            too_slow = [t for t in candidates if not fits(t)]
+            candidates = search_front(study, fits)
+    picks = choose_members(candidates, tolerance, max_front)
     if not picks:
         raise AeoptError("no trial finished its training; give a larger --budget or more --trials")
     max_epochs = final_epochs or 3 * epochs
-    deadline = None if seconds is None else started + seconds - _reserve(seconds)
+    if too_slow:
+        log(f"not retrained (fewer than {MIN_EPOCHS} full-data epochs would fit in half the time left): "
+            + ", ".join(f"trial {t.number}" for t in too_slow))
     log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
         f"best error last, up to {max_epochs} epochs each" + ("" if deadline is None else
                                                               f" ({LEAD_SHARE}x for the best-error and recommended ones), within "
                                                               f"{max(0.0, deadline - time.time()):.0f} s"))
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
+    skipped = [{"trial": t.number, "reasons": ["on the search's front"],
+                "why": f"fewer than {MIN_EPOCHS} full-data epochs would fit in half the retraining time"}
+               for t in too_slow] + skipped
     if not members:
         raise AeoptError("the budget left no time to retrain any front member on the full data; give a larger "
                          "--budget or a smaller --subset")
@@ -159,8 +171,10 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
     timing = ("" if budget is None else
               f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, cheapest "
               f"member first and the best-error member last, every member the same number of epochs except the "
-              f"best-error and recommended ones, which got {LEAD_SHARE}x as many: as many as the time left allowed at the speeds "
-              "their search trials measured.")
+              f"best-error and recommended ones, which got {LEAD_SHARE}x as many: as many as the time left "
+              f"allowed at the speeds their search trials measured. Only configurations that would get "
+              f"{MIN_EPOCHS} full-data epochs in half the retraining time were candidates (larger ones would join "
+              "the front under-trained).")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
             f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "
             f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "

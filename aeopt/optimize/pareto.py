@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
@@ -28,10 +28,11 @@ def non_dominated(points: list[tuple[float, ...]]) -> list[int]:
     return keep
 
 
-def search_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The complete trials on the search's front, sorted by the first cost."""
+def search_front(study: optuna.Study, keep: Callable[[optuna.trial.FrozenTrial], bool] | None = None
+                 ) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials on the search's front (of those `keep` accepts), sorted by the first cost."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-                if "settings" in t.user_attrs]
+                if "settings" in t.user_attrs and (keep is None or keep(t))]
     return sorted((complete[i] for i in non_dominated([tuple(t.values) for t in complete])),
                   key=lambda t: t.values[1])
 

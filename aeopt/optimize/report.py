@@ -91,7 +91,7 @@ def write_report(path: Path, *, data: str, objectives: Objectives, front: list[d
         lines += ["", "Dominated after retraining (kept as runs, not on the front): "
                   + ", ".join(f"trial {m['trial']} ({m['run']})" for m in dropped)]
     if skipped:
-        lines += ["", "Chosen but not retrained (the budget ran out): "
+        lines += ["", "Not retrained within the budget: "
                   + "; ".join(f"trial {m['trial']} ({', '.join(m['reasons'])}): {m['why']}" for m in skipped)]
     lines += ["", "## Recommendation", "",
               f"The cheapest model within {tolerance:.0%} of the best validation {error} is **trial {pick['trial']}** "

@@ -11,6 +11,10 @@ member does not use goes to the next, and finally to the best-error one), so eve
 The last member is sized with a thinner margin (LAST_SAFETY): nobody after it could use what it leaves.
 A member that cannot get one epoch is skipped and reported; a member still running at its
 deadline (slower than measured: a busy machine) stops after the current step with its best weights.
+With a budget, only configurations that would get MIN_EPOCHS full-data epochs in half the retraining
+time are candidates (`trainable_within`): a larger model would join the front under-trained (in one
+15-minute Fashion-MNIST run a 137-MFLOP conv, the search's best, got 5 epochs and lost to what a
+45-MFLOP conv reaches in 10), and push the cheaper members out of the retraining time.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ LAST_SAFETY = 0.95  # the last member's margin; its deadline hook still guards t
 FIRST_OVERHEAD_S = 2.0  # model build and test evaluation of one member (seconds), until one has been measured
 VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
 LEAD_SHARE = 2  # with a budget, the best-error and recommended members train this many times the others' epochs
+MIN_EPOCHS = 6  # with a budget, a configuration is retrained only if this many epochs fit in half the time left
 
 
 @dataclass
@@ -73,6 +78,13 @@ def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int)
     """One full-data epoch (training + validation pass) at the speed the trial measured in the search."""
     rate = max(float(trial.user_attrs.get("samples_per_second", 1.0)), 1e-3)
     return (n_train + VAL_COST * n_val) / rate
+
+
+def trainable_within(seconds: float, dataset: Dataset) -> Callable[[optuna.trial.FrozenTrial], bool]:
+    """Whether a search trial's configuration gets MIN_EPOCHS full-data epochs in half of `seconds`, at the
+    speed the trial measured (a filter for `search_front`)."""
+    n_train, n_val = len(dataset.x_train), len(dataset.x_val)
+    return lambda trial: seconds_per_epoch(trial, n_train, n_val) * MIN_EPOCHS <= seconds / 2
 
 
 def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadline: float | None,
