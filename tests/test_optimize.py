@@ -100,9 +100,25 @@ def test_choose_members_best_recommended_cheapest():
     assert picks[1].reasons == ["recommended"] and picks[2].reasons == ["best error"]
     assert picks[0].reasons == ["cheapest"]
     assert [p.trial.number for p in choose_members(front, tolerance=0.0, max_members=2)] == [7, 4]
-    # The others spread over the rest of the front, cheapest included: not just its two ends.
-    wide = [SimpleNamespace(number=n, values=(1.0 / (n + 1), n)) for n in range(9)]
-    assert [p.trial.number for p in choose_members(wide, tolerance=0.0, max_members=4)] == [0, 4, 7, 8]
+    # The others spread evenly between the ends (a straight front on log-log axes has no knee).
+    wide = [SimpleNamespace(number=n, values=(1.0 / (n + 1), n + 1)) for n in range(9)]
+    assert [p.trial.number for p in choose_members(wide, tolerance=0.0, max_members=4)] == [0, 3, 5, 8]
+
+
+def test_the_knee_of_the_front_is_retrained_after_the_ends():
+    """The member furthest below the cheapest-to-best line on log-log axes: trial 3 (12 units of cost buy
+    nearly the error of 1000), not trial 4 or the middle of the list."""
+    from types import SimpleNamespace
+
+    from aeopt.optimize.retrain import choose_members, knee
+
+    front = [SimpleNamespace(number=n, values=v) for n, v in
+             [(1, (0.5, 1)), (2, (0.45, 10)), (3, (0.2, 12)), (4, (0.19, 100)), (5, (0.18, 1000))]]
+    assert knee(front, front[-1]).number == 3
+    picks = choose_members(front, tolerance=0.0, max_members=3)
+    assert [(p.trial.number, p.reasons) for p in picks] == [
+        (1, ["cheapest"]), (3, ["knee of the front"]), (5, ["best error", "recommended"])]
+    assert knee(front[:2], front[1]) is None   # nothing between the ends
 
 
 def test_two_workers_share_one_storage_without_losing_or_duplicating(tmp_path: Path, space: Path):

@@ -180,7 +180,7 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
             f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "
             f"stopped when {plan.eta - 1} or more trials at the same rung had no higher cost and no higher "
             f"validation error (successive halving with eta={plan.eta}, Pareto-aware). Chosen front members (the "
-            f"best-error one, the recommended one, members spread along the cost from the cheapest) were then "
+            f"best-error one, the recommended one, the cheapest, the knee, others spread along the cost) were then "
             f"retrained on the full training set for up to {final_epochs} epochs (early stopping on validation) "
             f"and the front was recomputed from those numbers.{timing} Test numbers were never used to choose.")
 

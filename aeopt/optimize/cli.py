@@ -26,7 +26,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--final-epochs", type=int, help="most epochs for retraining a front member (default 3x "
                    "--epochs; a budget may allow fewer)")
     p.add_argument("--max-front", type=int, default=4, help="most front members to retrain: the best, the "
-                   "recommended, the cheapest and others spread along the cost (default 4)")
+                   "recommended, the cheapest, the knee of the front, others spread along the cost (default 4)")
     p.add_argument("--seed", type=int, default=0, help="data split and initial weights")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -2,8 +2,8 @@
 
 The search ranks configurations after short training on a subset. A handful of its front's
 members are then retrained on all the training data: the best-error one, the recommended one
-(cheapest within the tolerance of the best error) and members spread along the cost axis from
-the cheapest. They run cheapest first, the best-error member last, each for the same number of
+(cheapest within the tolerance of the best error), the cheapest, the knee of the front (where
+more cost stops buying much less error) and members spread along the cost axis. They run cheapest first, the best-error member last, each for the same number of
 epochs except the best-error and the recommended members, which get LEAD_SHARE times as many (their
 errors are the figures users quote, and short runs under-train the larger models): as many as the
 time left allows at the speeds their search trials measured (recomputed before each member, so time a
@@ -49,21 +49,37 @@ class Pick:
 
 
 def choose_members(front: list[optuna.trial.FrozenTrial], tolerance: float, max_members: int) -> list[Pick]:
-    """The best-error trial, the recommended one and the others spread evenly along the first cost from the
-    cheapest, at most `max_members`, cheapest first. `front` is sorted by its first cost."""
+    """At most `max_members` of `front` (sorted by its first cost), cheapest first: the best-error trial, the
+    recommended one, the cheapest, the knee of the front, then others spread evenly between them."""
     if not front:
         return []
     best = min(front, key=lambda t: t.values[0])
     recommended = next(t for t in front if t.values[0] <= best.values[0] * (1 + tolerance))
     chosen: dict[int, list[str]] = {best.number: ["best error"]}
     chosen.setdefault(recommended.number, []).append("recommended")
+    extras = [(front[0], "cheapest"), (knee(front, best), "knee of the front")]
+    for trial, why in extras:
+        if trial is not None and trial.number not in chosen and len(chosen) < max_members:
+            chosen[trial.number] = [why]
     rest = [t for t in front if t.number not in chosen]
     spread = min(len(rest), max(0, max_members - len(chosen)))
-    for k in range(spread):
-        i = round(k * (len(rest) - 1) / max(1, spread - 1)) if spread > 1 else 0
-        chosen[rest[i].number] = ["cheapest" if rest[i] is front[0] else "spread along the cost"]
+    for k in range(spread):  # evenly inside the rest, away from the members already chosen at its ends
+        chosen[rest[round((k + 1) * (len(rest) + 1) / (spread + 1)) - 1].number] = ["spread along the cost"]
     order = {t.number: i for i, t in enumerate(front)}
     return [Pick(front[order[n]], reasons) for n, reasons in sorted(chosen.items(), key=lambda kv: order[kv[0]])]
+
+
+def knee(front: list[optuna.trial.FrozenTrial], best: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial | None:
+    """The member furthest below the straight line from the cheapest to the best-error member on log-cost vs
+    log-error axes: where paying more stops buying much. None if no member lies 1% (in error) below it."""
+    (e0, c0), (e1, c1) = front[0].values[:2], best.values[:2]
+    if min(e0, c0, e1, c1) <= 0 or c1 <= c0:
+        return None
+    slope = (math.log(e1) - math.log(e0)) / (math.log(c1) - math.log(c0))
+    below = {t.number: math.log(e0) + slope * (math.log(t.values[1]) - math.log(c0)) - math.log(t.values[0])
+             for t in front if c0 < t.values[1] < c1 and t.values[0] > 0}
+    number = max(below, key=below.get, default=None)
+    return None if number is None or below[number] < 0.01 else next(t for t in front if t.number == number)
 
 
 def _is_best(pick: Pick) -> bool:
