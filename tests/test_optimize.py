@@ -214,7 +214,7 @@ def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
     def fake_member(pick, plan, dataset, epochs, deadline, log):
         trained.append((pick.trial.number, epochs))
         clock["now"] += epochs * 1.0   # one epoch = 1 s at the measured speed below
-        return {"train_seconds": epochs * 1.0, "val_seconds": 0.0}
+        return {"epochs": epochs, "train_seconds": epochs * 1.0, "val_seconds": 0.0}
 
     monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
     monkeypatch.setattr(retrain, "retrain_member", fake_member)
@@ -253,3 +253,29 @@ def test_only_configurations_that_fit_the_budget_are_candidates():
     assert [t.number for t in search_front(study)] == [2, 1, 0]
     assert [t.number for t in search_front(study, fits)] == [2, 1, 3]
     assert not fits(study.trials[0]) and fits(study.trials[1])
+
+
+def test_members_after_a_faster_than_predicted_one_get_the_time_it_saved(monkeypatch):
+    """Full-data epochs that run twice as fast as the search predicted: the best-error member, trained after,
+    is sized at the corrected speed (66 epochs, not 33) and still ends within the budget."""
+    from types import SimpleNamespace
+
+    from aeopt.optimize import retrain
+
+    clock = {"now": 1000.0}
+    trained = []
+
+    def fake_member(pick, plan, dataset, epochs, deadline, log):
+        trained.append((pick.trial.number, epochs))
+        clock["now"] += epochs * 0.5   # the prediction below says 1 s per epoch
+        return {"epochs": epochs, "train_seconds": epochs * 0.5, "val_seconds": 0.0}
+
+    monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
+    monkeypatch.setattr(retrain, "retrain_member", fake_member)
+    trial = lambda n: SimpleNamespace(number=n, user_attrs={"samples_per_second": 1000.0})  # noqa: E731
+    picks = [retrain.Pick(trial(1), ["cheapest"]), retrain.Pick(trial(2), ["best error"])]
+    data = SimpleNamespace(x_train=range(900), x_val=range(300))
+    retrain.retrain_front(picks, None, data, deadline=1040.0, max_epochs=100, log=lambda m: None)
+    # 0.85 x (40 s - 2 x 2 s) / (1 + 2) -> 10 epochs in 5 s; then 2 x 0.95 x 35 s / (2 x 0.5 s) -> 66
+    assert dict(trained) == {1: 10, 2: 66}
+    assert clock["now"] <= 1040.0
