@@ -36,8 +36,9 @@ from aeopt.optimize.space import describe  # noqa: E402
 def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads: int, device: str):
     """The seed architecture, trained by aeopt's default recipe for `seconds` of wall time."""
     # The probe's rate sets the epochs; on a GPU a short probe is all start-up, so it takes a full epoch there.
+    probe_data = _head(dataset, 2048 if device == "cpu" else len(dataset.x_train))
     probe = aeopt.train(model="seed", data="fashion-mnist", latent_dim=latent_dim, epochs=1, limit=None,
-                        dataset=_head(dataset, 2048 if device == "cpu" else len(dataset.x_train)), out=str(out) + "-probe", overwrite=True, progress=False,
+                        dataset=probe_data, out=str(out) + "-probe", overwrite=True, progress=False,
                         threads=threads, device=device, log=lambda m: None)
     rate = probe.metrics["samples_per_second"]
     epochs = max(1, int(seconds * rate / len(dataset.x_train)))
@@ -133,8 +134,8 @@ def main() -> None:
         f"Machine: {info}; load average {load_after_search:.1f} when the search ended and "
         f"{os.getloadavg()[0]:.1f} at the end (the run's own {args.threads} threads make about {args.threads}; "
         "more means other jobs shared the machine and the timings are slower and noisier).", "",
-        f"`aeopt.optimize` took {optimize_seconds:.0f} s for a {args.budget} budget ({SEARCH_SHARE:.0%} search, then chosen "
-        f"front members retrained on all {len(dataset.x_train)} training images, cheapest first, the best-error one "
+        f"`aeopt.optimize` took {optimize_seconds:.0f} s for a {args.budget} budget ({SEARCH_SHARE:.0%} search, "
+        f"then chosen front members retrained on all {len(dataset.x_train)} training images, cheapest first, the best-error one "
         f"last; it and the recommended one with {LEAD_SHARE}x the epochs). Search: {len(counts)} "
         f"trials ({states.count('complete')} complete, {states.count('pruned')} stopped early) on {args.subset} "
         f"samples, at most {args.epochs} epochs each. The seed architecture was then trained by aeopt (default "

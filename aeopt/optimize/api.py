@@ -97,9 +97,9 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     candidates, too_slow = search_front(study), []
     if deadline is not None:
         fits = trainable_within(deadline - time.time(), dataset)
-        if search_front(study, fits):  # else the budget fits none: retrain what it can of the whole front
-            too_slow = [t for t in candidates if not fits(t)]
-            candidates = search_front(study, fits)
+        within = search_front(study, fits)
+        if within:  # else the budget fits none: retrain what it can of the whole front
+            too_slow, candidates = [t for t in candidates if not fits(t)], within
     picks = choose_members(candidates, tolerance, max_front)
     if not picks:
         raise AeoptError("no trial finished its training; give a larger --budget or more --trials")
@@ -107,10 +107,10 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     if too_slow:
         log(f"not retrained (fewer than {MIN_EPOCHS} full-data epochs would fit in half the time left): "
             + ", ".join(f"trial {t.number}" for t in too_slow))
+    within_budget = ("" if deadline is None else f" ({LEAD_SHARE}x for the best-error and recommended ones), "
+                     f"within {max(0.0, deadline - time.time()):.0f} s")
     log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
-        f"best error last, up to {max_epochs} epochs each" + ("" if deadline is None else
-                                                              f" ({LEAD_SHARE}x for the best-error and recommended ones), within "
-                                                              f"{max(0.0, deadline - time.time()):.0f} s"))
+        f"best error last, up to {max_epochs} epochs each{within_budget}")
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
     skipped = [{"trial": t.number, "reasons": ["on the search's front"],
                 "why": f"fewer than {MIN_EPOCHS} full-data epochs would fit in half the retraining time"}
