@@ -135,8 +135,8 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} at the end (the run's own {args.threads} threads make about {args.threads}; "
         "more means other jobs shared the machine and the timings are slower and noisier).", "",
         f"`aeopt.optimize` took {optimize_seconds:.0f} s for a {args.budget} budget ({SEARCH_SHARE:.0%} search, "
-        f"then chosen front members retrained on all {len(dataset.x_train)} training images, cheapest first, the best-error one "
-        f"last; it and the recommended one with {LEAD_SHARE}x the epochs). Search: {len(counts)} "
+        f"then chosen front members retrained on all {len(dataset.x_train)} training images, cheapest first, "
+        f"the best-error one last; it and the recommended one with {LEAD_SHARE}x the epochs). Search: {len(counts)} "
         f"trials ({states.count('complete')} complete, {states.count('pruned')} stopped early) on {args.subset} "
         f"samples, at most {args.epochs} epochs each. The seed architecture was then trained by aeopt (default "
         "recipe: bce, adamw 3e-3, cosine) for the same wall time.", "",
