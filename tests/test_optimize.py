@@ -200,10 +200,10 @@ def test_small_pieces():
     assert plan.rungs == [1, 3]
 
 
-def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
-    """With a budget, the other members share the time equally, the recommended member gets LEAD_SHARE times
-    their epochs, and the best-error member, trained last with a thinner margin, at least as many plus whatever
-    they left; nothing runs past the deadline."""
+def retrain_on_a_fake_clock(monkeypatch, reasons: list[list[str]], deadline: float, seconds_per_epoch: float):
+    """retrain_front on a fake clock starting at 1000 s, with members `reasons` (trials 1, 2, ...) whose search
+    predicts 1 s per full-data epoch and which really take `seconds_per_epoch`. Returns (trial, epochs) in
+    training order and the clock at the end."""
     from types import SimpleNamespace
 
     from aeopt.optimize import retrain
@@ -213,23 +213,33 @@ def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
 
     def fake_member(pick, plan, dataset, epochs, deadline, log):
         trained.append((pick.trial.number, epochs))
-        clock["now"] += epochs * 1.0   # one epoch = 1 s at the measured speed below
-        return {"epochs": epochs, "train_seconds": epochs * 1.0, "val_seconds": 0.0}
+        clock["now"] += epochs * seconds_per_epoch
+        return {"epochs": epochs, "train_seconds": epochs * seconds_per_epoch, "val_seconds": 0.0}
 
     monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
     monkeypatch.setattr(retrain, "retrain_member", fake_member)
-    trial = lambda n: SimpleNamespace(number=n, user_attrs={"samples_per_second": 1000.0})  # noqa: E731
-    picks = [retrain.Pick(trial(1), ["cheapest"]), retrain.Pick(trial(2), ["best error"]),
-             retrain.Pick(trial(3), ["recommended"]), retrain.Pick(trial(4), ["spread along the cost"])]
+    picks = [retrain.Pick(SimpleNamespace(number=n, user_attrs={"samples_per_second": 1000.0}), why)
+             for n, why in enumerate(reasons, start=1)]
     data = SimpleNamespace(x_train=range(900), x_val=range(300))   # (900 + 300 / 3) / 1000 = 1 s per epoch
-    retrain.retrain_front(picks, None, data, deadline=1060.0, max_epochs=100, log=lambda m: None)
+    retrain.retrain_front(picks, None, data, deadline=deadline, max_epochs=100, log=lambda m: None)
+    return trained, clock["now"]
+
+
+def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
+    """With a budget, the other members share the time equally, the recommended member gets LEAD_SHARE times
+    their epochs, and the best-error member, trained last with a thinner margin, at least as many plus whatever
+    they left; nothing runs past the deadline."""
+    from aeopt.optimize.retrain import LEAD_SHARE
+
+    trained, end = retrain_on_a_fake_clock(monkeypatch, [["cheapest"], ["best error"], ["recommended"],
+                                                         ["spread along the cost"]], 1060.0, 1.0)
     assert [n for n, _ in trained] == [1, 3, 4, 2]
     epochs = dict(trained)
     # 0.85 x (60 s - 4 x 2 s overhead) / (1 + 2 + 1 + 2) s -> 7; then (overhead now measured as 0 s)
     # 2 x 0.85 x 53 / 5 -> 18; 0.85 x 35 / 3 -> 9; the last, 0.95 x 26 -> 24 (SAFETY would give 22)
     assert (epochs[1], epochs[3], epochs[4], epochs[2]) == (7, 18, 9, 24)
-    assert epochs[2] >= retrain.LEAD_SHARE * epochs[4] and epochs[3] >= retrain.LEAD_SHARE * epochs[1]
-    assert clock["now"] <= 1060.0
+    assert epochs[2] >= LEAD_SHARE * epochs[4] and epochs[3] >= LEAD_SHARE * epochs[1]
+    assert end <= 1060.0
 
 
 def test_only_configurations_that_fit_the_budget_are_candidates():
@@ -258,24 +268,7 @@ def test_only_configurations_that_fit_the_budget_are_candidates():
 def test_members_after_a_faster_than_predicted_one_get_the_time_it_saved(monkeypatch):
     """Full-data epochs that run twice as fast as the search predicted: the best-error member, trained after,
     is sized at the corrected speed (66 epochs, not 33) and still ends within the budget."""
-    from types import SimpleNamespace
-
-    from aeopt.optimize import retrain
-
-    clock = {"now": 1000.0}
-    trained = []
-
-    def fake_member(pick, plan, dataset, epochs, deadline, log):
-        trained.append((pick.trial.number, epochs))
-        clock["now"] += epochs * 0.5   # the prediction below says 1 s per epoch
-        return {"epochs": epochs, "train_seconds": epochs * 0.5, "val_seconds": 0.0}
-
-    monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
-    monkeypatch.setattr(retrain, "retrain_member", fake_member)
-    trial = lambda n: SimpleNamespace(number=n, user_attrs={"samples_per_second": 1000.0})  # noqa: E731
-    picks = [retrain.Pick(trial(1), ["cheapest"]), retrain.Pick(trial(2), ["best error"])]
-    data = SimpleNamespace(x_train=range(900), x_val=range(300))
-    retrain.retrain_front(picks, None, data, deadline=1040.0, max_epochs=100, log=lambda m: None)
+    trained, end = retrain_on_a_fake_clock(monkeypatch, [["cheapest"], ["best error"]], 1040.0, 0.5)
     # 0.85 x (40 s - 2 x 2 s) / (1 + 2) -> 10 epochs in 5 s; then 2 x 0.95 x 35 s / (2 x 0.5 s) -> 66
     assert dict(trained) == {1: 10, 2: 66}
-    assert clock["now"] <= 1040.0
+    assert end <= 1040.0

@@ -78,10 +78,10 @@ def knee(front: list[optuna.trial.FrozenTrial], best: optuna.trial.FrozenTrial) 
     if min(e0, c0, e1, c1) <= 0 or c1 <= c0:
         return None
     slope = (math.log(e1) - math.log(e0)) / (math.log(c1) - math.log(c0))
-    below = {t.number: math.log(e0) + slope * (math.log(t.values[1]) - math.log(c0)) - math.log(t.values[0])
-             for t in front if c0 < t.values[1] < c1 and t.values[0] > 0}
-    number = max(below, key=below.get, default=None)
-    return None if number is None or below[number] < 0.01 else next(t for t in front if t.number == number)
+    below = [(math.log(e0) + slope * (math.log(t.values[1]) - math.log(c0)) - math.log(t.values[0]), t)
+             for t in front if c0 < t.values[1] < c1 and t.values[0] > 0]
+    distance, trial = max(below, key=lambda pair: pair[0], default=(0.0, None))
+    return trial if distance >= 0.01 else None
 
 
 def _is_best(pick: Pick) -> bool:
