@@ -14,9 +14,10 @@ nobody after it could use what it leaves. A member that cannot get one epoch is 
 reported; a member still running at its deadline (slower than measured: a busy machine) stops
 after the current step with its best weights.
 With a budget, only configurations that would get MIN_EPOCHS full-data epochs in half the retraining
-time are candidates (`trainable_within`): a larger model would join the front under-trained (in one
-15-minute Fashion-MNIST run a 137-MFLOP conv, the search's best, got 5 epochs and lost to what a
-45-MFLOP conv reaches in 10), and push the cheaper members out of the retraining time.
+time are candidates (`trainable_within`): a larger model would join the front under-trained and
+push the cheaper members out of the retraining time (in one 15-minute Fashion-MNIST run a 137-MFLOP
+conv, the search's best, got 5 epochs: +3.74 dB over PCA, where a 45-MFLOP conv reached +3.95 dB in
+15; benchmarks/results/optimize.md, notes).
 """
 from __future__ import annotations
 
