@@ -84,7 +84,7 @@ def test_budget_covers_search_and_retraining(tmp_path: Path, space: Path):
     assert result.front and all(1 <= m["epochs"] <= m["planned_epochs"] <= 12 for m in result.front)
     assert all(0 < m["test_mse"] < 0.2 for m in result.front)
     report = (tmp_path / "opt" / "report.md").read_text()
-    assert "33% for the search" in report
+    assert "25% for the search" in report
     assert all(f"trial {m['trial']} (" in report for m in result.skipped)
 
 

@@ -11,7 +11,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (holds the study: rerun to continue it)")
     p.add_argument("--trials", type=int, help="trials to add in this call, over all workers (default 20 "
                    "without --budget)")
-    p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (a third for the search, the "
+    p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (a quarter for the search, the "
                    "rest retraining chosen front members)")
     p.add_argument("--objectives", default="mse,params",
                    help="one error (mse, mae) and one or two costs (params, flops, latency); default mse,params")
