@@ -67,6 +67,7 @@ class TrainConfig:
     precision: str = "auto"           # auto = bf16 autocast where the processor runs it fast, else fp32
     compile: bool = False             # torch.compile: no gain measured on CPU, so opt-in
     memory_format: str = "auto"       # auto | channels_last | contiguous (auto: NHWC for convs on GPU or in bf16)
+    cuda_graph: bool = True           # CUDA: replay the whole step as one CUDA graph (small models are launch-bound)
     threads: int | None = None        # None = all cores torch sees
     # output
     out: str | None = None            # run directory; None = runs/<data>-<model>-<time>

@@ -109,4 +109,25 @@ class Schedule:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)  # a CUDA graph reads the rate from this tensor's memory (cuda_graph.py)
+        else:
+            group["lr"] = lr
+
+
+def match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state (moments) its parameter's memory layout. A checkpoint stores tensors
+    contiguous; a channels_last model's kernels are not, and fused Adam on CUDA refuses mismatched strides."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def plain_lr(state: dict) -> dict:
+    """An optimizer state_dict with tensor learning rates (CUDA-graph runs) as numbers, so that a
+    checkpoint resumes anywhere; state_dict() copies its param_groups, so the optimizer is untouched."""
+    for group in state["param_groups"]:
+        if isinstance(group.get("lr"), torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return state

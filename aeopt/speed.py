@@ -46,10 +46,11 @@ def resolve_precision(precision: str, device: torch.device, flops_per_sample: in
     return "bf16" if fast_bf16 and flops_per_sample > (1.5e6 if conv else 20e6) else "fp32"
 
 
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """Autocast to the run's low precision; weights, optimizer state and losses stay fp32."""
+def autocast(device: torch.device, precision: str, cache: bool = True) -> AbstractContextManager:
+    """Autocast to the run's low precision; weights, optimizer state and losses stay fp32. `cache`
+    keeps each step's low-precision weight copies; CUDA graph capture needs it off."""
     dtype = DTYPES.get(precision, torch.bfloat16)
-    return torch.autocast(device.type, dtype=dtype, enabled=precision in DTYPES)
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in DTYPES, cache_enabled=cache)
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:

@@ -25,7 +25,7 @@ from .data import Dataset, load_data
 from .errors import AeoptError
 from .grad_monitor import GradMonitor
 from .losses import build_loss, choose_auto_loss, l1_weight_penalty
-from .optim import Schedule, build_optimizer, set_lr
+from .optim import Schedule, build_optimizer, match_param_layout, plain_lr, set_lr
 from .runs import (build_model, flatten_state, load_tensors, read_config, save_config, save_tensors,
                    unflatten_state, write_json)
 from .speed import (CompiledForward, autocast, choose_threads, grad_scaler, has_conv, peak_gflops,
@@ -121,6 +121,7 @@ class Trainer:
         self.epoch_hooks: list[Callable[["Trainer", dict], None]] = []  # after each epoch, given its history row
         self.stop_requested = False  # set by a hook (e.g. a time budget): end after this step, keep the best weights
         self.extra_optimizers: dict[str, torch.optim.Optimizer] = {}  # e.g. an AAE's discriminator: checkpointed too
+        self.graphed = None  # the CUDA-graph step, decided at the first step (after every hook is installed)
         from .variants import install_variants
 
         install_variants(self)  # denoising, sparse-KL, contractive, VAE warm-up, AAE: set by the config
@@ -131,7 +132,7 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         tensors, skeleton = flatten_state({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.model.state_dict(), "optimizer": plain_lr(self.optimizer.state_dict()),
             "extra_optimizers": {name: opt.state_dict() for name, opt in self.extra_optimizers.items()}})
         save_tensors(self.run_dir / "checkpoint.safetensors", tensors)
         write_json(self.run_dir / "checkpoint.json", {
@@ -147,8 +148,10 @@ class Trainer:
         state = unflatten_state(meta["state"], load_tensors(self.run_dir / "checkpoint.safetensors"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        match_param_layout(self.optimizer)
         for name, optimizer in self.extra_optimizers.items():
             optimizer.load_state_dict(state["extra_optimizers"][name])
+            match_param_layout(optimizer)
         self.epoch, self.step, self.train_seconds = meta["epoch"], meta["step"], meta["train_seconds"]
         self.best_val = math.inf if meta["best_val"] is None else meta["best_val"]
         self.best_epoch, self.history = meta["best_epoch"], meta["history"]
@@ -156,17 +159,33 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, *, sample_grads: bool = False) -> torch.Tensor:
-        """One optimizer step on batch `x`; `sample_grads` feeds the gradient monitor (a host sync)."""
+        """One optimizer step on batch `x`; `sample_grads` feeds the gradient monitor (a host sync).
+        On a GPU the step is replayed as a CUDA graph where it can be (cuda_graph.py)."""
+        if self.graphed is None:
+            from .cuda_graph import GraphedStep, graph_reason
+
+            self.graphed = False if graph_reason(self) else GraphedStep(self, self._graph_body, self.eager_step)
+        if self.graphed:
+            return self.graphed(x, sample_grads=sample_grads)
+        return self.eager_step(x, sample_grads=sample_grads)
+
+    def forward_loss(self, x: torch.Tensor, *, cache: bool = True) -> tuple[torch.Tensor, dict]:
+        """The training loss on batch `x` and the model's outputs (`cache`: autocast's weight-cast cache,
+        which CUDA graph capture must not use)."""
         x_in = self.corrupt(x) if self.corrupt else x
         if self.channels_last:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
+        with autocast(self.device, self.precision, cache=cache):
             out = self.forward(x_in)
         target = self.target(x) if self.target else x
         parts = self.loss_fn(out, target)
         loss = parts["loss"] + sum(self.model.penalties(out, x_in).values())
         if self.config.l1_weights:
             loss = loss + self.config.l1_weights * l1_weight_penalty(self.model)
+        return loss, out
+
+    def eager_step(self, x: torch.Tensor, *, sample_grads: bool = False) -> torch.Tensor:
+        loss, out = self.forward_loss(x)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # true gradients for the monitor and the clip
@@ -178,6 +197,14 @@ class Trainer:
         self.scaler.update()
         for hook in self.step_hooks:
             hook(self, x, out)
+        return loss.detach()
+
+    def _graph_body(self, x: torch.Tensor) -> torch.Tensor:
+        """What the CUDA graph records before the optimizer update: loss, gradients, clipping."""
+        loss, _ = self.forward_loss(x, cache=False)
+        loss.backward()
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
         return loss.detach()
 
     def run_epoch(self, bar) -> float:
@@ -222,8 +249,8 @@ class Trainer:
                 self.epoch += 1
                 self.schedule.end_of_epoch(val_loss)
                 self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                     "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": self.train_seconds,
-                                     **self.grad_monitor.epoch_summary()})
+                                     "lr": float(self.optimizer.param_groups[0]["lr"]),
+                                     "train_seconds": self.train_seconds, **self.grad_monitor.epoch_summary()})
                 for hook in self.epoch_hooks:
                     hook(self, self.history[-1])
                 if bar is not None:
@@ -329,6 +356,7 @@ def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, 
         "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val,
         "loss": trainer.loss_fn.spec, "precision": trainer.precision, "device": str(torch_device),
         "memory_format": "channels_last" if trainer.channels_last else "contiguous",
+        "cuda_graph": bool(trainer.graphed and trainer.graphed.graph is not None),
     })
     write_json(run_dir / "metrics.json", metrics)
     from .report import write_report

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The CUDA checks in one go, as run on a lent GPU machine (about 7 minutes on an H200):
-#   1. tests/test_cuda.py (bf16/fp16 autocast, grad scaler, NHWC, fused Adam, GPU run loads on a CPU);
-#   2. the CUDA training-speed table (textbook loop vs aeopt's trainer, same run);
-#   3. a short `optimize` benchmark on the GPU (2-minute budget, seed trained for the same wall time).
+# The CUDA checks, as run on a lent GPU machine (about 7 minutes on an H200 for all three):
+#   tests:    tests/test_cuda.py (bf16/fp16 autocast, grad scaler, NHWC, fused Adam, CUDA graphs, a GPU run
+#             loads on a CPU);
+#   speed:    the CUDA training-speed table (textbook loop vs aeopt's trainer with and without its CUDA
+#             graph, same run);
+#   optimize: a short `optimize` benchmark on the GPU (2-minute budget, seed trained for the same wall time).
 # Usage, from the repository root, with the Fashion-MNIST IDX files in .fmnist/ (and, where the machine
-# lacks optuna, its wheels in .whl/):   OUT=/tmp/aeopt-cuda bash benchmarks/run_cuda.sh
+# lacks optuna, its wheels in .whl/):   OUT=/tmp/aeopt-cuda bash benchmarks/run_cuda.sh [tests] [speed] [optimize]
+# (no argument: all three).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/aeopt-cuda}
@@ -17,9 +20,12 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi -L
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
-python3 benchmarks/train_speed.py --device cuda --limit 0 --epochs 2 --models seed,conv --threads 16 \
-  --data-dir .fmnist --out "$OUT/train_speed_cuda.md" 2>&1 | tail -n 20 | tee "$OUT/train_speed_cuda.log"
-python3 benchmarks/optimize.py --device cuda --budget 2m --subset 10000 --epochs 6 --max-front 3 --threads 16 \
+STAGES=" ${*:-tests speed optimize} "
+
+[[ $STAGES == *" tests "* ]] && python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+[[ $STAGES == *" speed "* ]] && python3 benchmarks/train_speed.py --device cuda --limit 0 --epochs 2 --models seed,conv \
+  --threads 16 --without-graph --data-dir .fmnist --out "$OUT/train_speed_cuda.md" 2>&1 | tail -n 20 \
+  | tee "$OUT/train_speed_cuda.log"
+[[ $STAGES == *" optimize "* ]] && python3 benchmarks/optimize.py --device cuda --budget 2m --subset 10000 --epochs 6 --max-front 3 --threads 16 \
   --data-dir .fmnist --out /tmp/aeopt-bench-optimize --results "$OUT" --name optimize_cuda 2>&1 \
   | tail -n 30 | tee "$OUT/optimize_cuda.log"

@@ -76,16 +76,17 @@ def textbook(name: str, x_train: torch.Tensor, x_test: torch.Tensor, epochs: int
 
 
 def aeopt_trainer(name: str, dataset, epochs: int, device: torch.device, compile_model: bool, out: Path,
-                  memory_format: str = "auto") -> dict:
+                  memory_format: str = "auto", cuda_graph: bool = True) -> dict:
     """aeopt's trainer with its default settings, at the benchmark's batch size, optimizer and loss."""
     result = train(dataset=dataset, model=name, latent_dim=32, batch_size=256, optimizer="adam", loss="bce",
                    epochs=epochs, patience=None, compile=compile_model, threads=torch.get_num_threads(),
-                   memory_format=memory_format,
+                   memory_format=memory_format, cuda_graph=cuda_graph,
                    out=str(out), overwrite=True, progress=False, log=lambda message: None, device=device.type)
     m = result.metrics
     layout = ", NHWC" if m.get("memory_format") == "channels_last" else ""
+    graphed = ", CUDA graph" if m.get("cuda_graph") else ""
     return {"samples_per_second": m["samples_per_second"], "test_mse": test_mse(result.model, dataset.x_test, device),
-            "precision": m["precision"] + layout}
+            "precision": m["precision"] + layout + graphed}
 
 
 def keras(python: str, limit: int | None, epochs: int, threads: int) -> dict | None:
@@ -112,6 +113,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="aeopt with --compile")
     p.add_argument("--with-nchw", action="store_true", help="also aeopt with --memory-format contiguous (NCHW)")
+    p.add_argument("--without-graph", action="store_true", help="CUDA: also aeopt with --no-cuda-graph")
     p.add_argument("--keras-python", help="a Python with tensorflow, to run the seed's Keras code")
     p.add_argument("--out", default=str(RESULTS / "train_speed.md"))
     p.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the Debian package's)")
@@ -132,6 +134,9 @@ def main() -> None:
             if a.with_nchw:   # the same defaults with the activations' layout forced back to NCHW
                 runs.setdefault("aeopt train, NCHW forced", []).append(aeopt_trainer(
                     name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed"), "contiguous"))
+            if a.without_graph:  # the same defaults, each step launched kernel by kernel
+                runs.setdefault("aeopt train, no CUDA graph", []).append(aeopt_trainer(
+                    name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed"), cuda_graph=False))
         if name == "seed" and a.keras_python:
             keras_run = keras(a.keras_python, len(dataset.x_train), a.epochs, a.threads)
             if keras_run:

@@ -148,3 +148,57 @@ def test_monitor_flags_vanishing_layers_once():
     assert len(messages) == 1 and "vanishing" in messages[0] and "0 (" in messages[0] and "1 (" not in messages[0]
     summary = monitor.epoch_summary()
     assert summary["grad/0"] == 0.0 and summary["grad/1"] == pytest.approx(0.01 * math.sqrt(8), rel=1e-5)
+
+
+def test_tensor_learning_rates_for_cuda_graphs_are_filled_in_place_and_saved_as_numbers():
+    from aeopt.optim import build_optimizer, plain_lr, set_lr
+
+    optimizer = build_optimizer("adamw", torch.nn.Linear(3, 2), lr=1e-3)
+    rates = [torch.tensor(1e-3) for _ in optimizer.param_groups]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+    set_lr(optimizer, 5e-4)
+    assert all(group["lr"] is rate and float(rate) == pytest.approx(5e-4)   # same tensor: a graph reads it
+               for group, rate in zip(optimizer.param_groups, rates))
+    saved = plain_lr(optimizer.state_dict())
+    assert all(type(group["lr"]) is float for group in saved["param_groups"])
+    assert all(group["lr"] is rate for group, rate in zip(optimizer.param_groups, rates))  # optimizer untouched
+
+
+def test_cuda_graph_only_where_the_step_allows_it(digits, tmp_path):
+    from types import SimpleNamespace
+
+    from aeopt.cuda_graph import graph_reason
+    from aeopt.models import create_model
+
+    model = create_model("conv", (1, 8, 8), 4)
+    plain = dict(device=torch.device("cuda"), precision="bf16", extra_optimizers={}, corrupt=None, target=None,
+                 model=model, config=TrainConfig(optimizer="adamw"))
+    assert graph_reason(SimpleNamespace(**plain)) is None
+    changes = {"device": torch.device("cpu"), "precision": "fp16", "config": TrainConfig(cuda_graph=False),
+               "corrupt": lambda x: x, "model": create_model("vae", (1, 8, 8), 4)}
+    for key, value in changes.items():
+        assert graph_reason(SimpleNamespace(**{**plain, key: value})) is not None, key
+    assert graph_reason(SimpleNamespace(**{**plain, "config": TrainConfig(optimizer="sgd")})) is not None
+    result = train(dataset=digits, model="mlp", hidden="16", latent_dim=4, epochs=1, out=str(tmp_path / "cpu"),
+                   progress=False, log=lambda m: None, device="cpu")
+    assert result.metrics["cuda_graph"] is False
+
+
+def test_a_resumed_channels_last_run_keeps_its_optimizer_state_in_the_kernels_layout(tmp_path, digits):
+    # Checkpoints store tensors contiguous; fused Adam (CUDA) refuses moments whose strides differ from
+    # their channels_last kernels', so resuming must restore the layout.
+    settings = dict(dataset=digits, model="conv", latent_dim=4, width=8, epochs=1, memory_format="channels_last",
+                    progress=False, log=lambda m: None)
+    train(**settings, out=str(tmp_path / "run"))
+    seen = {}
+
+    def keep(trainer) -> None:
+        seen["trainer"] = trainer
+
+    train(resume=str(tmp_path / "run"), dataset=digits, epochs=2, progress=False, log=lambda m: None, setup=keep)
+    optimizer = seen["trainer"].optimizer
+    kernels = [p for p in optimizer.state if p.dim() == 4]
+    assert any(p.stride() != p.contiguous().stride() for p in kernels)  # really channels_last
+    for p in kernels:
+        assert all(v.stride() == p.stride() for v in optimizer.state[p].values() if v.shape == p.shape)
