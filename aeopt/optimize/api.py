@@ -21,10 +21,12 @@ from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
 
-SEARCH_SHARE = 1 / 4  # of a --budget; the rest retrains chosen front members on the full training set
-# (a quarter: the front's errors come from the retraining, where a 45-MFLOP conv needs ~14 full-data epochs
-# for its best; a quarter of 15 minutes still tries ~40 configurations on 2 cores)
+SEARCH_SHARE = 1 / 5  # of a --budget; the rest retrains chosen front members on the full training set
+# (a fifth: the front's errors come from the retraining, where on 2 cores the 45-MFLOP starting point needs
+# ~15 full-data epochs, ~8 minutes, for its best; a fifth of 15 minutes still tries ~30 configurations)
 DEFAULT_TRIALS = 20  # when neither --trials nor --budget is given
+BUDGET_MAX_EPOCHS = 100  # with a budget and no final_epochs, the time left decides the epochs, up to this many
+# (a cap of 3 x the search's epochs left 43 s of a 2-minute GPU budget unused once members trained in seconds)
 
 
 @dataclass
@@ -53,7 +55,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         out: folder for the study, the trials' runs, the front and the report; rerun to continue.
         objectives: one error (mse, mae) and one or two costs (params, flops, latency), e.g. "mse,flops".
         trials: trials to add in this call (over all workers); default 20 if no budget either.
-        budget: wall time for the whole call, e.g. "10m": a quarter for the search, the rest for retraining.
+        budget: wall time for the whole call, e.g. "10m": a fifth for the search, the rest for retraining.
         latent_dim: fix the code size (else it is searched).
         storage: Optuna storage URL (default: SQLite file study.db in `out`), or journal:PATH.
         workers: local worker processes sharing the study.
@@ -61,7 +63,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         space: YAML file narrowing or widening the default search space.
         epochs: most epochs per search trial (rungs at epochs/3, epochs/9, ...).
         subset: training samples per search trial (None = all).
-        final_epochs: most epochs of the front's retraining (default 3 x epochs; a budget may allow fewer).
+        final_epochs: most epochs of the front's retraining (default 3 x epochs; with a budget, as many as fit,
+            up to 100).
         max_front: most front members to retrain (the best-error one, the recommended one, the cheapest...).
         seed: data split and initial weights.
         threads: torch threads per worker (default: the cores torch sees, shared among the workers).
@@ -104,7 +107,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     picks = choose_members(candidates, tolerance, max_front)
     if not picks:
         raise AeoptError("no trial finished its training; give a larger --budget or more --trials")
-    max_epochs = final_epochs or 3 * epochs
+    max_epochs = final_epochs or (BUDGET_MAX_EPOCHS if seconds is not None else 3 * epochs)
     if too_slow:
         log(f"not retrained (fewer than {MIN_EPOCHS} full-data epochs would fit in half the time left): "
             + ", ".join(f"trial {t.number}" for t in too_slow))

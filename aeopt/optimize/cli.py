@@ -11,7 +11,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (holds the study: rerun to continue it)")
     p.add_argument("--trials", type=int, help="trials to add in this call, over all workers (default 20 "
                    "without --budget)")
-    p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (a quarter for the search, the "
+    p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (a fifth for the search, the "
                    "rest retraining chosen front members)")
     p.add_argument("--objectives", default="mse,params",
                    help="one error (mse, mae) and one or two costs (params, flops, latency); default mse,params")
@@ -24,7 +24,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=9, help="most epochs per search trial (default 9; rungs at 1, 3)")
     p.add_argument("--subset", type=int, default=12000, help="training samples per search trial (default 12000)")
     p.add_argument("--final-epochs", type=int, help="most epochs for retraining a front member (default 3x "
-                   "--epochs; a budget may allow fewer)")
+                   "--epochs; with --budget, as many as the time allows, up to 100)")
     p.add_argument("--max-front", type=int, default=4, help="most front members to retrain: the best, the "
                    "recommended, the cheapest, the knee of the front, others spread along the cost (default 4)")
     p.add_argument("--seed", type=int, default=0, help="data split and initial weights")

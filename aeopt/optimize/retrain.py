@@ -9,7 +9,8 @@ the recommended members, which get LEAD_SHARE times as many (their errors are th
 quote, and short runs under-train the larger models): as many as the time left allows at the
 speeds their search trials measured, corrected by how fast the member before ran (recomputed
 before each member, so time a member does not use goes to the next, and finally to the best-error
-one), so every schedule completes. The last member is sized with a thinner margin (LAST_SAFETY):
+one). After its first epoch each member re-plans its epochs from its own measured speed (`replan_epochs`),
+so every schedule completes, and the last one gets all the time left. The last member is sized with a thinner margin (LAST_SAFETY):
 nobody after it could use what it leaves. A member that cannot get one epoch is skipped and
 reported; a member still running at its deadline (slower than measured: a busy machine) stops
 after the current step with its best weights.
@@ -115,9 +116,9 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     shares = [LEAD_SHARE if _leads(p) and deadline is not None else 1 for p in picks]
     per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
-        epochs, member_deadline = max_epochs * shares[i], None
+        epochs, member_deadline, last = max_epochs * shares[i], None, i == len(picks) - 1
         if deadline is not None:
-            left = (deadline - time.time()) * (LAST_SAFETY if i == len(picks) - 1 else SAFETY)
+            left = (deadline - time.time()) * (LAST_SAFETY if last else SAFETY)
             # The same number of epochs (times its share) for every member still to train, as many as fit:
             unit = sum(e * s for e, s in zip(per_epoch[i:], shares[i:]))
             epochs = min(epochs, math.floor(shares[i] * (left - overhead * (len(picks) - i)) / unit))
@@ -128,10 +129,14 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
                 skipped.append({"trial": pick.trial.number, "reasons": pick.reasons, "why": reason})
                 log(f"front: trial {pick.trial.number} not retrained: {reason}")
                 continue
-            # Stop by this member's time: its epochs at the measured speed, plus a margin, within the budget.
+            # Stop by this member's time: its epochs at the measured speed, plus a margin, within the budget
+            # (the last member's time is all that is left).
             member_deadline = min(deadline, time.time() + epochs * per_epoch[i] / SAFETY + overhead)
+            if last:
+                member_deadline = deadline
         started = time.time()
-        member = retrain_member(pick, plan, dataset, epochs, member_deadline, log)
+        member = retrain_member(pick, plan, dataset, epochs, member_deadline, log,
+                                most_epochs=max_epochs * shares[i] if last else epochs)
         members.append(member)
         spent = member["train_seconds"] + member["val_seconds"]
         overhead = max(0.0, time.time() - started - spent)
@@ -145,8 +150,9 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
 
 
 def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,
-                   log: Callable[[str], None]) -> dict[str, Any]:
-    """Train one front configuration on the full training set (or reuse a finished retrain) and measure it."""
+                   log: Callable[[str], None], most_epochs: int | None = None) -> dict[str, Any]:
+    """Train one front configuration on the full training set (or reuse a finished retrain) and measure it.
+    With a deadline, the epochs are re-planned after the first one (`replan_epochs`), up to `most_epochs`."""
     from ..evaluate import evaluate_model
     from ..train import data_info
 
@@ -160,8 +166,10 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
         model, metrics = load(run_dir).model, json.loads(done.read_text())
         how = "kept from an earlier run"
     else:
+        timed = deadline is not None
         trainer = fit_config(config, dataset, data_info(dataset), device=plan.device,
-                             step_hooks=[] if deadline is None else [_stop_at(deadline)])
+                             epoch_hooks=[replan_epochs(deadline, most_epochs or epochs)] if timed else [],
+                             step_hooks=[_stop_at(deadline)] if timed else [])
         model = trainer.model
         metrics = {**evaluate_model(model, dataset, device=trainer.device, pca=False), "epochs": trainer.epoch,
                    "best_epoch": trainer.best_epoch, "train_seconds": trainer.train_seconds, **trainer.throughput()}
@@ -176,7 +184,7 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
         "params": int(trial.user_attrs["params"]),
         "train_flops_per_sample": int(trial.user_attrs["train_flops_per_sample"]),
         "run": str(run_dir.relative_to(plan.out)),
-        "epochs": metrics["epochs"], "planned_epochs": epochs, "train_seconds": metrics["train_seconds"],
+        "epochs": metrics["epochs"], "planned_epochs": config.epochs, "train_seconds": metrics["train_seconds"],
         "val_seconds": metrics["epochs"] * VAL_COST * len(dataset.x_val) / max(metrics["samples_per_second"], 1e-3),
         "search_values": dict(zip(plan.objectives.names, trial.values)),
         "settings": trial.user_attrs["settings"],
@@ -188,6 +196,24 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
     log(f"front: trial {trial.number} ({member['picked_as']}) retrained ({how}): val mse {member['mse']:.5f}, "
         f"test mse {member['test_mse']:.5f} ({member['test_psnr']:.2f} dB), {member['params']:,} params")
     return member
+
+
+def replan_epochs(deadline: float, most_epochs: int) -> Callable:
+    """An epoch hook: after the first epoch, set the run's epochs (and its LR schedule's length) to as many as
+    fit before `deadline` at the speed this very run measured, at most `most_epochs`. The plan before it came
+    from the search's speeds on a subset, which miss by up to 2x on a busy machine (one member got 8 of 13
+    planned epochs, stopped mid-schedule at a high learning rate, while the last one finished 160 s early).
+    After one epoch of ten or more the LR schedule is still warming up, so stretching it changes little."""
+    started = time.time()
+
+    def replan(trainer, row: dict) -> None:
+        if row["epoch"] != 1:
+            return
+        per_epoch = max(time.time() - started, 1e-3)  # training and validation, start-up included
+        fit = 1 + math.floor((deadline - time.time()) * LAST_SAFETY / per_epoch)
+        trainer.config.epochs = max(1, min(most_epochs, fit))
+        trainer.schedule.total_steps = trainer.config.epochs * trainer.steps_per_epoch
+    return replan
 
 
 def _stop_at(deadline: float) -> Callable:
