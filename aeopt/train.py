@@ -1,7 +1,8 @@
 """The trainer: batches straight from in-memory tensors, bf16 autocast, checkpoints, exact resume.
 
-The fast path (precision, channels_last, --compile, the matmul peak) lives in speed.py, the
-gradient health monitor in grad_monitor.py, the learning-rate range test in lr_find.py.
+The fast path (precision, channels_last, --compile, the matmul peak) lives in speed.py, the GPU
+step replayed as a CUDA graph in cuda_graph.py, the gradient health monitor in grad_monitor.py, the
+learning-rate range test in lr_find.py.
 
 Exact resume works because nothing random carries over between epochs: epoch e shuffles with a
 generator seeded by (seed, e) and reseeds torch's global RNG (dropout) the same way, so a run
