@@ -28,7 +28,7 @@ from aeopt.optimize.objectives import parse_objectives  # noqa: E402
 from aeopt.optimize.pareto import trial_rows  # noqa: E402
 from aeopt.optimize.report import plot_front  # noqa: E402
 from aeopt.optimize.api import SEARCH_SHARE  # noqa: E402
-from aeopt.optimize.retrain import LEAD_SHARE  # noqa: E402
+from aeopt.optimize.retrain import BEST_SHARE, LEAD_SHARE  # noqa: E402
 from aeopt.optimize.search import parse_budget  # noqa: E402
 from aeopt.optimize.space import describe  # noqa: E402
 
@@ -136,7 +136,7 @@ def main() -> None:
         "more means other jobs shared the machine and the timings are slower and noisier).", "",
         f"`aeopt.optimize` took {optimize_seconds:.0f} s for a {args.budget} budget ({SEARCH_SHARE:.0%} search, "
         f"then chosen front members retrained on all {len(dataset.x_train)} training images, cheapest first, "
-        f"the best-error one last; it and the recommended one with {LEAD_SHARE}x the epochs). Search: {len(counts)} "
+        f"the best-error one last with {BEST_SHARE}x the epochs, the recommended one {LEAD_SHARE}x). Search: {len(counts)} "
         f"trials ({states.count('complete')} complete, {states.count('pruned')} stopped early) on {args.subset} "
         f"samples, at most {args.epochs} epochs each. The seed architecture was then trained by aeopt (default "
         "recipe: bce, adamw 3e-3, cosine) for the same wall time.", "",

@@ -226,8 +226,8 @@ def retrain_on_a_fake_clock(monkeypatch, reasons: list[list[str]], deadline: flo
 
 
 def test_members_replan_their_epochs_from_their_own_first_epoch(monkeypatch):
-    """After epoch 1 the run's epochs and its schedule's length follow the speed it measured (within the
-    deadline, LAST_SAFETY margin), never more than it may have; other epochs change nothing."""
+    """After epoch 2 the run's epochs and its schedule's length follow the speed of that epoch (within the
+    deadline, REPLAN_SAFETY margin), never more than it may have; other epochs change nothing."""
     from types import SimpleNamespace
 
     from aeopt.optim import Schedule
@@ -235,32 +235,35 @@ def test_members_replan_their_epochs_from_their_own_first_epoch(monkeypatch):
 
     clock = {"now": 1000.0}
     monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
-    for most, expected in ((100, 1 + int(0.95 * 90 / 10)), (5, 5)):
+    for most, expected in ((100, 2 + int(0.98 * 80 / 8)), (5, 5)):
         hook = retrain.replan_epochs(deadline=1100.0, most_epochs=most)
         trainer = SimpleNamespace(config=SimpleNamespace(epochs=13), steps_per_epoch=7,
                                   schedule=Schedule("onecycle", total_steps=13 * 7))
-        clock["now"] = 1010.0                         # the first epoch took 10 s: 90 s are left
+        clock["now"] = 1012.0                         # the first epoch, start-up included, took 12 s
         hook(trainer, {"epoch": 1})
-        assert trainer.config.epochs == expected and trainer.schedule.total_steps == expected * 7
+        assert trainer.config.epochs == 13
+        clock["now"] = 1020.0                         # the second took 8 s: 80 s are left
         hook(trainer, {"epoch": 2})
+        assert trainer.config.epochs == expected and trainer.schedule.total_steps == expected * 7
+        clock["now"] = 1028.0
+        hook(trainer, {"epoch": 3})
         assert trainer.config.epochs == expected
-        clock["now"] = 1000.0
 
 
 def test_best_error_member_trains_last_with_more_epochs(monkeypatch):
     """With a budget, the other members share the time equally, the recommended member gets LEAD_SHARE times
-    their epochs, and the best-error member, trained last with a thinner margin, at least as many plus whatever
-    they left; nothing runs past the deadline."""
-    from aeopt.optimize.retrain import LEAD_SHARE
+    their epochs, and the best-error member, trained last with a thinner margin, at least BEST_SHARE times plus
+    whatever they left; nothing runs past the deadline."""
+    from aeopt.optimize.retrain import BEST_SHARE, LEAD_SHARE
 
     trained, end = retrain_on_a_fake_clock(monkeypatch, [["cheapest"], ["best error"], ["recommended"],
                                                          ["spread along the cost"]], 1060.0, 1.0)
     assert [n for n, _ in trained] == [1, 3, 4, 2]
     epochs = dict(trained)
-    # 0.85 x (60 s - 4 x 2 s overhead) / (1 + 2 + 1 + 2) s -> 7; then (overhead now measured as 0 s)
-    # 2 x 0.85 x 53 / 5 -> 18; 0.85 x 35 / 3 -> 9; the last, 0.95 x 26 -> 24 (SAFETY would give 22)
-    assert (epochs[1], epochs[3], epochs[4], epochs[2]) == (7, 18, 9, 24)
-    assert epochs[2] >= LEAD_SHARE * epochs[4] and epochs[3] >= LEAD_SHARE * epochs[1]
+    # 0.85 x (60 s - 4 x 2 s overhead) / (1 + 2 + 1 + 3) s -> 6; then (overhead now measured as 0 s)
+    # 2 x 0.85 x 54 / 6 -> 15; 0.85 x 39 / 4 -> 8; the last, 0.95 x 31 -> 29 (SAFETY would give 26)
+    assert (epochs[1], epochs[3], epochs[4], epochs[2]) == (6, 15, 8, 29)
+    assert epochs[2] >= BEST_SHARE * epochs[4] and epochs[3] >= LEAD_SHARE * epochs[1]
     assert end <= 1060.0
 
 
@@ -289,8 +292,8 @@ def test_only_configurations_that_fit_the_budget_are_candidates():
 
 def test_members_after_a_faster_than_predicted_one_get_the_time_it_saved(monkeypatch):
     """Full-data epochs that run twice as fast as the search predicted: the best-error member, trained after,
-    is sized at the corrected speed (66 epochs, not 33) and still ends within the budget."""
+    is sized at the corrected speed (69 epochs, not 34) and still ends within the budget."""
     trained, end = retrain_on_a_fake_clock(monkeypatch, [["cheapest"], ["best error"]], 1040.0, 0.5)
-    # 0.85 x (40 s - 2 x 2 s) / (1 + 2) -> 10 epochs in 5 s; then 2 x 0.95 x 35 s / (2 x 0.5 s) -> 66
-    assert dict(trained) == {1: 10, 2: 66}
+    # 0.85 x (40 s - 2 x 2 s) / (1 + 3) -> 7 epochs in 3.5 s; then 3 x 0.95 x 36.5 s / (3 x 0.5 s) -> 69
+    assert dict(trained) == {1: 7, 2: 69}
     assert end <= 1040.0

@@ -16,7 +16,7 @@ from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
-from .retrain import LEAD_SHARE, MIN_EPOCHS, choose_members, retrain_front, trainable_within
+from .retrain import BEST_SHARE, LEAD_SHARE, MIN_EPOCHS, choose_members, retrain_front, trainable_within
 from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
@@ -111,8 +111,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     if too_slow:
         log(f"not retrained (fewer than {MIN_EPOCHS} full-data epochs would fit in half the time left): "
             + ", ".join(f"trial {t.number}" for t in too_slow))
-    within_budget = ("" if deadline is None else f" ({LEAD_SHARE}x for the best-error and recommended ones), "
-                     f"within {max(0.0, deadline - time.time()):.0f} s")
+    within_budget = ("" if deadline is None else f" ({BEST_SHARE}x for the best-error one, {LEAD_SHARE}x for "
+                     f"the recommended one), within {max(0.0, deadline - time.time()):.0f} s")
     log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
         f"best error last, up to {max_epochs} epochs each{within_budget}")
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
@@ -175,8 +175,9 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
     timing = ("" if budget is None else
               f" Budget {budget:.0f} s: {SEARCH_SHARE:.0%} for the search, the rest for retraining, cheapest "
               f"member first and the best-error member last, every member the same number of epochs except the "
-              f"best-error and recommended ones, which got {LEAD_SHARE}x as many: as many as the time left "
-              f"allowed at the speeds their search trials measured. Only configurations that would get "
+              f"best-error and recommended ones, which got {BEST_SHARE}x and {LEAD_SHARE}x as many: as many as the "
+              f"time left allowed at the speeds their search trials measured, re-planned after each member's "
+              f"second epoch from its own speed. Only configurations that would get "
               f"{MIN_EPOCHS} full-data epochs in half the retraining time were candidates (larger ones would join "
               "the front under-trained).")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "

@@ -4,12 +4,12 @@ The search ranks configurations after short training on a subset. A handful of i
 members are then retrained on all the training data: the best-error one, the recommended one
 (cheapest within the tolerance of the best error), the cheapest, the knee of the front (where
 more cost stops buying much less error) and members spread along the cost axis. They run cheapest
-first, the best-error member last, each for the same number of epochs except the best-error and
-the recommended members, which get LEAD_SHARE times as many (their errors are the figures users
-quote, and short runs under-train the larger models): as many as the time left allows at the
+first, the best-error member last, each for the same number of epochs except the recommended and
+the best-error members, which get LEAD_SHARE and BEST_SHARE times as many (their errors are the
+figures users quote, and short runs under-train the larger models): as many as the time left allows at the
 speeds their search trials measured, corrected by how fast the member before ran (recomputed
 before each member, so time a member does not use goes to the next, and finally to the best-error
-one). After its first epoch each member re-plans its epochs from its own measured speed (`replan_epochs`),
+one). After its second epoch each member re-plans its epochs from its own measured speed (`replan_epochs`),
 so every schedule completes, and the last one gets all the time left. The last member is sized with a thinner margin (LAST_SAFETY):
 nobody after it could use what it leaves. A member that cannot get one epoch is skipped and
 reported; a member still running at its deadline (slower than measured: a busy machine) stops
@@ -40,7 +40,10 @@ SAFETY = 0.85  # epochs are sized for this fraction of a member's share: through
 LAST_SAFETY = 0.95  # the last member's margin; its deadline hook still guards the budget if it runs slow
 FIRST_OVERHEAD_S = 2.0  # model build and test evaluation of one member (seconds), until one has been measured
 VAL_COST = 1 / 3  # an evaluation forward pass costs about a third of a training step per sample
-LEAD_SHARE = 2  # with a budget, the best-error and recommended members train this many times the others' epochs
+LEAD_SHARE = 2  # with a budget, the recommended member trains this many times the others' epochs,
+BEST_SHARE = 3  # and the best-error one this many (the largest model, slowest to converge: in a 15-minute run
+# at equal shares the recommended 25-MFLOP conv got 15 epochs, more than it needed, the best 45-MFLOP one 11)
+REPLAN_SAFETY = 0.98  # the re-plan measures a whole epoch of the member itself; the deadline hook guards the rest
 MIN_EPOCHS = 6  # with a budget, a configuration is retrained only if this many epochs fit in half the time left
 
 
@@ -90,8 +93,10 @@ def _is_best(pick: Pick) -> bool:
     return "best error" in pick.reasons
 
 
-def _leads(pick: Pick) -> bool:
-    return _is_best(pick) or "recommended" in pick.reasons
+def _share(pick: Pick) -> int:
+    if _is_best(pick):
+        return BEST_SHARE
+    return LEAD_SHARE if "recommended" in pick.reasons else 1
 
 
 def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int) -> float:
@@ -113,7 +118,7 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     members, skipped = [], []
     overhead = FIRST_OVERHEAD_S
     picks = sorted(picks, key=_is_best)  # stable: cheapest first, best error last
-    shares = [LEAD_SHARE if _leads(p) and deadline is not None else 1 for p in picks]
+    shares = [_share(p) if deadline is not None else 1 for p in picks]
     per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
         epochs, member_deadline, last = max_epochs * shares[i], None, i == len(picks) - 1
@@ -199,19 +204,21 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
 
 
 def replan_epochs(deadline: float, most_epochs: int) -> Callable:
-    """An epoch hook: after the first epoch, set the run's epochs (and its LR schedule's length) to as many as
-    fit before `deadline` at the speed this very run measured, at most `most_epochs`. The plan before it came
-    from the search's speeds on a subset, which miss by up to 2x on a busy machine (one member got 8 of 13
-    planned epochs, stopped mid-schedule at a high learning rate, while the last one finished 160 s early).
-    After one epoch of ten or more the LR schedule is still warming up, so stretching it changes little."""
-    started = time.time()
+    """An epoch hook: after the second epoch, set the run's epochs (and its LR schedule's length) to as many as
+    fit before `deadline` at the speed this very run showed in that epoch (training, validation, checkpoint;
+    the first one also pays start-up), at most `most_epochs`. The plan before it came from the search's speeds
+    on a subset, which miss by up to 2x on a busy machine (one member got 8 of 13 planned epochs, stopped
+    mid-schedule at a high learning rate, while the last one finished 160 s early). Two epochs into ten or
+    more the LR schedule is still warming up, so stretching it changes little."""
+    ended: dict[int, float] = {}
 
     def replan(trainer, row: dict) -> None:
-        if row["epoch"] != 1:
+        ended[row["epoch"]] = time.time()
+        if row["epoch"] != 2:
             return
-        per_epoch = max(time.time() - started, 1e-3)  # training and validation, start-up included
-        fit = 1 + math.floor((deadline - time.time()) * LAST_SAFETY / per_epoch)
-        trainer.config.epochs = max(1, min(most_epochs, fit))
+        per_epoch = max(ended[2] - ended[1], 1e-3)
+        fit = 2 + math.floor((deadline - ended[2]) * REPLAN_SAFETY / per_epoch)
+        trainer.config.epochs = max(2, min(most_epochs, fit))
         trainer.schedule.total_steps = trainer.config.epochs * trainer.steps_per_epoch
     return replan
 
