@@ -1,24 +1,24 @@
 """The final phase: retrain a few chosen front members on the full training set, within the budget.
 
-The search ranks configurations after short training on a subset. A handful of its front's
-members are then retrained on all the training data: the best-error one, the recommended one
-(cheapest within the tolerance of the best error), the cheapest, the knee of the front (where
-more cost stops buying much less error) and members spread along the cost axis. They run cheapest
-first, the best-error member last, each for the same number of epochs except the recommended and
-the best-error members, which get LEAD_SHARE and BEST_SHARE times as many (their errors are the
-figures users quote, and short runs under-train the larger models): as many as the time left allows at the
-speeds their search trials measured, corrected by how fast the member before ran (recomputed
-before each member, so time a member does not use goes to the next, and finally to the best-error
-one). After its second epoch each member re-plans its epochs from its own measured speed (`replan_epochs`),
-so every schedule completes, and the last one gets all the time left. The last member is sized with a thinner margin (LAST_SAFETY):
-nobody after it could use what it leaves. A member that cannot get one epoch is skipped and
-reported; a member still running at its deadline (slower than measured: a busy machine) stops
-after the current step with its best weights.
+The search ranks configurations after short training on a subset. A handful of its front's members are
+then retrained on all the training data: the best-error one, the recommended one (cheapest within the
+tolerance of the best error), the cheapest, the knee of the front (where more cost stops buying much
+less error) and members spread along the cost axis. They run cheapest first, the best-error member last,
+each for the same number of epochs except the recommended and the best-error members, which get
+LEAD_SHARE and BEST_SHARE times as many (their errors are the figures users quote, and short runs
+under-train the larger models): as many as the time left allows at the speeds their search trials measured,
+corrected by how fast the member before ran (recomputed before each member, so time a member does not
+use goes to the next, and finally to the best-error one). After its second epoch each member re-plans
+its epochs from its own measured speed (`replan_epochs`), so every schedule completes, and the last one
+gets all the time left. The last member is sized with a thinner margin (LAST_SAFETY): nobody after it
+could use what it leaves. A member that cannot get one epoch is skipped and reported; a member still
+running at its deadline (slower than measured: a busy machine) stops after the current step with its
+best weights.
 With a budget, only configurations that would get MIN_EPOCHS full-data epochs in half the retraining
-time are candidates (`trainable_within`): a larger model would join the front under-trained and
-push the cheaper members out of the retraining time (in one 15-minute Fashion-MNIST run a 137-MFLOP
-conv, the search's best, got 5 epochs: +3.74 dB over PCA, where a 45-MFLOP conv reached +3.95 dB in
-15; benchmarks/results/optimize.md, notes).
+time are candidates (`trainable_within`): a larger model would join the front under-trained and push the
+cheaper members out of the retraining time (in one 15-minute Fashion-MNIST run a 137-MFLOP conv, the
+search's best, got 5 epochs: +3.74 dB over PCA, where a 45-MFLOP conv reached +3.95 dB in 15;
+benchmarks/results/optimize.md, notes).
 """
 from __future__ import annotations
 
@@ -179,7 +179,8 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
         metrics = {**evaluate_model(model, dataset, device=trainer.device, pca=False), "epochs": trainer.epoch,
                    "best_epoch": trainer.best_epoch, "train_seconds": trainer.train_seconds, **trainer.throughput()}
         write_json(run_dir / "metrics.json", metrics)
-        how = f"{metrics['epochs']} of {epochs} epochs in {time.perf_counter() - started:.0f} s"
+        replanned = f", re-planned from {epochs}" if config.epochs != epochs else ""
+        how = f"{metrics['epochs']} of {config.epochs} epochs{replanned} in {time.perf_counter() - started:.0f} s"
     device = next(model.parameters()).device
     x_hat = reconstruct(model, dataset.x_val, device=device)
     member = {
