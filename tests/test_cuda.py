@@ -60,7 +60,7 @@ def test_a_gpu_run_loads_on_a_cpu_and_reconstructs_the_same(tmp_path, digits):
     assert torch.allclose(on_gpu, on_cpu, atol=1e-4), (on_gpu - on_cpu).abs().max()
 
 
-def test_cuda_graph_step_trains_like_the_eager_step_and_resumes(tmp_path, digits):
+def test_cuda_graph_step_trains_like_the_eager_step_and_resumes(tmp_path, digits, interrupt_after_epoch_2):
     runs = {}
     for graph in (True, False):
         runs[graph] = train(dataset=digits, **CONV, epochs=3, precision="fp32", cuda_graph=graph, device="cuda",
@@ -74,12 +74,6 @@ def test_cuda_graph_step_trains_like_the_eager_step_and_resumes(tmp_path, digits
 
     # a graph run cut after epoch 2 resumes from its checkpoint (learning rates saved as numbers; a new graph
     # is captured) and ends where the uninterrupted one did
-    def interrupt_after_epoch_2(trainer):
-        def hook(trainer, row):
-            if row["epoch"] == 2:
-                raise KeyboardInterrupt
-        trainer.epoch_hooks.append(hook)
-
     with pytest.raises(KeyboardInterrupt):
         train(dataset=digits, **CONV, epochs=3, precision="fp32", device="cuda", out=str(tmp_path / "cut"),
               progress=False, log=quiet, setup=interrupt_after_epoch_2)

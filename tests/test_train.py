@@ -30,15 +30,8 @@ def test_conv_beats_pca_at_latent_8(tmp_path, digits):
     # The adversarial AE has a second optimizer (its discriminator's) that must resume exactly too.
     TrainConfig(model="aae", width=8, latent_dim=4, **FAST),
 ], ids=["mlp-dropout", "aae"])
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits, config):
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits, config, interrupt_after_epoch_2):
     straight = train(config, out=str(tmp_path / "straight"), dataset=digits, progress=False)
-
-    def interrupt_after_epoch_2(trainer):
-        def hook(trainer, row):
-            if row["epoch"] == 2:
-                raise KeyboardInterrupt
-        trainer.epoch_hooks.append(hook)
-
     with pytest.raises(KeyboardInterrupt):
         train(config, out=str(tmp_path / "cut"), dataset=digits, progress=False, setup=interrupt_after_epoch_2)
     resumed = train(resume=tmp_path / "cut", dataset=digits, progress=False)
