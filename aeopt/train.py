@@ -165,7 +165,10 @@ class Trainer:
         if self.graphed is None:
             from .cuda_graph import GraphedStep, graph_reason
 
-            self.graphed = False if graph_reason(self) else GraphedStep(self, self._graph_body, self.eager_step)
+            reason = graph_reason(self)
+            if reason and self.device.type == "cuda" and self.config.cuda_graph:
+                self.log(f"note: the training step runs eagerly, not as a CUDA graph: {reason}")
+            self.graphed = False if reason else GraphedStep(self, self._graph_body, self.eager_step)
         if self.graphed:
             return self.graphed(x, sample_grads=sample_grads)
         return self.eager_step(x, sample_grads=sample_grads)
