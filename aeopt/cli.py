@@ -66,7 +66,7 @@ TRAIN_HELP = {
     "memory_format": "auto | channels_last | contiguous: conv activations' layout (auto: channels_last for conv "
                      "models on a GPU or in bf16, where it measured faster)",
     "cuda_graph": "on a CUDA GPU, record the training step once and replay it as a CUDA graph (where the step "
-                  "allows it: not fp16, --compile or multi-step variants)",
+                  "allows it: not fp16, --compile, sgd/rmsprop or multi-step variants)",
     "threads": "CPU threads for torch",
     "out": "run directory to write",
 }

@@ -11,8 +11,9 @@ and replays them with one launch. What that needs, and how it is met here:
 - warm-up before capture: the first WARMUP_STEPS steps run eagerly on a side stream (they are real
   training steps), so the optimizer state exists and cuDNN has chosen its kernels;
 - batches of another size (the epoch's last one) run eagerly, into the same gradient tensors.
-Only the plain step is captured: fp16 (the grad scaler syncs with the host), --compile and runs with
-extra optimizers (AAE) or batch transforms (denoising, distillation) stay eager. If capture fails the
+Only the plain step is captured: fp16 (the grad scaler syncs with the host), --compile, SGD and RMSprop
+(no capturable fused update here) and variants (extra optimizers, batch transforms, per-step loss parts)
+stay eager. If capture fails the
 run says so once and continues eagerly.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from .errors import describe_failure
 from .models.base import Autoencoder
 
 if TYPE_CHECKING:
@@ -103,8 +105,7 @@ class GraphedStep:
                 self.static_loss = self.body(self.static_x)
                 optimizer.step()
         except Exception as err:  # capture raises many kinds of errors; any of them means eager
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            self.trainer.log(f"warning: CUDA graph capture failed ({type(err).__name__}: {first_line}); "
+            self.trainer.log(f"warning: CUDA graph capture failed ({describe_failure(err)}); "
                              "training in eager mode (--no-cuda-graph skips the attempt)")
             self.failed = True
             optimizer.zero_grad(set_to_none=True)

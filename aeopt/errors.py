@@ -6,3 +6,9 @@ class AeoptError(ValueError):
 
     The message must say what is wrong and how to fix it, in one line.
     """
+
+
+def describe_failure(err: Exception) -> str:
+    """`Type: first line of the message` (at most 200 characters), for one-line fallback warnings."""
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return f"{type(err).__name__}: {first_line}"

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .errors import AeoptError
+from .errors import AeoptError, describe_failure
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -100,8 +100,7 @@ class CompiledForward:
             self._fall_back(err)
 
     def _fall_back(self, err: Exception) -> None:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        self.log(f"warning: --compile failed ({type(err).__name__}: {first_line}); training in eager mode")
+        self.log(f"warning: --compile failed ({describe_failure(err)}); training in eager mode")
         self.compiled = None
 
     def __call__(self, x: torch.Tensor):

@@ -157,7 +157,7 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
 def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,
                    log: Callable[[str], None], most_epochs: int | None = None) -> dict[str, Any]:
     """Train one front configuration on the full training set (or reuse a finished retrain) and measure it.
-    With a deadline, the epochs are re-planned after the first one (`replan_epochs`), up to `most_epochs`."""
+    With a deadline, the epochs are re-planned after the second one (`replan_epochs`), up to `most_epochs`."""
     from ..evaluate import evaluate_model
     from ..train import data_info
 
