@@ -29,8 +29,8 @@ from .losses import build_loss, choose_auto_loss, l1_weight_penalty
 from .optim import Schedule, build_optimizer, match_param_layout, plain_lr, set_lr
 from .runs import (build_model, flatten_state, load_tensors, read_config, save_config, save_tensors,
                    unflatten_state, write_json)
-from .speed import (CompiledForward, autocast, choose_threads, grad_scaler, has_conv, peak_gflops,
-                    resolve_precision, throughput, use_channels_last)
+from .speed import (CompiledForward, autocast, choose_threads, grad_scaler, has_conv, keep_freed_memory,
+                    peak_gflops, resolve_precision, throughput, use_channels_last)
 
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check): a sync per step costs time on GPUs
 
@@ -93,6 +93,8 @@ class Trainer:
                  log: Callable[[str], None], progress: bool):
         self.config, self.dataset, self.run_dir, self.device = config, dataset, run_dir, device
         self.log, self.progress = log, progress
+        if device.type == "cpu":
+            keep_freed_memory()  # no page faults on every step's fresh tensors (speed.py)
         torch.manual_seed(config.seed)
         self.model = build_model(config, data_info(dataset)).to(device)
         self.flops = self.model.train_flops_per_sample()
