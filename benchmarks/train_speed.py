@@ -3,7 +3,9 @@
 Same data (Fashion-MNIST, the first --limit training images), same model, latent 32, batch 256,
 Adam, BCE, same number of epochs. For each model the textbook loop and aeopt run back to back
 (--repeats alternates them again; the best rate of each is kept), because the machine is shared
-and its load changes by the minute. Prints the table and writes benchmarks/results/train_speed.md.
+and its load changes by the minute. Each contender runs in a fresh Python process, so that nothing
+one sets process-wide (aeopt's malloc tuning, thread pools, oneDNN's kernel caches) carries over to
+the next. Prints the table and writes benchmarks/results/train_speed.md.
 
   python benchmarks/train_speed.py --limit 15000 --epochs 2 --models seed,conv
   python benchmarks/train_speed.py --device cuda --epochs 2 --models seed,conv --compile
@@ -103,6 +105,37 @@ def keras(python: str, limit: int | None, epochs: int, threads: int) -> dict | N
     return {"samples_per_second": max(rates), "test_mse": float(lines[-1][1]), "precision": "fp32"}
 
 
+CONTENDERS = {  # --one NAME: what one fresh process measures
+    "textbook": "textbook PyTorch loop",
+    "aeopt": "aeopt train (defaults)",
+    "aeopt-nchw": "aeopt train, NCHW forced",      # the same defaults with the activations' layout back to NCHW
+    "aeopt-no-graph": "aeopt train, no CUDA graph",  # the same defaults, each step launched kernel by kernel
+}
+
+
+def measure_one(a) -> None:
+    """The --one mode: a single contender on a single model, printed as one JSON line."""
+    device = torch.device(a.device)
+    dataset = load_data("fashion-mnist", data_dir=a.data_dir, seed=0, limit=a.limit or None)
+    if a.one == "textbook":
+        result = textbook(a.models, dataset.x_train, dataset.x_test, a.epochs, device)
+    else:
+        result = aeopt_trainer(a.models, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed"),
+                               "contiguous" if a.one == "aeopt-nchw" else "auto", cuda_graph=a.one != "aeopt-no-graph")
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def in_fresh_process(a, who: str, name: str) -> dict:
+    command = [sys.executable, __file__, "--one", who, "--models", name, "--device", a.device, "--epochs", str(a.epochs),
+               "--limit", str(a.limit), "--threads", str(a.threads)] + (["--compile"] if a.compile else []) + (
+               ["--data-dir", a.data_dir] if a.data_dir else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{who} on {name} failed:\n{done.stderr}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -117,8 +150,11 @@ def main() -> None:
     p.add_argument("--keras-python", help="a Python with tensorflow, to run the seed's Keras code")
     p.add_argument("--out", default=str(RESULTS / "train_speed.md"))
     p.add_argument("--data-dir", help="folder of Fashion-MNIST's IDX files (default: the Debian package's)")
+    p.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)  # internal: one contender, one model
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.one:
+        return measure_one(a)
     device = torch.device(a.device)
     dataset = load_data("fashion-mnist", data_dir=a.data_dir, seed=0, limit=a.limit or None)
     peaks = {prec: peak_gflops(device.type, prec, a.threads) for prec in ("fp32", "bf16")}
@@ -126,17 +162,11 @@ def main() -> None:
     rows = []
     for name in a.models.split(","):
         flops = create_model(name, (1, 28, 28), 32).train_flops_per_sample()
-        runs: dict[str, list[dict]] = {"textbook PyTorch loop": [], "aeopt train (defaults)": []}
+        contenders = ["textbook", "aeopt"] + ["aeopt-nchw"] * a.with_nchw + ["aeopt-no-graph"] * a.without_graph
+        runs: dict[str, list[dict]] = {CONTENDERS[who]: [] for who in contenders}
         for _ in range(a.repeats):
-            runs["textbook PyTorch loop"].append(textbook(name, dataset.x_train, dataset.x_test, a.epochs, device))
-            runs["aeopt train (defaults)"].append(
-                aeopt_trainer(name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed")))
-            if a.with_nchw:   # the same defaults with the activations' layout forced back to NCHW
-                runs.setdefault("aeopt train, NCHW forced", []).append(aeopt_trainer(
-                    name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed"), "contiguous"))
-            if a.without_graph:  # the same defaults, each step launched kernel by kernel
-                runs.setdefault("aeopt train, no CUDA graph", []).append(aeopt_trainer(
-                    name, dataset, a.epochs, device, a.compile, Path("/tmp/aeopt-train-speed"), cuda_graph=False))
+            for who in contenders:
+                runs[CONTENDERS[who]].append(in_fresh_process(a, who, name))
         if name == "seed" and a.keras_python:
             keras_run = keras(a.keras_python, len(dataset.x_train), a.epochs, a.threads)
             if keras_run:
@@ -162,13 +192,15 @@ def write_results(a, device, peaks, load_before, rows, n_train: int) -> None:
         f"Command: `{command}`  ", f"Machine: {machine_line()}  ",
         f"Measured matmul peak ({device.type}): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s  ",
         f"Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (other jobs on the machine "
-        "make absolute rates noisy); each textbook run and aeopt run of a model ran back to back in this one "
-        "process with the same --threads, and the ratio is the figure to read.", "",
+        "make absolute rates noisy); each textbook run and aeopt run of a model ran back to back, each in a "
+        "fresh process with the same --threads, and the ratio is the figure to read.", "",
         f"Fashion-MNIST, {'the first' if a.limit else 'all'} {n_train:,} training images, latent 32, batch 256, Adam, BCE, {a.epochs} "
         "epoch(s). samples/s = training-step time only (no evaluation). GFLOP/s from torch's flop counter "
         "(forward + backward per sample). % of peak is against the measured bf16 matmul peak (the machine's "
         "best). Test MSE on the 10k test images after the same number of epochs. aeopt runs its defaults "
-        "(auto precision and memory layout: bf16 autocast with channels_last (NHWC) activations here, Adam at lr 3e-3 with warm-up + cosine decay, weight decay 1e-4 on weights only); the "
+        "(auto precision and memory layout: bf16 autocast with channels_last (NHWC) activations here; the "
+        "last, one-channel layer as a matmul + shifted adds; freed memory kept by malloc for the next step; Adam at "
+        "lr 3e-3 with warm-up + cosine decay, weight decay 1e-4 on weights only); the "
         "textbook loop is DataLoader + fp32 + Adam(1e-3) as a tutorial writes it.", "",
         "| model | trainer | precision | samples/s | ratio to textbook | GFLOP/s | % of bf16 peak | test MSE |",
         "|---|---|---|---:|---:|---:|---:|---:|",
