@@ -3,7 +3,8 @@
 Measured on the 2-core AMD EPYC this project develops on (seed model, batch 256; see
 benchmarks/results/train_speed.md): bf16 autocast runs the step ~2.4x faster than fp32 because
 the processor's bf16 matmuls are ~2.5x its fp32 ones; channels_last helps bf16 convs on CPU and
-all convs on CUDA (see use_channels_last); torch.compile gave no gain on CPU, so it is opt-in (`--compile`).
+all convs on CUDA (see use_channels_last); keeping freed memory in malloc's heap saves ~12% more
+(keep_freed_memory); torch.compile gave no gain on CPU, so it is opt-in (`--compile`).
 """
 from __future__ import annotations
 
@@ -64,9 +65,10 @@ def use_channels_last(device: torch.device, model: torch.nn.Module, precision: s
     """NHWC activations for conv models: `choice` channels_last | contiguous, or auto.
 
     Auto picks NHWC on GPUs (tensor cores want it) and for bf16 on CPU, where oneDNN's bf16 conv and
-    transposed-conv kernels run NHWC natively: in benchmarks/results/train_speed_layout.md (2 threads,
-    same run) the seed model trained at 646 samples/s NHWC vs 554 NCHW, the default conv at 3,491 vs
-    3,326. In fp32 NHWC was slower (conv step, ad-hoc A/B: 712 vs 673 ms), so fp32 stays NCHW.
+    transposed-conv kernels run NHWC natively and the last layer's matmul form (models/narrow_conv.py)
+    needs it: in benchmarks/results/train_speed_layout.md (2 threads, best of 2, same run) the default
+    conv trained at 4,558 samples/s NHWC vs 2,941 NCHW, the seed model at 591 vs 586. In fp32 NHWC
+    was slower (conv step, ad-hoc A/B: 712 vs 673 ms), so fp32 stays NCHW.
     """
     if choice != "auto":
         return choice == "channels_last"
