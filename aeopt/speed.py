@@ -95,9 +95,9 @@ def choose_threads(requested: int | None, log: Callable[[str], None]) -> int:
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
 
-    By default glibc serves each allocation over 128 KiB-32 MiB with fresh pages from the kernel
-    (mmap) and returns them when freed, so every activation and gradient tensor of a training step
-    is page-faulted in anew: ~35,000 page faults per seed-model step (batch 256), ~80 ms of kernel
+    glibc's defaults serve large blocks with fresh pages from the kernel (mmap) and hand freed memory
+    back (munmap, trimming the heap's top), so a training step's activation and gradient tensors are
+    page-faulted in anew at every step: ~35,000 page faults per seed-model step (batch 256), ~80 ms of kernel
     time, and memory-bound ops (BatchNorm, activations) ran at half speed. With the heap kept (the
     in-process equivalent of running under jemalloc or tcmalloc, as PyTorch's CPU tuning guide
     suggests) the faults drop to ~0 and the step ran ~12% faster (2 threads, bf16). The price: the

@@ -80,7 +80,7 @@ def _fast_path(x: torch.Tensor, out_channels: int) -> bool:
             and not torch.onnx.is_in_onnx_export())
 
 
-def _same_padding(kernel: tuple[int, int], padding) -> tuple[int, int, int, int]:
+def _explicit_padding(kernel: tuple[int, int], padding) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) for a tuple padding, "valid", or "same" (the odd pixel at the bottom/right, as torch)."""
     if padding == "valid":
         return 0, 0, 0, 0
@@ -97,7 +97,7 @@ class NarrowConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (_fast_path(x, self.out_channels) and self.stride == (1, 1) and self.dilation == (1, 1)
                 and self.groups == 1 and self.padding_mode == "zeros"):
-            padding = _same_padding(self.kernel_size, self.padding)
+            padding = _explicit_padding(self.kernel_size, self.padding)
             return _ShiftedMatmulConv.apply(x, self.weight, self.bias, padding)
         return super().forward(x)
 
