@@ -3,8 +3,8 @@
 Measured on the 2-core AMD EPYC this project develops on (seed model, batch 256; see
 benchmarks/results/train_speed.md): bf16 autocast runs the step ~2.4x faster than fp32 because
 the processor's bf16 matmuls are ~2.5x its fp32 ones; channels_last helps bf16 convs on CPU and
-all convs on CUDA (see use_channels_last); keeping freed memory in malloc's heap saves ~12% more
-(keep_freed_memory); torch.compile gave no gain on CPU, so it is opt-in (`--compile`).
+all convs on CUDA (see use_channels_last); keeping freed memory in malloc's heap makes the step
+1.13-1.23x faster still (keep_freed_memory); torch.compile gave no gain on CPU, so it is opt-in (`--compile`).
 """
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def keep_freed_memory() -> bool:
     page-faulted in anew at every step: ~35,000 page faults per seed-model step (batch 256), ~80 ms of kernel
     time, and memory-bound ops (BatchNorm, activations) ran at half speed. With the heap kept (the
     in-process equivalent of running under jemalloc or tcmalloc, as PyTorch's CPU tuning guide
-    suggests) the faults drop to ~0 and the step ran ~12% faster (2 threads, bf16). The price: the
+    suggests) the faults drop to ~0 and the bf16 step ran 1.13x faster on seed, 1.23x on conv
+    (benchmarks/results/cpu_step*.md, 2 threads). The price: the
     process keeps its peak memory until it exits, as PyTorch's CUDA caching allocator does. Once per
     process; a no-op (False) where the C library is not glibc.
     """

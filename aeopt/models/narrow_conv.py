@@ -6,7 +6,9 @@ ConvTranspose2d(64 -> 1, 5x5), ran at ~27 GFLOP/s there: ~45 ms of a ~450 ms bf1
 (every kernel tap at once, an (O*kh*kw, C) x (C, N*H*W) product) followed by kh*kw shifted adds of
 single-channel planes, and backward the same way round, it is ~1.8x faster: forward + backward of
 that layer 30.6 -> 17.4 ms, the `conv` model's last Conv2d(32 -> 1, 3x3) 16.2 -> 8.7 ms, a
-32 -> 3 channel one 22.4 -> 18.9 ms (bf16, channels_last, batch 256, 2 threads, one run).
+32 -> 3 channel one 22.4 -> 18.9 ms (bf16, channels_last, batch 256, 2 threads, one run). For
+the whole training step (benchmarks/results/cpu_step*.md, medians of 5 fresh processes) that is
+1.03x on seed and 1.07x on conv alone, 1.02x and 1.12x on top of speed.keep_freed_memory.
 
 `NarrowConv2d` and `NarrowConvTranspose2d` are drop-in subclasses (same parameters, same
 state_dict, same results up to float rounding) that take this path for stride-1, undilated,
