@@ -23,7 +23,7 @@ from .errors import AeoptError, describe_failure
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_THREADS = torch.get_num_threads()  # before any run lowers it: one per physical core
-PEAK_PROBE_SECONDS = 0.3
+PEAK_PROBE_SECONDS = 0.3  # the matmul probe's least timing window: long enough to outlast a busy moment
 
 
 def has_conv(model: torch.nn.Module) -> bool:
@@ -98,13 +98,13 @@ def keep_freed_memory() -> bool:
 
     glibc's defaults serve large blocks with fresh pages from the kernel (mmap) and hand freed memory
     back (munmap, trimming the heap's top), so a training step's activation and gradient tensors are
-    page-faulted in anew at every step: ~35,000 page faults per seed-model step (batch 256), ~80 ms of kernel
-    time, and memory-bound ops (BatchNorm, activations) ran at half speed. With the heap kept (the
-    in-process equivalent of running under jemalloc or tcmalloc, as PyTorch's CPU tuning guide
-    suggests) the faults drop to ~0 and the bf16 step ran 1.13x faster on seed, 1.23x on conv
-    (benchmarks/results/cpu_step*.md, 2 threads). The price: the
-    process keeps its peak memory until it exits, as PyTorch's CUDA caching allocator does. Once per
-    process; a no-op (False) where the C library is not glibc.
+    page-faulted in anew at every step: ~35,000 page faults per seed-model step (batch 256), ~80 ms
+    of kernel time, and memory-bound ops (BatchNorm, activations) ran at half speed. With the heap
+    kept (the in-process equivalent of running under jemalloc or tcmalloc, as PyTorch's CPU tuning
+    guide suggests) the faults drop to ~0 and the bf16 step ran 1.13x faster on seed, 1.23x on conv
+    (benchmarks/results/cpu_step*.md, 2 threads). The price: the process keeps its peak memory until
+    it exits, as PyTorch's CUDA caching allocator does. Once per process; a no-op (False) where the C
+    library is not glibc.
     """
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

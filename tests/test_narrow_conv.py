@@ -36,8 +36,13 @@ def test_narrow_layers_match_torch_in_bf16_channels_last(stock_cls, narrow_cls, 
     torch.manual_seed(0)
     stock, narrow = stock_cls(**kwargs), narrow_cls(**kwargs)
     narrow.load_state_dict(stock.state_dict())  # same parameters, same state_dict keys
-    calls = []
-    monkeypatch.setattr(_ShiftedMatmulConv, "apply", lambda *a, _apply=_ShiftedMatmulConv.apply: calls.append(1) or _apply(*a))
+    calls, original_apply = [], _ShiftedMatmulConv.apply
+
+    def counted_apply(*args):
+        calls.append(args)
+        return original_apply(*args)
+
+    monkeypatch.setattr(_ShiftedMatmulConv, "apply", counted_apply)
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     grad = torch.randn(stock(x).shape)
     ours, theirs = run_layer(narrow, x, grad, bf16=True), run_layer(stock, x, grad, bf16=True)
@@ -59,7 +64,8 @@ def test_fp32_and_nchw_inputs_use_torchs_kernel(stock_cls, narrow_cls, kwargs, s
         for mine, reference in zip(run_layer(narrow, x, grad, bf16), run_layer(stock, x, grad, bf16)):
             if reference is not None:
                 assert torch.equal(mine, reference)  # the very same kernel
-        stock.zero_grad(), narrow.zero_grad()
+        stock.zero_grad()
+        narrow.zero_grad()
 
 
 def test_seed_and_conv_models_use_the_narrow_output_layer():
