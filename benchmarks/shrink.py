@@ -26,7 +26,7 @@ from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.metrics import psnr  # noqa: E402
-from aeopt.shrink.bench import build_forms, time_call  # noqa: E402
+from aeopt.deploy.bench import build_forms, time_call  # noqa: E402
 from aeopt.shrink.distill import train_student  # noqa: E402
 from aeopt.shrink.pipeline import size_bytes  # noqa: E402
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aeopt.runs import load
+from aeopt import load
 from aeopt.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -32,7 +32,7 @@ def test_bf16_and_fp16_reach_the_fp32_test_mse_within_5_percent(tmp_path, digits
 
 
 def test_auto_precision_and_fused_adam_on_cuda(tmp_path, digits):
-    from aeopt.train import Trainer
+    from aeopt.train import Loop as Trainer
 
     seen = {}
 
@@ -76,7 +76,7 @@ def test_cuda_graph_step_trains_like_the_eager_step_and_resumes(tmp_path, digits
     # is captured) and ends where the uninterrupted one did
     with pytest.raises(KeyboardInterrupt):
         train(dataset=digits, **CONV, epochs=3, precision="fp32", device="cuda", out=str(tmp_path / "cut"),
-              progress=False, log=quiet, setup=interrupt_after_epoch_2)
+              progress=False, log=quiet, callbacks=interrupt_after_epoch_2)
     resumed = train(resume=str(tmp_path / "cut"), dataset=digits, device="cuda", progress=False, log=quiet)
     assert resumed.metrics["cuda_graph"] is True
     assert abs(resumed.metrics["test"]["mse"] - mse[True]) / mse[True] < 0.02, (resumed.metrics["test"], mse)

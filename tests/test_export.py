@@ -10,7 +10,7 @@ import aeopt
 from aeopt.cli import main
 from aeopt.errors import AeoptError
 from aeopt.models import create_model
-from aeopt.shrink.export import check_parity, export_onnx
+from aeopt.deploy.export import check_parity, export_onnx
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_bench_writes_json(run_dir):
 
 @pytest.mark.parametrize("name", ["conv", "seed"])
 def test_fold_batchnorm_keeps_the_function_with_fewer_norms(name):
-    from aeopt.shrink.fuse import fold_batchnorm
+    from aeopt.deploy.fuse import fold_batchnorm
 
     torch.manual_seed(0)
     model = create_model(name, (1, 28, 28), 8)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from aeopt import AeoptError
-from aeopt.losses import build_loss
+from aeopt.models.losses import build_loss
 from aeopt.metrics import psnr, ssim_per_sample
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from aeopt.models import create_model
-from aeopt.models.narrow_conv import NarrowConv2d, NarrowConvTranspose2d, _ShiftedMatmulConv
+from aeopt.kernels.narrow_conv import NarrowConv2d, NarrowConvTranspose2d, _ShiftedMatmulConv
 
 LAYERS = [  # (stock, narrow, input shape): odd/even kernels, "same", explicit and zero padding, bias or not
     (torch.nn.ConvTranspose2d, NarrowConvTranspose2d, dict(in_channels=64, out_channels=1, kernel_size=5,

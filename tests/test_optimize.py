@@ -234,24 +234,23 @@ def test_members_replan_their_epochs_from_their_own_first_epoch(monkeypatch):
     deadline, REPLAN_SAFETY margin), never more than it may have; other epochs change nothing."""
     from types import SimpleNamespace
 
-    from aeopt.optim import Schedule
+    from aeopt.train.optim import Schedule
     from aeopt.optimize import retrain
 
     clock = {"now": 1000.0}
     monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
     for most, expected in ((100, 2 + int(0.98 * 80 / 8)), (5, 5)):
         hook = retrain.replan_epochs(deadline=1100.0, most_epochs=most)
-        trainer = SimpleNamespace(config=SimpleNamespace(epochs=13), steps_per_epoch=7,
-                                  schedule=Schedule("onecycle", total_steps=13 * 7))
+        trainer = SimpleNamespace(epochs=13, steps_per_epoch=7, schedule=Schedule("onecycle", total_steps=13 * 7))
         clock["now"] = 1012.0                         # the first epoch, start-up included, took 12 s
         hook(trainer, {"epoch": 1})
-        assert trainer.config.epochs == 13
+        assert trainer.epochs == 13
         clock["now"] = 1020.0                         # the second took 8 s: 80 s are left
         hook(trainer, {"epoch": 2})
-        assert trainer.config.epochs == expected and trainer.schedule.total_steps == expected * 7
+        assert trainer.epochs == expected and trainer.schedule.total_steps == expected * 7
         clock["now"] = 1028.0
         hook(trainer, {"epoch": 3})
-        assert trainer.config.epochs == expected
+        assert trainer.epochs == expected
 
 
 def test_best_error_member_trains_last_with_more_epochs(monkeypatch):

@@ -154,8 +154,8 @@ def test_quantize_modes_stay_close_to_float(mode, tmp_path):
     """Every mode writes a loadable int8 graph whose output stays near the float one."""
     import onnx
 
-    from aeopt.shrink.export import export_onnx, onnx_session
-    from aeopt.shrink.quantize import quantize_onnx
+    from aeopt.deploy.export import export_onnx, onnx_session
+    from aeopt.deploy.quantize import quantize_onnx
 
     torch.manual_seed(0)
     model = create_model("conv", (1, 8, 8), 8, width=8).eval()

@@ -6,7 +6,7 @@ import torch
 import aeopt
 from aeopt import AeoptError, TrainConfig
 from aeopt.runs import load_tensors
-from aeopt.train import TrainingDiverged, train
+from aeopt.train import OnStepEnd, TrainingDiverged, train
 
 FAST = dict(epochs=4, batch_size=64, precision="fp32")
 
@@ -33,7 +33,7 @@ def test_conv_beats_pca_at_latent_8(tmp_path, digits):
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits, config, interrupt_after_epoch_2):
     straight = train(config, out=str(tmp_path / "straight"), dataset=digits, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train(config, out=str(tmp_path / "cut"), dataset=digits, progress=False, setup=interrupt_after_epoch_2)
+        train(config, out=str(tmp_path / "cut"), dataset=digits, progress=False, callbacks=interrupt_after_epoch_2)
     resumed = train(resume=tmp_path / "cut", dataset=digits, progress=False)
     a = load_tensors(tmp_path / "straight" / "checkpoint.safetensors")
     b = load_tensors(tmp_path / "cut" / "checkpoint.safetensors")
@@ -45,16 +45,15 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, digits,
 
 
 def test_nan_loss_stops_with_epoch_and_hint_and_keeps_the_last_good_checkpoint(tmp_path, digits):
-    def poison_in_epoch_2(trainer):
-        def hook(trainer, x, out):
-            if trainer.epoch == 1:
-                with torch.no_grad():
-                    next(trainer.model.parameters()).fill_(float("nan"))
-        trainer.step_hooks.append(hook)
+    def poison_in_epoch_2(loop, batch, parts):
+        if loop.epoch == 1:
+            with torch.no_grad():
+                next(loop.model.parameters()).fill_(float("nan"))
 
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"at epoch 2, step \d+; lower --lr or add --clip-grad"):
-        train(TrainConfig(latent_dim=4, out=str(out), **FAST), dataset=digits, progress=False, setup=poison_in_epoch_2)
+        train(TrainConfig(latent_dim=4, out=str(out), **FAST), dataset=digits, progress=False,
+              callbacks=[OnStepEnd(poison_in_epoch_2)])
     kept = load_tensors(out / "checkpoint.safetensors")
     assert all(torch.isfinite(t).all() for t in kept.values() if t.is_floating_point())
     assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 1

@@ -10,13 +10,15 @@ import pytest
 import torch
 
 from aeopt.cli import main
-from aeopt.config import TrainConfig
+from aeopt.settings import TrainConfig
 from aeopt.data import load_data
 from aeopt.errors import AeoptError
-from aeopt.grad_monitor import GradMonitor
-from aeopt.lr_find import lr_find
+from aeopt.train.grad_monitor import GradMonitor
+from aeopt.train.lr_find import lr_find
 from aeopt.models import create_model
-from aeopt.speed import CompiledForward, keep_freed_memory, resolve_precision, throughput, use_channels_last
+from aeopt.kernels.memory import keep_freed_memory
+from aeopt.train.precision import CompiledForward, resolve_precision, use_channels_last
+from aeopt.train.throughput import throughput
 from aeopt.train import TrainingDiverged, train
 
 # threads=1: the suite shares 2 cores with other jobs, where a second OpenMP thread only stalls (see speed.py)
@@ -178,7 +180,7 @@ def test_monitor_flags_vanishing_layers_once():
 
 
 def test_tensor_learning_rates_for_cuda_graphs_are_filled_in_place_and_saved_as_numbers():
-    from aeopt.optim import build_optimizer, plain_lr, set_lr
+    from aeopt.train.optim import build_optimizer, plain_lr, set_lr
 
     optimizer = build_optimizer("adamw", torch.nn.Linear(3, 2), lr=1e-3)
     rates = [torch.tensor(1e-3) for _ in optimizer.param_groups]
@@ -195,15 +197,21 @@ def test_tensor_learning_rates_for_cuda_graphs_are_filled_in_place_and_saved_as_
 def test_cuda_graph_only_where_the_step_allows_it(digits, tmp_path):
     from types import SimpleNamespace
 
-    from aeopt.cuda_graph import graph_reason
+    from aeopt.train.cuda_graph import graph_reason
     from aeopt.models import create_model
 
     model = create_model("conv", (1, 8, 8), 4)
-    plain = dict(device=torch.device("cuda"), precision="bf16", extra_optimizers={}, corrupt=None, target=None,
+    def objective_of(model, **settings):
+        return model.objective(TrainConfig(**settings), in_unit_range=True, steps_per_epoch=10)
+
+    plain = dict(device=torch.device("cuda"), precision="bf16", extra_steps={}, objective=objective_of(model),
                  model=model, config=TrainConfig(optimizer="adamw"))
     assert graph_reason(SimpleNamespace(**plain)) is None
+    aae = create_model("aae", (1, 8, 8), 4)
     changes = {"device": torch.device("cpu"), "precision": "fp16", "config": TrainConfig(cuda_graph=False),
-               "corrupt": lambda x: x, "model": create_model("vae", (1, 8, 8), 4)}
+               "objective": objective_of(model, noise="gaussian:0.1"),
+               "extra_steps": objective_of(aae).extra_steps(aae)}
+    assert objective_of(create_model("vae", (1, 8, 8), 4)).graph_reason is not None  # logs its loss parts
     for key, value in changes.items():
         assert graph_reason(SimpleNamespace(**{**plain, key: value})) is not None, key
     assert graph_reason(SimpleNamespace(**{**plain, "config": TrainConfig(optimizer="sgd")})) is not None

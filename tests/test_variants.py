@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from aeopt.cli import main
-from aeopt.noise import Noise, parse_noise
-from aeopt.sample import sample_run
-from aeopt.variants import jacobian_sq_norm
+from aeopt.models.noise import Noise, parse_noise
+from aeopt.deploy.sample import sample_run
+from aeopt.models.objectives import jacobian_sq_norm
 
 SMALL = ["--data", "digits", "--quiet", "--hidden", "64", "--latent-dim", "8", "--threads", "1"]
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import AeoptError
+from .objectives import ReconstructionObjective, reconstruction_objective
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -69,6 +70,15 @@ class Autoencoder(nn.Module):
     def penalties(self, out: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Model-specific loss terms (already weighted) added to the reconstruction loss; e.g. a VAE's KL."""
         return {}
+
+    def has_penalties(self) -> bool:
+        """Whether this family adds loss terms of its own (then the loop logs the parts per epoch)."""
+        return type(self).penalties is not Autoencoder.penalties
+
+    def objective(self, settings, *, in_unit_range: bool, steps_per_epoch: int) -> ReconstructionObjective:
+        """The objective the training loop runs for this model (see models/objective.py); families with
+        their own training rules (a VAE's KL warm-up, an AAE's discriminator) override it."""
+        return reconstruction_objective(self, settings, in_unit_range=in_unit_range)
 
     def extra_metrics(self, x: torch.Tensor) -> dict:
         """Model-specific test figures merged into metrics.json (e.g. a VAE's ELBO); x is the test set."""

@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import read_yaml
 from ..errors import AeoptError
+from ..models import list_models
+from ..models.base import ACTIVATIONS
+from ..models.layers import NORMS
+from ..models.losses import build_loss
+from ..settings import OPTIMIZERS, SCHEDULES, read_yaml
 
 CONV_KNOBS = ("width", "depth", "blocks", "kernel_size", "decoder", "norm")
 MLP_KNOBS = ("hidden_layers", "hidden_size", "dropout")
@@ -142,12 +146,6 @@ def parse_dimension(name: str, value: Any, source: str) -> Dimension:
 
 def check_values(dim: Dimension, source: str) -> None:
     """Reject choices the models, losses or optimizers would not accept, before any trial runs."""
-    from ..losses import build_loss
-    from ..models import list_models
-    from ..models.base import ACTIVATIONS
-    from ..models.layers import NORMS
-    from ..optim import OPTIMIZERS, SCHEDULES
-
     known = {"model": ("conv", "mlp"), "activation": tuple(ACTIVATIONS), "norm": NORMS,
              "decoder": ("transposed", "upsample"), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     if dim.name == "model":
@@ -171,7 +169,7 @@ def check_values(dim: Dimension, source: str) -> None:
 
 
 def suggest(trial, space: SearchSpace) -> dict[str, Any]:
-    """Draw one configuration: TrainConfig settings (model knobs only for the model drawn)."""
+    """Draw one configuration: flat settings (model knobs only for the model drawn)."""
     drawn: dict[str, Any] = {}
     model = space["model"].suggest(trial)
     for name in ORDER[1:]:

@@ -1,0 +1,48 @@
+"""`aeopt train` and `aeopt lr-find`."""
+from __future__ import annotations
+
+import argparse
+
+from ..settings import Settings
+from ..train import train
+from ..train.lr_find import lr_find
+from .flags import add_common_flags, add_setting_flags, quiet_log, settings_from_args
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    settings = settings_from_args(args)
+    log = quiet_log if args.quiet else print
+    if args.resume:
+        result = train(resume=args.resume, progress=not args.quiet, log=log, **settings)
+    else:
+        result = train(Settings.from_flat(settings), overwrite=args.overwrite, progress=not args.quiet, log=log)
+    m = result.metrics
+    print(f"test mse {m['test']['mse']:.5f} ({m['test']['psnr']:.2f} dB) vs PCA {m['pca']['mse']:.5f} "
+          f"({m['pca']['psnr']:.2f} dB); {m['params']:,} params; {m['samples_per_second']:.0f} samples/s; "
+          f"run: {result.path}")
+
+
+def cmd_lr_find(args: argparse.Namespace) -> None:
+    settings = settings_from_args(args)
+    settings.pop("lr", None)
+    finding = lr_find(Settings.from_flat(settings), overwrite=args.overwrite, min_lr=args.min_lr,
+                      max_lr=args.max_lr, steps=args.steps, log=quiet_log if args.quiet else print)
+    print(f"suggested --lr {finding.lr:.3g}")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train an autoencoder and write a run directory")
+    p.add_argument("--config", help="YAML file of settings (keys as the flags, - or _); flags override it")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    add_common_flags(p)
+    add_setting_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: plot loss vs lr and suggest --lr")
+    p.add_argument("--config", help="YAML file of settings; flags override it")
+    p.add_argument("--min-lr", type=float, default=1e-6, help="start of the exponential sweep (default: 1e-6)")
+    p.add_argument("--max-lr", type=float, default=1.0, help="end of the sweep (default: 1.0)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps in the sweep (default: 100)")
+    add_common_flags(p)
+    add_setting_flags(p)
+    p.set_defaults(func=cmd_lr_find)
