@@ -43,6 +43,9 @@ class MappedSplit:
         for start in range(0, len(self.rows), CHUNK_ROWS):
             yield self[start:start + CHUNK_ROWS]
 
+    def numel(self) -> int:
+        return len(self.rows) * int(np.prod(self.shape[1:]))
+
     def min(self) -> torch.Tensor:
         return min(chunk.min() for chunk in self.chunks())
 

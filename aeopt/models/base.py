@@ -1,6 +1,8 @@
 """What every autoencoder shares: encode / decode / forward returning a dict, its size and cost."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -93,8 +95,6 @@ class Autoencoder(nn.Module):
         Counted on a batch of 2 (BatchNorm needs more than one sample) on a deep copy, so the
         model's own weights, statistics and gradients are untouched.
         """
-        import copy
-
         probe = copy.deepcopy(self).float().cpu().train()
         x = torch.rand(2, *self.input_shape)
         with FlopCounterMode(display=False) as counter:

@@ -11,7 +11,9 @@ import torch
 
 from ..data import Dataset, load_data
 from ..errors import AeoptError
+from ..evaluate import peak_of, pca_reconstruction
 from ..metrics import psnr
+from ..models import create_model
 from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
@@ -149,9 +151,6 @@ def _reserve(budget_seconds: float) -> float:
 
 def reference_points(dataset: Dataset, latent_dim: int) -> list[dict[str, Any]]:
     """PCA at the latent size (validation and test error) and the seed architecture's cost."""
-    from ..evaluate import peak_of, pca_reconstruction
-    from ..models import create_model
-
     peak = peak_of(dataset)
     refs = []
     pca = {"name": f"PCA-{latent_dim}", "color": "C3"}

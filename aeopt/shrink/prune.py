@@ -14,6 +14,7 @@ round removes the same proportion of what is left, then fine-tunes with the one 
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -117,8 +118,6 @@ def prune(model: nn.Module, config: Settings, dataset: Dataset, *, fraction: flo
         The pruned, fine-tuned model and, when structured, each layer's kept channel count (what the run's
         `artifact` records so that `aeopt.load` rebuilds the narrower model).
     """
-    import copy
-
     check_fraction(fraction)
     if rounds < 1:
         raise AeoptError(f"--prune-rounds must be >= 1, got {rounds}")

@@ -21,7 +21,7 @@ from aeopt.optimize.pareto import non_dominated
 from aeopt.optimize.search import parse_budget, split_trials
 from aeopt.optimize.trial import TrialPlan, dominated_count
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Small, fast models so each trial takes a second or two on digits.
 TINY_SPACE = """
 model: [conv, mlp]
