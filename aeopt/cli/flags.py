@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import types
 import typing
 from typing import Any
@@ -54,6 +55,13 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if given is not None:
             values[field.name] = given
     return values
+
+
+def defaults_of(function) -> dict[str, Any]:
+    """A library function's keyword defaults: the CLI shows and uses these, so each default is written once,
+    in the function the Python API calls."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def add_common_flags(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:

@@ -4,36 +4,41 @@ from __future__ import annotations
 import argparse
 
 from ..optimize import optimize
+from ..optimize.api import DEFAULT_TRIALS
+from .flags import add_common_flags, defaults_of
 
 
 def add_commands(subparsers) -> None:
+    d = defaults_of(optimize)
     p = subparsers.add_parser("optimize", help="search architectures and recipes: the Pareto front of error vs cost")
     p.add_argument("--data", required=True, help="data spec: digits | fashion-mnist | npy:PATH | ...")
     p.add_argument("--data-dir", help="folder holding fashion-mnist's IDX files")
     p.add_argument("--out", required=True, help="output folder (holds the study: rerun to continue it)")
-    p.add_argument("--trials", type=int, help="trials to add in this call, over all workers (default 20 "
-                   "without --budget)")
+    p.add_argument("--trials", type=int, help=f"trials to add in this call, over all workers (default "
+                   f"{DEFAULT_TRIALS} without --budget)")
     p.add_argument("--budget", help="wall time for the whole call, e.g. 90s, 10m, 1.5h (a fifth for the search, the "
                    "rest retraining chosen front members)")
-    p.add_argument("--objectives", default="mse,params",
-                   help="one error (mse, mae) and one or two costs (params, flops, latency); default mse,params")
+    p.add_argument("--objectives", default=d["objectives"],
+                   help=f"one error (mse, mae) and one or two costs (params, flops, latency); default {d['objectives']}")
     p.add_argument("--latent-dim", type=int, help="fix the code size (default: searched)")
     p.add_argument("--storage", help="Optuna storage URL (default: SQLite study.db in --out), or journal:PATH")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
-    p.add_argument("--tolerance", type=float, default=0.05,
-                   help="recommend the cheapest model within this fraction of the best error (default 0.05)")
+    p.add_argument("--workers", type=int, default=d["workers"], help="local worker processes sharing the study")
+    p.add_argument("--tolerance", type=float, default=d["tolerance"],
+                   help=f"recommend the cheapest model within this fraction of the best error (default {d['tolerance']})")
     p.add_argument("--space", help="YAML file narrowing or widening the search space")
-    p.add_argument("--epochs", type=int, default=9, help="most epochs per search trial (default 9; rungs at 1, 3)")
-    p.add_argument("--subset", type=int, default=12000, help="training samples per search trial (default 12000)")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help=f"most epochs per search trial (default "
+                   f"{d['epochs']}; rungs at E/3, E/9, ...)")
+    p.add_argument("--subset", type=int, default=d["subset"], help=f"training samples per search trial (default "
+                   f"{d['subset']})")
     p.add_argument("--final-epochs", type=int, help="most epochs for retraining a front member (default 3x "
                    "--epochs; with --budget, as many as the time allows, up to 100)")
-    p.add_argument("--max-front", type=int, default=4, help="most front members to retrain: the best, the "
-                   "recommended, the cheapest, the knee of the front, others spread along the cost (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="data split and initial weights")
+    p.add_argument("--max-front", type=int, default=d["max_front"], help=f"most front members to retrain: the "
+                   f"best, the recommended, the cheapest, the knee of the front, others spread along the cost "
+                   f"(default {d['max_front']})")
+    p.add_argument("--seed", type=int, default=d["seed"], help="data split and initial weights")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--quiet", action="store_true", help="no progress bar or trial lines, only the result")
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"))
+    add_common_flags(p, writes=False)  # a study is continued, never replaced: rerun to add trials
     p.set_defaults(func=cmd_optimize)
 
 

@@ -6,7 +6,7 @@ import argparse
 from ..settings import Settings
 from ..train import train
 from ..train.lr_find import lr_find
-from .flags import add_common_flags, add_setting_flags, quiet_log, settings_from_args
+from .flags import add_common_flags, add_setting_flags, defaults_of, quiet_log, settings_from_args
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -38,11 +38,13 @@ def add_commands(sub) -> None:
     add_setting_flags(p)
     p.set_defaults(func=cmd_train)
 
+    d = defaults_of(lr_find)
     p = sub.add_parser("lr-find", help="learning-rate range test: plot loss vs lr and suggest --lr")
     p.add_argument("--config", help="YAML file of settings; flags override it")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="start of the exponential sweep (default: 1e-6)")
-    p.add_argument("--max-lr", type=float, default=1.0, help="end of the sweep (default: 1.0)")
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps in the sweep (default: 100)")
+    p.add_argument("--min-lr", type=float, default=d["min_lr"], help=f"start of the exponential sweep (default: "
+                   f"{d['min_lr']})")
+    p.add_argument("--max-lr", type=float, default=d["max_lr"], help=f"end of the sweep (default: {d['max_lr']})")
+    p.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps in the sweep (default: {d['steps']})")
     add_common_flags(p)
     add_setting_flags(p)
     p.set_defaults(func=cmd_lr_find)

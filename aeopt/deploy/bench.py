@@ -76,8 +76,8 @@ def time_call(forward: Forward, x: torch.Tensor, *, min_seconds: float = 1.0, mi
 
 
 def torch_forward(model: torch.nn.Module, *, bf16: bool = False) -> Forward:
-    """Eager inference; in bf16, conv models run channels-last like the trainer (conv model, batch 256,
-    2 threads: 8,300 samples/s NHWC vs 5,700 NCHW), and the timed call includes converting the input."""
+    """Eager inference; in bf16, conv models run channels-last like the trainer (faster there:
+    benchmarks/results/design_notes.md), and the timed call includes converting the input."""
 
     model.eval()
     nhwc = bf16 and use_channels_last(torch.device("cpu"), model, "bf16")

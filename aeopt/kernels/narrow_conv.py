@@ -1,28 +1,24 @@
 """Convolutions with very few output channels (an image model's last layer), made fast on CPUs.
 
-oneDNN's CPU kernels are built for many output channels. The seed model's last layer,
-ConvTranspose2d(64 -> 1, 5x5), ran at ~27 GFLOP/s there: ~45 ms of a ~450 ms bf16 training step
-(batch 256, 2 threads) for 0.3% of its FLOPs. Computed instead as one matmul over the channels
-(every kernel tap at once, an (O*kh*kw, C) x (C, N*H*W) product) followed by kh*kw shifted adds of
-single-channel planes, and backward the same way round, it is ~1.8x faster: forward + backward of
-that layer 30.6 -> 17.4 ms, the `conv` model's last Conv2d(32 -> 1, 3x3) 16.2 -> 8.7 ms, a
-32 -> 3 channel one 22.4 -> 18.9 ms (bf16, channels_last, batch 256, 2 threads, one run). For
-the whole training step (benchmarks/results/cpu_step*.md, medians of 5 fresh processes) that is
-1.03x on seed and 1.07x on conv alone, 1.02x and 1.12x on top of speed.keep_freed_memory.
+oneDNN's CPU kernels are built for many output channels and run a layer with one to three of them
+far below the machine's peak. Rule: compute such a layer as one matmul over the channels (every
+kernel tap at once, an (O*kh*kw, C) x (C, N*H*W) product) followed by kh*kw shifted adds of
+single-channel planes, and backward the same way round; it is faster for the layer and for the
+whole step (benchmarks/results/cpu_step*.md; the layer timings are in design_notes.md).
 
 `NarrowConv2d` and `NarrowConvTranspose2d` are drop-in subclasses (same parameters, same
 state_dict, same results up to float rounding) that take this path for stride-1, undilated,
 ungrouped layers with at most `MAX_OUT_CHANNELS` outputs, when the input is a bf16 (or bf16-
 autocast) channels_last CPU tensor: the trainer's bf16 fast path. In fp32 the gain was uneven (an
-NCHW input must first be copied to NHWC: 66.6 vs 71.5 ms for the seed layer), so fp32, GPUs, ONNX
-export, tracing and torch.compile run the stock kernel.
+NCHW input must first be copied to NHWC), so fp32, GPUs, ONNX export, tracing and torch.compile run
+the stock kernel.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-MAX_OUT_CHANNELS = 3  # RGB; at 4 outputs oneDNN was already faster (23.1 vs 26.7 ms, 32 -> 4 channels, 32x32)
+MAX_OUT_CHANNELS = 3  # RGB; at 4 outputs oneDNN was already faster (design_notes.md)
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

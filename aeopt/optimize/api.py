@@ -24,11 +24,10 @@ from .space import default_space, load_space
 from .trial import TrialPlan
 
 SEARCH_SHARE = 1 / 5  # of a --budget; the rest retrains chosen front members on the full training set
-# (a fifth: the front's errors come from the retraining, where on 2 cores the 45-MFLOP starting point needs
-# ~15 full-data epochs, ~8 minutes, for its best; a fifth of 15 minutes still tries ~30 configurations)
+# (the front's errors come from the retraining, which needs most of the time; design_notes.md)
 DEFAULT_TRIALS = 20  # when neither --trials nor --budget is given
 BUDGET_MAX_EPOCHS = 100  # with a budget and no final_epochs, the time left decides the epochs, up to this many
-# (a cap of 3 x the search's epochs left 43 s of a 2-minute GPU budget unused once members trained in seconds)
+# (a tighter cap left GPU budgets unused once members trained in seconds; design_notes.md)
 
 
 @dataclass

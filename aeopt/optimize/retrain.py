@@ -16,9 +16,7 @@ running at its deadline (slower than measured: a busy machine) stops after the c
 best weights.
 With a budget, only configurations that would get MIN_EPOCHS full-data epochs in half the retraining
 time are candidates (`trainable_within`): a larger model would join the front under-trained and push the
-cheaper members out of the retraining time (in one 15-minute Fashion-MNIST run a 137-MFLOP conv, the
-search's best, got 5 epochs: +3.74 dB over PCA, where a 45-MFLOP conv reached +3.95 dB in 15;
-benchmarks/results/optimize.md, notes).
+cheaper members out of the retraining time (benchmarks/results/optimize.md, notes; design_notes.md).
 """
 from __future__ import annotations
 
@@ -148,9 +146,9 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
         spent = member["train_seconds"] + member["val_seconds"]
         overhead = max(0.0, time.time() - started - spent)
         if deadline is not None and member["epochs"] and spent > 0:
-            # The search measured its speeds on a subset, start-up included: full-data epochs ran ~20% faster
-            # in a 15-minute run, which left the last member 110 s unused. Scale the members still to train
-            # by how far off the prediction was for this one.
+            # The search measured its speeds on a subset, start-up included, and full-data epochs run at
+            # another speed (design_notes.md): scale the members still to train by how far off the
+            # prediction was for this one.
             factor = min(2.0, max(0.5, spent / (member["epochs"] * per_epoch[i])))
             per_epoch[i + 1:] = [e * factor for e in per_epoch[i + 1:]]
     return members, skipped

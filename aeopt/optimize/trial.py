@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-import torch
 
 from ..data import Dataset
 from ..errors import AeoptError
@@ -78,8 +77,6 @@ def fit_config(config: Settings, dataset: Dataset, *, device: str, callbacks: li
     (train() writes one, which costs seconds); the run directory still holds the config, the weights and the
     history, so `aeopt evaluate` and `aeopt report` work on it later."""
     config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
     run_dir = prepare_run_dir(config.out, config, overwrite=True)
     save_config(run_dir, config, data_info(dataset))
     torch_device = resolve_device(device)

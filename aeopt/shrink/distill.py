@@ -5,11 +5,9 @@ reconstruction and the data (`alpha` of the teacher). The teacher's
 reconstructions are smoother targets than the raw pixels (its errors are ones a small model can
 copy). Optionally (`latent_weight` > 0, codes of the same size) the student's code is pulled
 towards the teacher's, in units of the teacher codes' variance.
-Measured on digits (teacher conv width 8, 30 epochs, 17.3 dB; student conv width 4, 10 epochs,
-seed 0): alone 12.99 dB; alpha 0.7 13.30 dB, alpha 1.0 13.24 dB; adding latent matching HURT
-(weight 0.03: 11.96 dB, 0.1: 11.69 dB, 1.0 unnormalized: 11.40 dB): a small student cannot
-reproduce the teacher's code and also reconstruct well, so it is off by default. With a weaker
-teacher (20 epochs, 16.2 dB) and 8 student epochs the gain vanished (12.06 vs 12.08 dB).
+Rules (figures: benchmarks/results/design_notes.md, shrink.md): alpha 0.7 by default, where the
+student gained most; latent matching off by default, since it hurt: a small student cannot
+reproduce the teacher's code and also reconstruct well. A weak teacher buys nothing.
 Validation (and so the choice of the best epoch) still measures the error against the data.
 """
 from __future__ import annotations

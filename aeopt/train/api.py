@@ -22,7 +22,6 @@ from ..settings import Settings
 from .callbacks import Callback
 from .loop import Loop, resolve_device
 from .lr_find import lr_range_test
-from .precision import choose_threads
 from .prepare import data_info, fit_settings, load_run_data, prepare_run_dir
 
 
@@ -72,8 +71,6 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
         settings["device"] = device
     config = resolve_settings(config, resume, settings)
     torch_device = resolve_device(config.runtime.device)
-    if torch_device.type == "cpu":
-        choose_threads(config.runtime.threads, log)
     if dataset is None:
         dataset = load_run_data(config)
     if config.objective.loss == "auto":

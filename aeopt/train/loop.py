@@ -33,7 +33,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, write_history
 from .cuda_graph import GraphedStep, graph_reason
 from .grad_monitor import GradMonitor
 from .optim import Schedule, build_optimizer, set_lr
-from .precision import CompiledForward, autocast, grad_scaler, has_conv, resolve_precision, use_channels_last
+from .precision import (CompiledForward, autocast, choose_threads, grad_scaler, has_conv, resolve_precision,
+                        use_channels_last)
 from .throughput import peak_gflops, throughput
 
 LOG_EVERY = 20  # steps between host syncs (progress bar, NaN check): a sync per step costs time on GPUs
@@ -75,9 +76,10 @@ class Loop:
         self.objective, self.train_source, self.val_source = objective, train, val
         self.run_dir, self.device, self.log, self.progress = run_dir, device, log, progress
         self.callbacks = list(callbacks)
-        if device.type == "cpu":
-            keep_freed_memory()  # no page faults on every step's fresh tensors (kernels/memory.py)
         rt, opt = settings.runtime, settings.optimization
+        if device.type == "cpu":
+            choose_threads(rt.threads, log)  # every run's threads are decided here, and only here
+            keep_freed_memory()  # no page faults on every step's fresh tensors (kernels/memory.py)
         self.model = model.to(device)
         counter = getattr(model, "train_flops_per_sample", None)
         self.flops = counter() if counter else 0
@@ -263,7 +265,7 @@ class Loop:
 
 
 def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: BatchSource | None,
-        settings: Settings, *, run_dir: Path | None = None, device: str | torch.device = "auto",
+        settings: Settings, *, run_dir: Path | None = None, device: str | torch.device | None = None,
         callbacks: Iterable[Callback] = (), log: Callable[[str], None] = print, progress: bool = True,
         resume: bool = False, setup: Callable[[Loop], Any] | None = None) -> FitResult:
     """Train `model` on `objective` with batches from `train`; returns it with its best weights.
@@ -274,12 +276,13 @@ def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: B
         train, val: batch sources; `val` decides the best epoch and early stopping (None: the last epoch).
         settings: the run's settings (optim and runtime sections are read here).
         run_dir: where checkpoints, model.safetensors and history.csv go (None: nothing is written).
-        device: "auto", "cpu", "cuda" or a torch.device.
+        device: "auto", "cpu", "cuda" or a torch.device (default: the settings' `device`). The batch sources
+            must yield batches there. CPU threads come from the settings' `threads` (choose_threads).
         callbacks: step/epoch events (callbacks.py).
         resume: continue from `run_dir`'s checkpoint.
         setup: called with the Loop before training (after a resume has loaded), to inspect or seed it.
     """
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = device if isinstance(device, torch.device) else resolve_device(device or settings.runtime.device)
     loop = Loop(model, objective, train, val, settings, run_dir=run_dir, device=device, log=log, progress=progress,
                 callbacks=callbacks)
     if resume:

@@ -23,7 +23,6 @@ from ..runs import atomic_write_bytes, atomic_write_text
 from ..settings import Settings
 from .loop import Loop, resolve_device
 from .optim import set_lr
-from .precision import choose_threads
 from .prepare import load_run_data, prepare_run_dir, start_run
 
 SMOOTHING = 0.9   # EMA factor: ~10 steps of memory, enough to see through batch noise
@@ -124,8 +123,6 @@ def lr_find(config: Settings | None = None, *, dataset: Dataset | None = None, o
         settings["device"] = device
     config = (config or Settings()).replace(**settings).validate()
     torch_device = resolve_device(config.runtime.device)
-    if torch_device.type == "cpu":
-        choose_threads(config.threads, log)
     if dataset is None:
         dataset = load_run_data(config)
     run_dir = prepare_run_dir(out or config.out, config.replace(model=f"{config.model}-lrfind"), overwrite=overwrite)
