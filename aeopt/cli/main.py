@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)  # the command as typed: `train --nproc-per-node` relaunches it under torchrun
     debug = args.debug or "--debug" in argv
     try:
         args.func(args)

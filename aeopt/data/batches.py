@@ -27,7 +27,8 @@ class BatchSource(Protocol):
         """The epoch's batches, on the source's device, in the order fixed by (seed, epoch)."""
 
     def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
-        """This process's samples in file order (validation passes)."""
+        """This process's samples in file order (validation passes): every rank::world_size-th, so that
+        over all processes each sample is seen once."""
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -61,7 +62,7 @@ class InMemorySource:
             yield self.x.index_select(0, order[start:start + batch_size])
 
     def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
-        x = self.x if self.world_size == 1 else self.x[shard(torch.arange(len(self.x)), self.rank, self.world_size)]
+        x = self.x if self.world_size == 1 else self.x[self.rank::self.world_size]  # every sample, on some rank
         for start in range(0, len(x), batch_size):
             yield x[start:start + batch_size]
 
@@ -86,7 +87,7 @@ class MmapSource:
         yield from self._read(order, batch_size)
 
     def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
-        yield from self._read(shard(torch.arange(len(self.rows)), self.rank, self.world_size).numpy(), batch_size)
+        yield from self._read(np.arange(self.rank, len(self.rows), self.world_size), batch_size)
 
     def _read(self, order: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
         for start in range(0, len(order), batch_size):

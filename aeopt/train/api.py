@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..data import Dataset
+from ..errors import AeoptError
 from ..evaluate.evaluate import evaluate_model
 from ..evaluate.report import write_report
 from ..models.losses import build_loss, choose_auto_loss
@@ -22,7 +23,8 @@ from ..settings import Settings
 from .callbacks import Callback
 from .loop import Loop, resolve_device
 from .lr_find import lr_range_test
-from .prepare import data_info, fit_settings, load_run_data, prepare_run_dir
+from . import distributed
+from .prepare import data_info, fit_settings, load_run_data, prepare_run_dir, run_dir_for
 
 
 @dataclass
@@ -70,23 +72,35 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
     if device is not None:
         settings["device"] = device
     config = resolve_settings(config, resume, settings)
-    torch_device = resolve_device(config.runtime.device)
+    group = distributed.from_environment(config.runtime.device)  # set up by torchrun (or `aeopt train --nproc-per-node N`)
+    if group is not None and not group.is_main:
+        log, progress = (lambda message: None), False  # rank 0 speaks for the run
+    torch_device = group.device(config.runtime.device) if group else resolve_device(config.runtime.device)
     if dataset is None:
         dataset = load_run_data(config)
     if config.objective.loss == "auto":
         log(f"loss auto -> {choose_auto_loss(dataset.in_unit_range)[1]}")
     build_model(config, data_info(dataset))  # fail on bad model settings before any directory exists
     build_loss(config.objective.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.objective.sparse_l1)
-    run_dir = Path(resume) if resume is not None else prepare_run_dir(config.runtime.out, config, overwrite=overwrite)
+    if group is not None and config.optimization.lr == "auto":
+        raise AeoptError("--lr auto runs the range test in one process; run `aeopt lr-find` first and pass --lr")
+    run_dir = Path(resume) if resume is not None else run_dir_for(config.runtime.out, config, overwrite=overwrite)
+    if group is not None:
+        group.barrier()  # every rank has checked the directory before rank 0 replaces it
+    if resume is None and (group is None or group.is_main):
+        run_dir = prepare_run_dir(str(run_dir), config, overwrite=overwrite)
     config = config.replace(out=str(run_dir))
     if config.optimization.lr == "auto":
         found = lr_range_test(config, dataset, run_dir, device=torch_device, log=log)
         config = config.replace(lr=found.lr)  # the run remembers the number, so --resume needs no second sweep
-    save_config(run_dir, config, data_info(dataset))
+    if group is None or group.is_main:
+        save_config(run_dir, config, data_info(dataset))
     result = fit_settings(config, dataset, run_dir, device=torch_device, log=log, progress=progress,
                           callbacks=callbacks, resume=resume is not None, setup=setup,
-                          objective_hook=objective_hook)
+                          objective_hook=objective_hook, group=group)
     loop = result.loop
+    if group is not None and not group.is_main:
+        return TrainResult(run_dir, result.model, {}, result.history)
     metrics = evaluate_model(result.model, dataset, device=torch_device)
     metrics.update({
         "params": result.model.num_params(), "train_flops_per_sample": loop.flops,

@@ -38,6 +38,12 @@ def load_checkpoint(loop: "Loop") -> None:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AeoptError(f"{meta_path} is damaged ({err}); start a new run instead") from None
+    saved, now = meta.get("world_size", 1), getattr(loop.train_source, "world_size", 1)
+    if saved != now:
+        launch = "without --nproc-per-node" if saved == 1 else f"with --nproc-per-node {saved} (or torchrun)"
+        raise AeoptError(f"{loop.run_dir} was trained by {saved} process(es) and this resume has {now}: each "
+                         f"process's batch order depends on that number, so the run could not continue exactly; "
+                         f"resume it {launch}, or start a new run from its weights")
     state = unflatten_state(meta["state"], load_tensors(loop.run_dir / "checkpoint.safetensors"))
     loop.model.load_state_dict(state["model"])
     loop.optimizer.load_state_dict(state["optimizer"])

@@ -41,6 +41,8 @@ def graph_reason(trainer: "Trainer") -> str | None:
         return "--compile"
     if trainer.config.optimizer not in ("adam", "adamw"):
         return "only Adam and AdamW have a capturable (fused) update here"
+    if getattr(trainer, "group", None) is not None:
+        return "several processes (DDP): its gradient all-reduce is not captured here"
     if trainer.extra_steps:
         return "the objective runs extra optimizer steps on every step's outputs"
     return trainer.objective.graph_reason

@@ -31,6 +31,7 @@ from ..settings import Settings
 from .callbacks import Callback
 from .checkpoint import load_checkpoint, save_checkpoint, write_history
 from .cuda_graph import GraphedStep, graph_reason
+from .distributed import Group, average_gradients_before_step, wrap
 from .grad_monitor import GradMonitor
 from .optim import Schedule, build_optimizer, set_lr
 from .precision import (CompiledForward, autocast, choose_threads, grad_scaler, has_conv, resolve_precision,
@@ -71,11 +72,12 @@ class Loop:
 
     def __init__(self, model: torch.nn.Module, objective: Objective, train: BatchSource, val: BatchSource | None,
                  settings: Settings, *, run_dir: Path | None, device: torch.device, log: Callable[[str], None],
-                 progress: bool, callbacks: Iterable[Callback] = ()):
+                 progress: bool, callbacks: Iterable[Callback] = (), group: Group | None = None):
         self.settings, self.config = settings, settings  # `config`: the name hooks and tests have always used
         self.objective, self.train_source, self.val_source = objective, train, val
         self.run_dir, self.device, self.log, self.progress = run_dir, device, log, progress
-        self.callbacks = list(callbacks)
+        self.callbacks, self.group = list(callbacks), group
+        self.writes = run_dir is not None and (group is None or group.is_main)  # only rank 0 writes files
         rt, opt = settings.runtime, settings.optimization
         if device.type == "cpu":
             choose_threads(rt.threads, log)  # every run's threads are decided here, and only here
@@ -88,12 +90,16 @@ class Loop:
         self.channels_last = use_channels_last(device, self.model, self.precision, rt.memory_format)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = CompiledForward(self.model, log) if rt.compile else self.model
+        wrapped = wrap(self.model, objective.main_parameters(self.model), device) if group else self.model
+        self.forward = CompiledForward(wrapped, log) if rt.compile else wrapped
         self.grad_monitor = GradMonitor(self.model, log)
         self.optimizer = build_optimizer(opt.optimizer, objective.main_parameters(self.model), lr=opt.lr,
                                          weight_decay=opt.weight_decay, momentum=opt.momentum,
                                          nesterov=opt.nesterov, fused=device.type == "cuda")
         self.extra_steps = objective.extra_steps(self.model)
+        if group is not None:
+            for extra in self.extra_steps.values():
+                average_gradients_before_step(extra.optimizer, group.world_size)
         self.steps_per_epoch = math.ceil(len(train) / opt.batch_size)
         self.schedule = Schedule(opt.schedule, total_steps=opt.epochs * self.steps_per_epoch)
         self.epochs = opt.epochs  # a callback may re-plan it (optimize's retraining does)
@@ -197,6 +203,10 @@ class Loop:
                     sums[name] = sums.get(name, 0.0) + float(value) * len(x)
                 count += len(x)
         self.model.train()
+        if self.group is not None:  # the same figures, and so the same decisions, on every rank
+            names = sorted(sums)
+            *totals, count = self.group.sum([sums[n] for n in names] + [count], self.device)
+            sums = dict(zip(names, totals))
         means = {name: total / max(count, 1) for name, total in sums.items()}
         return {"val_loss": means.pop("loss"), **{f"val_{name}": value for name, value in means.items()}}
 
@@ -226,7 +236,7 @@ class Loop:
                 if val_loss < self.best_val or math.isnan(val_loss):  # no validation split: the last epoch
                     self.best_val, self.best_epoch = val_loss, self.epoch
                     self.keep_best()
-                if self.run_dir is not None:
+                if self.writes:
                     save_checkpoint(self)
                     write_history(self.run_dir / "history.csv", self.history)
                 patience = self.settings.optimization.patience
@@ -244,13 +254,13 @@ class Loop:
         self.restore_best()
 
     def keep_best(self) -> None:
-        if self.run_dir is not None:
+        if self.writes:
             save_tensors(self.run_dir / "model.safetensors", self.model.state_dict())
         else:
             self.best_state = copy.deepcopy(self.model.state_dict())
 
     def restore_best(self) -> None:
-        if self.run_dir is not None and (self.run_dir / "model.safetensors").is_file():
+        if self.writes and (self.run_dir / "model.safetensors").is_file():
             self.model.load_state_dict(load_tensors(self.run_dir / "model.safetensors"))
         elif self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -258,7 +268,9 @@ class Loop:
     def throughput(self) -> dict[str, float]:
         """Training-step speed so far (evaluation excluded) against the machine's matmul peak."""
         peak = peak_gflops(self.device.type, self.precision, torch.get_num_threads())
-        return throughput(len(self.train_source) * self.epoch, self.train_seconds, self.flops, peak)
+        processes = self.group.world_size if self.group else 1  # the run's rate, all processes together
+        return throughput(len(self.train_source) * self.epoch * processes, self.train_seconds, self.flops,
+                          peak * processes)
 
     def load_checkpoint(self) -> None:
         load_checkpoint(self)
@@ -267,7 +279,7 @@ class Loop:
 def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: BatchSource | None,
         settings: Settings, *, run_dir: Path | None = None, device: str | torch.device | None = None,
         callbacks: Iterable[Callback] = (), log: Callable[[str], None] = print, progress: bool = True,
-        resume: bool = False, setup: Callable[[Loop], Any] | None = None) -> FitResult:
+        resume: bool = False, setup: Callable[[Loop], Any] | None = None, group: Group | None = None) -> FitResult:
     """Train `model` on `objective` with batches from `train`; returns it with its best weights.
 
     Args:
@@ -281,10 +293,12 @@ def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: B
         callbacks: step/epoch events (callbacks.py).
         resume: continue from `run_dir`'s checkpoint.
         setup: called with the Loop before training (after a resume has loaded), to inspect or seed it.
+        group: this process's place in a multi-process run (train/distributed.py); the sources must then
+            be sharded with its rank and world size. Only rank 0 writes `run_dir`.
     """
     device = device if isinstance(device, torch.device) else resolve_device(device or settings.runtime.device)
     loop = Loop(model, objective, train, val, settings, run_dir=run_dir, device=device, log=log, progress=progress,
-                callbacks=callbacks)
+                callbacks=callbacks, group=group)
     if resume:
         loop.load_checkpoint()
     if setup is not None:
