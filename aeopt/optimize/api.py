@@ -114,7 +114,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
             + ", ".join(f"trial {t.number}" for t in too_slow))
     within_budget = ("" if deadline is None else f" ({BEST_SHARE}x for the best-error one, {LEAD_SHARE}x for "
                      f"the recommended one), within {max(0.0, deadline - time.time()):.0f} s")
-    log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
+    log(f"retraining {len(picks)} front member(s) on all {dataset.n_train} training samples, cheapest first, "
         f"best error last, up to {max_epochs} epochs each{within_budget}")
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
     skipped = [{"trial": t.number, "reasons": ["on the search's front"],
