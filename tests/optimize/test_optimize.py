@@ -55,6 +55,8 @@ def test_front_is_non_dominated_and_rerun_resumes(tmp_path: Path, space: Path):
         assert {"mse", "test_mse", "params", "train_flops_per_sample", "run"} <= set(m)
         assert 0 < m["mse"] < 0.2 and 0 < m["test_mse"] < 0.2 and m["params"] > 0
         assert (out / m["run"] / "model.safetensors").is_file()
+        member = json.loads((out / m["run"] / "metrics.json").read_text())
+        assert member["pca"]["components"] == 8 and member["pca"]["mse"] > 0  # the baseline every run has
     points = [(m["mse"], m["params"]) for m in front]
     assert sorted(non_dominated(points)) == list(range(len(front)))  # nobody on the front is dominated
     assert result.recommended in result.front
