@@ -1,6 +1,7 @@
 """aeopt: build, train, evaluate, shrink and optimize autoencoders, with honest numbers."""
 from .config import TrainConfig
 from .data import Dataset, load_data
+from .detect import AutoencoderDetector
 from .errors import AeoptError
 from .evaluate import evaluate
 from .models import create_model, list_models, register_model

@@ -16,6 +16,7 @@ from .config import TrainConfig, parse_lr, read_yaml
 from .errors import AeoptError
 
 COMMAND_MODULES: tuple[str, ...] = (  # "aeopt.<module>" names that add further subcommands
+    "aeopt.detect.commands",
     "aeopt.lr_find",
     "aeopt.optimize.cli",
     "aeopt.sample",
