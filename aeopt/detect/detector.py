@@ -63,7 +63,8 @@ class AutoencoderDetector(BaseEstimator):
         latent_dim: code size; None = 16 for images, min(16, max(2, F // 2)) for tables.
         contamination: expected share of anomalies in the training data, in (0, 0.5], or "auto"
             (read from the score distribution: thresholds.py).
-        score: recon | latent | combined | elbo (VAE) | auto (by data kind, see AUTO_SCORE).
+        score_type: recon | latent | combined | elbo (VAE) | auto (by data kind, see AUTO_SCORE). Not
+            named `score`: scikit-learn reserves that name for a method.
         recon: reconstruction error mse | bce | ssim | auto.
         latent: code density knn | gauss.
         n_neighbors: k of the k-NN code distance.
@@ -78,7 +79,7 @@ class AutoencoderDetector(BaseEstimator):
     """
 
     def __init__(self, model: str = "auto", latent_dim: int | None = None, contamination: float | str = 0.1,
-                 score: str = "auto", recon: str = "auto", latent: str = "knn", n_neighbors: int = 5,
+                 score_type: str = "auto", recon: str = "auto", latent: str = "knn", n_neighbors: int = 5,
                  robust: float | None = None, epochs: int | None = None, batch_size: int = 128, lr: float = 3e-3,
                  loss: str = "auto", patience: int | None = 5, precision: str = "auto",
                  validation_fraction: float = 0.1, model_options: dict | None = None, seed: int = 0,
@@ -86,7 +87,7 @@ class AutoencoderDetector(BaseEstimator):
         self.model = model
         self.latent_dim = latent_dim
         self.contamination = contamination
-        self.score = score
+        self.score_type = score_type
         self.recon = recon
         self.latent = latent
         self.n_neighbors = n_neighbors
@@ -129,8 +130,8 @@ class AutoencoderDetector(BaseEstimator):
     # --- fitting -----------------------------------------------------------------------------
     def _choices(self, kind: str, x: torch.Tensor, log: Callable[[str], None]) -> dict:
         """Resolve every "auto"/None setting for this data, saying why where it matters."""
-        if self.score not in (*SCORES, "auto"):
-            raise AeoptError(f"unknown score {self.score!r}; known: {', '.join(SCORES)}, auto")
+        if self.score_type not in (*SCORES, "auto"):
+            raise AeoptError(f"unknown score {self.score_type!r}; known: {', '.join(SCORES)}, auto")
         if self.recon not in (*RECON_KINDS, "auto"):
             raise AeoptError(f"unknown recon score {self.recon!r}; known: {', '.join(RECON_KINDS)}, auto")
         if self.latent not in LATENT_KINDS:
@@ -140,8 +141,8 @@ class AutoencoderDetector(BaseEstimator):
         if not 0 < self.validation_fraction < 0.5:
             raise AeoptError(f"validation_fraction must be in (0, 0.5), got {self.validation_fraction!r}")
         model = self.model if self.model != "auto" else ("conv" if kind == "image" else "mlp")
-        score, why = (self.score, None) if self.score != "auto" else AUTO_SCORE[kind]
-        if self.score == "auto" and model == "vae":
+        score, why = (self.score_type, None) if self.score_type != "auto" else AUTO_SCORE[kind]
+        if self.score_type == "auto" and model == "vae":
             score, why = "elbo", "a VAE: its negative ELBO is the likelihood bound the model was trained for"
         if why:
             log(f"score auto -> {score} ({why})")
@@ -168,11 +169,11 @@ class AutoencoderDetector(BaseEstimator):
         log = _print if self.verbose else _quiet
         c = self._choices(kind, x, log)
         self.model_, self.config_ = train_autoencoder(x, c, self, trim=trim, log=log)
-        self.score_ = c["score"]
+        self.score_type_ = c["score"]
         self.scorer_ = Scorer(c["score"], c["recon"], self.latent, self.n_neighbors)
         self.decision_scores_ = self.scorer_.fit(self.model_, x)
         if contamination == "auto":
-            self.threshold_, self.threshold_method_ = auto_threshold(self.decision_scores_, seed=self.seed)
+            self.threshold_, self.threshold_method_ = auto_threshold(self.decision_scores_)
         else:
             self.threshold_ = contamination_threshold(self.decision_scores_, contamination)
             self.threshold_method_ = f"contamination {contamination:g}: the {100 * (1 - contamination):g}% " \
@@ -201,6 +202,7 @@ class AutoencoderDetector(BaseEstimator):
     # --- scoring -----------------------------------------------------------------------------
     def decision_function(self, X) -> np.ndarray:
         """Anomaly score per sample: higher = more abnormal."""
+        check_is_fitted(self)
         return self.scorer_(self.model_, self._samples(X, reset=False))
 
     def predict(self, X) -> np.ndarray:

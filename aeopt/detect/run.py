@@ -33,7 +33,7 @@ from .scores import Scorer
 from .thresholds import NoAnomalyInLabelsWarning, check_contamination
 
 THRESHOLDS = ("contamination", "f1")
-FITTED = ("threshold_", "threshold_method_", "score_", "sample_shape_", "n_features_in_")
+FITTED = ("threshold_", "threshold_method_", "score_type_", "sample_shape_", "n_features_in_")
 
 
 def _split_labels(y: torch.Tensor | None, normal_class: int | None) -> np.ndarray | None:
@@ -78,7 +78,7 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
             raise AeoptError(f"class {normal_class} is not in {data}'s training labels; known: "
                              f"{', '.join(map(str, known))}")
         x_train = x_train[ds.y_train == normal_class]
-    detector = AutoencoderDetector(contamination=contamination, score=score, seed=seed, **detector_params)
+    detector = AutoencoderDetector(contamination=contamination, score_type=score, seed=seed, **detector_params)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoAnomalyInLabelsWarning)
         detector.fit(x_train)
@@ -94,7 +94,7 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if threshold == "f1":
         log(f"threshold {detector.threshold_:.6g} ({detector.threshold_method_})")
-    metrics: dict[str, Any] = {"n_train": len(x_train), "score": detector.score_,
+    metrics: dict[str, Any] = {"n_train": len(x_train), "score": detector.score_type_,
                                "threshold_method": detector.threshold_method_}
     y_test = _split_labels(ds.y_test, normal_class)
     test_scores = detector.decision_function(ds.x_test)

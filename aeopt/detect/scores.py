@@ -87,8 +87,10 @@ def knn_distance(codes: np.ndarray, reference: np.ndarray, k: int, *, exclude_se
     `exclude_self` (scoring the reference set itself) drops each point's zero distance to itself,
     so training scores are leave-one-out and comparable with scores of new data.
     """
-    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
-    q = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float32))
+    # float64: float32's matmul form of the distance rounds differently per batch shape, and a
+    # sample's score must not depend on which other samples are scored with it
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float64))
+    q = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float64))
     k_eff = min(k + int(exclude_self), len(ref))
     out = []
     for start in range(0, len(q), KNN_CHUNK):
