@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..config import TrainConfig
 from ..data import Dataset, _to_samples, _unit_float
@@ -110,7 +110,11 @@ class AutoencoderDetector(BaseEstimator):
             check_is_fitted(self)
         if isinstance(X, torch.Tensor):
             X = X.detach().cpu().numpy()
-        X = validate_data(self, X, dtype=None, allow_nd=True, reset=reset, ensure_min_samples=2 if reset else 1)
+        min_samples = 2 if reset else 1
+        if np.ndim(X) == 2:  # tables: scikit-learn's own checks, n_features_in_ included
+            X = validate_data(self, X, dtype=None, reset=reset, ensure_min_samples=min_samples)
+        else:  # images: n_features_in_ counts pixel values, set below; (N, H, W) and (N, C, H, W) agree
+            X = check_array(X, dtype=None, allow_nd=True, ensure_min_samples=min_samples)
         if X.ndim == 2:
             X = X.astype(np.float64)
             if reset:
@@ -122,6 +126,7 @@ class AutoencoderDetector(BaseEstimator):
             x = _unit_float(_to_samples(X, "X"))
         if reset:
             self.sample_shape_ = tuple(x.shape[1:])
+            self.n_features_in_ = math.prod(self.sample_shape_)
         elif tuple(x.shape[1:]) != self.sample_shape_:
             raise AeoptError(f"samples of shape {tuple(x.shape[1:])} do not match the {self.sample_shape_} the "
                              "detector was fitted on: pass data of the training data's shape")
