@@ -13,7 +13,7 @@ from aeopt import AeoptError, AutoencoderDetector
 from aeopt.detect.robust import TrimmedLoss
 from aeopt.detect.scores import Scorer
 from aeopt.detect.thresholds import NoAnomalyInLabelsWarning, auto_threshold, f1_threshold
-from aeopt.losses import build_loss
+from aeopt.models.losses import build_loss
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_tables_get_an_mlp_and_standardized_features():
     x = rng.normal(size=(300, 5)) * [1, 10, 100, 1000, 1e4] + 50
     outliers = x[:5] + [0, 0, 0, 0, 1e5]
     detector = AutoencoderDetector(contamination=0.05, epochs=3).fit(x[5:])
-    assert detector.config_.model == "mlp" and detector.n_features_in_ == 5
+    assert detector.config_.architecture.model == "mlp" and detector.n_features_in_ == 5
     assert detector.decision_function(outliers).min() > np.percentile(detector.decision_scores_, 99)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

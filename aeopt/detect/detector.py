@@ -8,8 +8,8 @@ scikit-learn estimator: `__init__` only stores its arguments, so `clone`, `get_p
 
 Images (N, H, W) or (N, C, H, W), in [0, 1] or uint8, train a conv model by default; tables
 (N, F) an MLP, on features standardized with the training mean and std. Training is aeopt's
-(precision, early stopping on a held-out `validation_fraction`, best weights), in a temporary
-directory that is removed afterwards.
+(the one loop: precision, early stopping on a held-out `validation_fraction`, best weights),
+in memory: nothing is written.
 """
 from __future__ import annotations
 
@@ -23,10 +23,14 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ..config import TrainConfig
-from ..data import Dataset, _to_samples, _unit_float
+from ..data import InMemorySource
+from ..data.datasets import _to_samples, _unit_float
 from ..errors import AeoptError
-from .robust import TrimmedLoss, check_trim
+from ..models.losses import choose_auto_loss
+from ..runs import build_model
+from ..settings import Settings
+from ..train import fit, resolve_device
+from .robust import check_trim, trimmed_objective
 from .scores import LATENT_KINDS, RECON_KINDS, SCORES, Scorer
 from .thresholds import auto_threshold, check_contamination, contamination_threshold, f1_threshold
 
@@ -227,26 +231,29 @@ class AutoencoderDetector(BaseEstimator):
 
 
 def train_autoencoder(x: torch.Tensor, choices: dict, params: AutoencoderDetector, *, trim: float,
-                      log: Callable[[str], None]) -> tuple[torch.nn.Module, TrainConfig]:
-    """Train the detector's autoencoder with aeopt's trainer on x minus a held-out validation share."""
-    from ..train import Trainer, resolve_device
-
+                      log: Callable[[str], None]) -> tuple[torch.nn.Module, Settings]:
+    """Train the detector's autoencoder with aeopt's one loop on x minus a held-out validation share."""
     n = len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(params.seed))
     n_val = max(1, round(n * params.validation_fraction)) if n >= 10 else 0
     val, train = (order[:n_val], order[n_val:]) if n_val else (order, order)
-    is_image = x.dim() == 4
     repeats = max(1, math.ceil(MIN_EPOCH_SAMPLES / len(train)))
-    dataset = Dataset(name="array", x_train=x[train.repeat(repeats)], x_val=x[val], x_test=x[val[:1]], y_train=None, y_val=None,
-                      y_test=None, is_image=is_image)
-    options = choices["options"]
-    config = TrainConfig(data="array", model=choices["model"], latent_dim=choices["latent_dim"],
-                         epochs=choices["epochs"], batch_size=params.batch_size, lr=params.lr, loss=params.loss,
-                         seed=params.seed, patience=params.patience, precision=params.precision,
-                         **{k: v for k, v in options.items()}).validate()
-    with tempfile.TemporaryDirectory(prefix="aeopt-detect-") as tmp:
-        trainer = Trainer(config, dataset, Path(tmp), device=resolve_device("auto"), log=log, progress=False)
-        if trim:
-            trainer.loss_fn = TrimmedLoss(trainer.loss_fn, trim)
-        trainer.fit()
-    return trainer.model.eval(), config
+    in_unit_range = bool(x.min() >= 0 and x.max() <= 1)
+    settings = Settings.from_flat(data="array", model=choices["model"], latent_dim=choices["latent_dim"],
+                                  epochs=choices["epochs"], batch_size=params.batch_size, lr=params.lr,
+                                  loss=params.loss, seed=params.seed, patience=params.patience,
+                                  precision=params.precision, **choices["options"]).validate()
+    if params.loss == "auto":
+        log(f"loss auto -> {choose_auto_loss(in_unit_range)[1]}")
+    torch.manual_seed(params.seed)
+    model = build_model(settings, {"sample_shape": list(x.shape[1:]),
+                                   "output": "sigmoid" if in_unit_range else "linear"})
+    steps = math.ceil(len(train) * repeats / params.batch_size)
+    objective = model.objective(settings, in_unit_range=in_unit_range, steps_per_epoch=steps)
+    if trim:
+        objective = trimmed_objective(objective, trim)
+    device = resolve_device(settings.runtime.device)
+    result = fit(model, objective, InMemorySource(x[train.repeat(repeats)], seed=params.seed, device=device),
+                 InMemorySource(x[val], seed=params.seed, device=device), settings, device=device, log=log,
+                 progress=False)
+    return result.model.eval(), settings

@@ -7,28 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from ..report import _as_image, figure_bytes
+from ..evaluate.figures import figure_bytes, pyplot
+from ..evaluate.report import _as_image
 from ..runs import atomic_write_bytes, atomic_write_text
 
 GRID = 10  # samples per row of the most / least anomalous grid
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, figure_bytes(fig))
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def plot_histogram(scores: np.ndarray, y: np.ndarray | None, threshold: float, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.histogram_bin_edges(scores, bins=60)
     if y is None:
@@ -46,7 +38,7 @@ def plot_histogram(scores: np.ndarray, y: np.ndarray | None, threshold: float, p
 def plot_curves(scores: np.ndarray, y: np.ndarray, path: Path) -> None:
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(9, 3.8))
     fpr, tpr, _ = roc_curve(y, scores)
     roc.plot(fpr, tpr, label=f"AUROC {roc_auc_score(y, scores):.4f}")
@@ -65,7 +57,7 @@ def plot_curves(scores: np.ndarray, y: np.ndarray, path: Path) -> None:
 
 def plot_extremes(x, scores: np.ndarray, path: Path) -> None:
     """Top row: the most anomalous test images; bottom row: the least."""
-    plt = _plt()
+    plt = pyplot()
     order = np.argsort(scores)
     n = min(GRID, len(scores))
     fig, axes = plt.subplots(2, n, figsize=(1.1 * n, 2.8), squeeze=False)
@@ -86,7 +78,7 @@ def write_report(run_dir: Path, detector, ds, metrics: dict[str, Any], scores: n
     plot_histogram(scores, y, detector.threshold_, run_dir / "scores.png")
     lines = [f"# aeopt detector: {run_dir.name.split('.tmp-')[0].lstrip('.')}", "",
              f"Data `{ds.name}`: trained on {metrics['n_train']} samples of shape {tuple(detector.sample_shape_)}, "
-             f"model `{detector.config_.model}` (latent {detector.config_.latent_dim}); score `{detector.score_type_}`; "
+             f"model `{detector.config_.architecture.model}` (latent {detector.config_.architecture.latent_dim}); score `{detector.score_type_}`; "
              f"threshold {detector.threshold_:.6g} ({metrics['threshold_method']}); "
              f"{100 * metrics['test_flagged']:.1f}% of the {len(scores)} test samples flagged.", ""]
     if "detect" in metrics:

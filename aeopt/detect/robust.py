@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import AeoptError
 from ..metrics import ssim_per_sample
+from ..models.objective import Objective
 
 
 def _per_sample(name: str, out: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,22 @@ class TrimmedLoss:
         plain = sum(w * parts[name] for w, name in self.base.terms)
         parts["loss"] = parts["loss"] - plain + trimmed
         return parts
+
+
+def trimmed_objective(objective: Objective, trim: float) -> Objective:
+    """The objective with its reconstruction loss trimmed (training and validation alike: a validation
+    split of contaminated data holds anomalies too, and they must not pick the best epoch).
+
+    Works on every objective built on the reconstruction objective (conv, mlp, vae, vq, aae), which
+    keep their loss in `loss_fn`; the model's own penalties (a VAE's KL) are left as they are.
+    """
+    if not hasattr(objective, "loss_fn"):
+        raise AeoptError(f"robust training trims a reconstruction loss; {type(objective).__name__} has none: "
+                         "pass robust=0")
+    objective.loss_fn = TrimmedLoss(objective.loss_fn, trim)
+    objective.spec = objective.loss_fn.spec
+    objective.graph_reason = objective.graph_reason or "the trimmed loss sorts each batch's losses"
+    return objective
 
 
 def check_trim(trim) -> float:

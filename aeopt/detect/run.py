@@ -25,9 +25,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data import _to_samples, _unit_float, load_data, standardize
+from ..data import load_data, standardize
+from ..data.datasets import _to_samples, _unit_float, in_memory
 from ..errors import AeoptError, describe_failure
-from ..runs import atomic_write_text, load, load_tensors, save_config, save_tensors, write_json
+from ..runs import atomic_write_text, load_tensors, load_torch, save_config, save_tensors, write_json
 from .detector import AutoencoderDetector
 from .scores import Scorer
 from .thresholds import NoAnomalyInLabelsWarning, check_contamination
@@ -68,8 +69,8 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
         raise AeoptError(f"{out} already exists; pass --overwrite to replace it or --out to choose another")
     if out.exists() and not (out / "detector.json").is_file():
         raise AeoptError(f"{out} exists and is not an aeopt detector run; refusing to delete it")
-    ds = load_data(data, data_dir=data_dir, seed=seed, limit=limit)
-    x_train, x_val = ds.x_train, ds.x_val
+    ds = load_data(data, data_dir=data_dir, seed=seed, limit=limit, mmap=False)
+    x_train, x_val = in_memory(ds.x_train), ds.x_val
     if normal_class is not None:
         if ds.y_train is None:
             raise AeoptError(f"--normal-class needs labelled data, but {data} has no labels")
@@ -160,7 +161,7 @@ def load_detector(run_dir: str | Path) -> tuple[AutoencoderDetector, dict[str, A
     try:
         meta = json.loads(path.read_text())
         detector = AutoencoderDetector(**meta["params"])
-        run = load(run_dir)
+        run = load_torch(run_dir)
         tensors = load_tensors(run_dir / "detector.safetensors")
         detector.model_, detector.config_ = run.model, run.config
         detector.scorer_ = Scorer.restore(meta["scorer"], {k[7:]: v for k, v in tensors.items()
@@ -180,11 +181,11 @@ def load_detector(run_dir: str | Path) -> tuple[AutoencoderDetector, dict[str, A
 
 def read_all(spec: str, data_dir: str | None = None) -> np.ndarray:
     """Every sample of a data spec in file order (no split), images in [0, 1], tables unscaled."""
-    from .. import readers
+    from ..data import readers
 
     kind, _, arg = spec.partition(":")
     if spec == "digits":
-        x, _ = readers.load_digits()
+        x = readers.load_digits()[0]
     elif spec == "fashion-mnist":
         x = readers.load_fashion(data_dir, 0)[0]
     elif kind == "idx" and arg:
@@ -198,7 +199,7 @@ def read_all(spec: str, data_dir: str | None = None) -> np.ndarray:
     elif kind == "csv" and arg:
         x = readers.load_csv(arg, spec)[0]
     else:
-        load_data(spec)  # raises the one-line "unknown data source" error with the known ones
+        load_data(spec)  # raises the one-line "unknown data source" error that lists the known ones
         raise AeoptError(f"unknown data source {spec!r}")
     x = _to_samples(x, spec)
     return _unit_float(x) if x.ndim == 4 else x
