@@ -37,7 +37,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
                       score=args.score, threshold=args.threshold, overwrite=args.overwrite, data_dir=args.data_dir,
                       limit=args.limit, seed=args.seed, log=_log(args.quiet), verbose=not args.quiet, **params)
     d = metrics.get("detect")
-    result = f"test AUROC {d['auroc']:.4f}, AP {d['average_precision']:.4f}, F1 {d['f1']:.4f}" if d else "no test labels"
+    result = (f"test AUROC {d['auroc']:.4f}, AP {d['average_precision']:.4f}, F1 {d['f1']:.4f}" if d
+              else "no test labels")
     print(f"{result}; {100 * metrics['test_flagged']:.1f}% of the test set flagged; run: {args.out}")
 
 

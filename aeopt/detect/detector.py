@@ -14,8 +14,6 @@ in memory: nothing is written.
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

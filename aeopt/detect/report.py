@@ -78,7 +78,8 @@ def write_report(run_dir: Path, detector, ds, metrics: dict[str, Any], scores: n
     plot_histogram(scores, y, detector.threshold_, run_dir / "scores.png")
     lines = [f"# aeopt detector: {run_dir.name.split('.tmp-')[0].lstrip('.')}", "",
              f"Data `{ds.name}`: trained on {metrics['n_train']} samples of shape {tuple(detector.sample_shape_)}, "
-             f"model `{detector.config_.architecture.model}` (latent {detector.config_.architecture.latent_dim}); score `{detector.score_type_}`; "
+             f"model `{detector.config_.architecture.model}` (latent {detector.config_.architecture.latent_dim}); "
+             f"score `{detector.score_type_}`; "
              f"threshold {detector.threshold_:.6g} ({metrics['threshold_method']}); "
              f"{100 * metrics['test_flagged']:.1f}% of the {len(scores)} test samples flagged.", ""]
     if "detect" in metrics:
