@@ -120,6 +120,13 @@ def score_variants(det, xtr, xte, yte, variants) -> dict[str, float]:
     return out
 
 
+def extra_detectors(args) -> list[tuple[str, dict]]:
+    """--aeopt LABEL=JSON: more aeopt settings in the same run, e.g. mlp='{"model": "mlp"}'."""
+    import json
+
+    return [(label, json.loads(params)) for label, _, params in (a.partition("=") for a in args.aeopt or [])]
+
+
 # --- 1. one-class images -------------------------------------------------------------------------
 def one_class(name: str, args) -> list[str]:
     ds = load_data(name)
@@ -144,6 +151,9 @@ def one_class(name: str, args) -> list[str]:
         row = {"aeopt (default: " + det.score_type_ + ")": (roc_auc_score(yte, det.decision_function(xte)), seconds)}
         for variant, value in score_variants(det, xtr, xte, yte, SCORE_VARIANTS).items():
             row[f"aeopt score {variant}"] = (value, None)
+        for label, params in extra_detectors(args):
+            other, seconds = aeopt_fit(xtr, 0, **params)
+            row[f"aeopt {label}"] = (roc_auc_score(yte, other.decision_function(xte)), seconds)
         for peer, run in peers.items():
             s, t = run(xtr, xte, 0)
             row[peer] = (roc_auc_score(yte, s), t)
@@ -234,6 +244,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--robust", type=float, default=0.0,
                         help="tables: also run aeopt with this trim (default 0: untrimmed, beside the trimmed default)")
+    parser.add_argument("--aeopt", action="append", metavar="LABEL=JSON",
+                        help="images: also run aeopt with these detector parameters (repeatable)")
     parser.add_argument("--out", help="write the markdown table here")
     args = parser.parse_args()
     torch.manual_seed(0)
