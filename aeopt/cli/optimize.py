@@ -21,7 +21,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--objectives", default=d["objectives"],
                    help=f"one error (mse, mae) and one or two costs (params, flops, latency); default {d['objectives']}")
     p.add_argument("--latent-dim", type=int, help="fix the code size (default: searched)")
-    p.add_argument("--storage", help="Optuna storage URL (default: SQLite study.db in --out), or journal:PATH")
+    p.add_argument("--storage", help="Optuna storage: default SQLite study.db in --out (with --workers N, the journal "
+                   "file study.journal); journal:PATH; or postgresql://user:pw@host/db to share one study between "
+                   "machines (pip install aeopt[postgres])")
     p.add_argument("--workers", type=int, default=d["workers"], help="local worker processes sharing the study")
     p.add_argument("--tolerance", type=float, default=d["tolerance"],
                    help=f"recommend the cheapest model within this fraction of the best error (default {d['tolerance']})")

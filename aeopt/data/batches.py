@@ -45,7 +45,8 @@ def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
 
 
 class InMemorySource:
-    """A split held as one tensor on the training device."""
+    """A split held as one tensor on the training device; uint8 pixels become float32 in [0, 1] one batch
+    at a time (the same values as converting the whole split first)."""
 
     def __init__(self, x: torch.Tensor, *, seed: int, device: torch.device | str = "cpu", rank: int = 0,
                  world_size: int = 1):
@@ -59,12 +60,15 @@ class InMemorySource:
     def batches(self, epoch: int, batch_size: int) -> Iterator[torch.Tensor]:
         order = shard(epoch_order(len(self.x), self.seed, epoch), self.rank, self.world_size).to(self.x.device)
         for start in range(0, len(order), batch_size):
-            yield self.x.index_select(0, order[start:start + batch_size])
+            yield self._float(self.x.index_select(0, order[start:start + batch_size]))
+
+    def _float(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.float().div_(255) if batch.dtype == torch.uint8 else batch
 
     def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
         x = self.x if self.world_size == 1 else self.x[self.rank::self.world_size]  # every sample, on some rank
         for start in range(0, len(x), batch_size):
-            yield x[start:start + batch_size]
+            yield self._float(x[start:start + batch_size])
 
 
 class MmapSource:
@@ -74,8 +78,12 @@ class MmapSource:
     """
 
     def __init__(self, array: np.ndarray, rows: np.ndarray, to_samples: Callable[[np.ndarray], np.ndarray], *,
-                 seed: int, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
+                 seed: int, device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                 release: Callable[[int], None] | None = None,
+                 gather: Callable[[np.ndarray, np.ndarray], np.ndarray] = lambda array, rows: array[rows]):
         self.array, self.rows, self.to_samples = array, np.asarray(rows, dtype=np.int64), to_samples
+        self.release = release  # hands the map's pages back to the page cache as batches are read
+        self.gather = gather    # array[rows], read without mapping the file's pages (data/shards.py)
         self.seed, self.device, self.rank, self.world_size = seed, torch.device(device), rank, world_size
         self.sample_shape = tuple(to_samples(array[:1]).shape[1:])
 
@@ -93,7 +101,9 @@ class MmapSource:
         for start in range(0, len(order), batch_size):
             wanted = self.rows[order[start:start + batch_size]]
             ascending = np.argsort(wanted, kind="stable")
-            block = self.to_samples(self.array[wanted[ascending]])  # one sorted gather: sequential reads
+            block = self.to_samples(self.gather(self.array, wanted[ascending]))  # sorted: sequential reads
             batch = np.empty_like(block)
             batch[ascending] = block
+            if self.release is not None:
+                self.release(block.nbytes)
             yield torch.from_numpy(batch).to(self.device)

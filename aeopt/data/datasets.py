@@ -7,6 +7,7 @@ user's input raises ``AeoptError`` with a one-line message saying what is wrong 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,28 @@ import torch
 
 from ..errors import AeoptError
 from .batches import InMemorySource, MmapSource
+from .shards import Releaser, ShardedArray, gather, read_shards, release
 from .readers import (GREY_MODES, NPY_MAGIC, has_magic, load_csv, load_digits, load_fashion, load_image_dir,
                       load_npy, load_npy_mapped, load_npz, read_idx, require_file)
 
 KNOWN_SOURCES = ["digits", "fashion-mnist", "idx:IMAGES[,LABELS]", "npy:PATH", "npz:PATH",
-                 "images:DIR", "csv:PATH"]
+                 "images:DIR", "csv:PATH", "shards:DIR"]
+MAPPED_HOLDOUT_MAX = 10_000          # mapped/sharded data: validation and test each at most this many samples
+MAPPED_HOLDOUT_MAX_BYTES = 64 << 20  # ... and this many bytes of float32, so memory does not grow with the data
 MMAP_ABOVE_BYTES = 1 << 30  # npy:PATH is memory-mapped above this size unless --mmap says otherwise
 CHUNK_ROWS = 4096           # rows per chunk when a mapped file is checked or summarized
+
+
+def chunks_of(x):
+    """(start, rows) over an array in CHUNK_ROWS pieces; a memory map's pages are handed back after each
+    piece, so reading a file much larger than memory never makes the process hold it."""
+    releaser = Releaser(x) if isinstance(x, (np.memmap, ShardedArray)) else None
+    for start in range(0, len(x), CHUNK_ROWS):
+        chunk = x[start:start + CHUNK_ROWS]
+        yield start, chunk
+        if releaser is not None:
+            releaser.tick(chunk.nbytes)
+    release(x)
 
 
 class MappedSplit:
@@ -37,33 +53,46 @@ class MappedSplit:
         return len(self.rows)
 
     def __getitem__(self, index) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.to_samples(self.array[self.rows[index]])))
-
-    def chunks(self):
-        for start in range(0, len(self.rows), CHUNK_ROWS):
-            yield self[start:start + CHUNK_ROWS]
+        return torch.from_numpy(np.ascontiguousarray(self.to_samples(gather(self.array, self.rows[index]))))
 
     def numel(self) -> int:
         return len(self.rows) * int(np.prod(self.shape[1:]))
 
+    def chunks(self):
+        rows, releaser = np.sort(self.rows), Releaser(self.array)  # file order: sequential reads
+        for start in range(0, len(rows), CHUNK_ROWS):
+            chunk = self.to_samples(self.array[rows[start:start + CHUNK_ROWS]])
+            yield torch.from_numpy(np.ascontiguousarray(chunk))
+            releaser.tick(chunk.nbytes)
+        release(self.array)
+
+    @functools.cached_property
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min, max) of the split's samples, from one pass over the file."""
+        ranges = [(chunk.min(), chunk.max()) for chunk in self.chunks()]
+        return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
     def min(self) -> torch.Tensor:
-        return min(chunk.min() for chunk in self.chunks())
+        return self.bounds[0]
 
     def max(self) -> torch.Tensor:
-        return max(chunk.max() for chunk in self.chunks())
+        return self.bounds[1]
 
 
 def in_memory(x, limit: int | None = None) -> torch.Tensor:
-    """A split as a tensor: itself, or the first `limit` rows of a mapped split (all if None)."""
+    """A stored split (`Dataset.train_split`) as float32 samples: the first `limit` rows (all if None)."""
     if isinstance(x, MappedSplit):
         return x[:limit] if limit is not None else x[:]
-    return x if limit is None else x[:limit]
+    x = x if limit is None else x[:limit]
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 def batch_source(x, *, seed: int, device, rank: int = 0, world_size: int = 1):
-    """The batch source for a training split: in memory on the device, or read from its memory map."""
+    """The batch source for a split (pass `Dataset.train_split` for the training split): in memory on the
+    device (uint8 pixels converted batch by batch), or read from its memory map."""
     if isinstance(x, MappedSplit):
-        return MmapSource(x.array, x.rows, x.to_samples, seed=seed, device=device, rank=rank, world_size=world_size)
+        return MmapSource(x.array, x.rows, x.to_samples, seed=seed, device=device, rank=rank, world_size=world_size,
+                          release=Releaser(x.array).tick, gather=gather)
     return InMemorySource(x, seed=seed, device=device, rank=rank, world_size=world_size)
 
 
@@ -74,6 +103,10 @@ class Dataset:
 
     Images are float32 (N, C, H, W) in [0, 1]; tables are float32 (N, F) standardized with
     the train split's mean/std, which are kept in ``scaler``. Labels are int64 or None.
+
+    uint8 pixels stay uint8 in the training split (`train_split`, 4x less memory than float32):
+    reading `x_train` converts them (a new float32 tensor each time), while the training loop's
+    batch source converts one batch at a time. A memory-mapped split stays in its file (MappedSplit).
     """
 
     name: str
@@ -87,17 +120,41 @@ class Dataset:
     scaler: dict | None = None
 
     @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """Shape of one sample, e.g. (1, 28, 28) or (F,)."""
-        return tuple(self.x_train.shape[1:])
+    def train_split(self):
+        """The training split as stored: a float32 tensor, a uint8 pixel tensor or a MappedSplit."""
+        return self.__dict__["_x_train"]
 
     @property
+    def n_train(self) -> int:
+        return len(self.train_split)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. (1, 28, 28) or (F,)."""
+        return tuple(self.train_split.shape[1:])
+
+    @functools.cached_property
     def in_unit_range(self) -> bool:
-        """True when every value lies in [0, 1] (always for images), e.g. to allow a sigmoid output."""
+        """True when every value lies in [0, 1] (always for images), e.g. to allow a sigmoid output.
+        Computed once per Dataset: for a mapped split it is a pass over the file."""
         if self.is_image:
             return True
         return all(t.numel() == 0 or (t.min().item() >= 0 and t.max().item() <= 1)
-                   for t in (self.x_train, self.x_val, self.x_test))
+                   for t in (self.train_split, self.x_val, self.x_test))
+
+
+def _read_x_train(self):
+    stored = self.__dict__["_x_train"]
+    if isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8:
+        return stored.float().div_(255)  # the same float32 values as numpy's x / 255
+    return stored
+
+
+def _write_x_train(self, value) -> None:
+    self.__dict__["_x_train"] = value
+
+
+Dataset.x_train = property(_read_x_train, _write_x_train, doc="The training split as float32 samples.")
 
 
 def load_data(spec: str = "digits", *, data_dir: str | None = None, seed: int = 0,
@@ -123,6 +180,78 @@ def load_data(spec: str = "digits", *, data_dir: str | None = None, seed: int = 
         AeoptError: On a bad argument or bad input data.
     """
     _check_args(seed, val_fraction, test_fraction, limit, image_size)
+    x, y, splits = read_source(spec, data_dir=data_dir, seed=seed, image_size=image_size, mmap=mmap)
+    if isinstance(x, (np.memmap, ShardedArray)):
+        return _mapped_dataset(x, y, spec, seed, val_fraction, test_fraction, limit)
+    is_image = x.ndim == 4
+    train, val, test = splits or _split_indices(len(x), seed, val_fraction, test_fraction, spec)
+
+    if limit is not None:
+        train = train[:limit]
+    xs = [x[i] for i in (train, val, test)]
+    ys = [None if y is None else y[i] for i in (train, val, test)]
+    scaler = None
+    if is_image:
+        # uint8 pixels of the training split stay uint8 (Dataset.train_split); val/test are float32
+        xs = [xs[0] if xs[0].dtype == np.uint8 else _unit_float(xs[0])] + [_unit_float(a) for a in xs[1:]]
+    else:
+        # Statistics from the train split only, so nothing leaks from val/test into training.
+        train64 = xs[0].astype(np.float64)
+        mean, std = train64.mean(axis=0), train64.std(axis=0)
+        std[~(std > 1e-12)] = 1.0  # constant columns: centre them, don't divide by ~0
+        scaler = {"mean": mean.tolist(), "std": std.tolist()}
+        xs = [standardize(a, scaler) for a in xs]
+
+    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+    return Dataset(spec, *map(tensor, xs), *map(tensor, ys), is_image=is_image, scaler=scaler)
+
+
+def _mapped_dataset(x, y: np.ndarray | None, spec: str, seed: int, val_fraction: float, test_fraction: float,
+                    limit: int | None) -> Dataset:
+    """The same split and scaling as in memory, with the training split left in the memory map (or shards);
+    validation and test hold at most MAPPED_HOLDOUT_MAX samples each, so memory does not grow with the data."""
+    is_image = x.ndim == 4
+    row_bytes = 4 * int(np.prod(x.shape[1:]))
+    most = max(1, min(MAPPED_HOLDOUT_MAX, MAPPED_HOLDOUT_MAX_BYTES // row_bytes))
+    train, val, test = _split_indices(len(x), seed, val_fraction, test_fraction, spec, most=most)
+    if limit is not None:
+        train = train[:limit]
+    scaler = None
+    if is_image:
+        to_samples = _unit_float
+    else:
+        total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        releaser, ordered = Releaser(x), np.sort(train)
+        for start in range(0, len(ordered), CHUNK_ROWS):
+            rows = x[ordered[start:start + CHUNK_ROWS]].astype(np.float64)
+            releaser.tick(rows.nbytes)
+            total += rows.sum(0)
+            squares += np.square(rows).sum(0)
+        mean = total / len(train)
+        std = np.sqrt(np.maximum(squares / len(train) - mean ** 2, 0))
+        std[~(std > 1e-12)] = 1.0
+        scaler = {"mean": mean.tolist(), "std": std.tolist()}
+
+        def to_samples(rows: np.ndarray) -> np.ndarray:
+            return standardize(rows, scaler)
+
+    def loaded(rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(to_samples(gather(x, rows))))
+
+    def labels(rows: np.ndarray) -> torch.Tensor | None:
+        return None if y is None else torch.from_numpy(y[rows])
+
+    release(x)  # the checks and statistics read the whole map: hand its pages back
+    return Dataset(spec, MappedSplit(x, train, to_samples), loaded(val), loaded(test), labels(train), labels(val),
+                   labels(test), is_image=is_image, scaler=scaler)
+
+
+def read_source(spec: str, *, data_dir: str | None = None, seed: int = 0,
+                image_size: tuple[int, int] | None = None, mmap: bool | None = None):
+    """(samples, labels or None, official splits or None) of a data spec, checked, before splitting and
+    scaling: images (N, C, H, W) in their own dtype (uint8 pixels stay uint8), tables (N, F)."""
     kind, _, arg = spec.partition(":")
     splits = None
     if spec == "digits":
@@ -142,66 +271,14 @@ def load_data(spec: str = "digits", *, data_dir: str | None = None, seed: int = 
         x, y = load_image_dir(arg, spec, image_size)
     elif kind == "csv" and arg:
         x, y = load_csv(arg, spec)
+    elif kind == "shards" and arg:
+        x, y = read_shards(arg, spec)
     else:
         raise AeoptError(f"unknown data source {spec!r}: use one of {', '.join(KNOWN_SOURCES)}")
-
     x = _to_samples(x, spec)
-    if isinstance(x.base if x.base is not None else x, np.memmap) or isinstance(x, np.memmap):
-        return _mapped_dataset(x, spec, seed, val_fraction, test_fraction, limit)
-    is_image = x.ndim == 4
     if y is not None:
         y = _labels(y, len(x), spec)
-    train, val, test = splits or _split_indices(len(x), seed, val_fraction, test_fraction, spec)
-    if limit is not None:
-        train = train[:limit]
-    xs = [x[i] for i in (train, val, test)]
-    ys = [None if y is None else y[i] for i in (train, val, test)]
-    scaler = None
-    if is_image:
-        xs = [_unit_float(a) for a in xs]
-    else:
-        # Statistics from the train split only, so nothing leaks from val/test into training.
-        train64 = xs[0].astype(np.float64)
-        mean, std = train64.mean(axis=0), train64.std(axis=0)
-        std[~(std > 1e-12)] = 1.0  # constant columns: centre them, don't divide by ~0
-        scaler = {"mean": mean.tolist(), "std": std.tolist()}
-        xs = [standardize(a, scaler) for a in xs]
-
-    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
-        return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
-
-    return Dataset(spec, *map(tensor, xs), *map(tensor, ys), is_image=is_image, scaler=scaler)
-
-
-def _mapped_dataset(x: np.ndarray, spec: str, seed: int, val_fraction: float, test_fraction: float,
-                    limit: int | None) -> Dataset:
-    """The same split and scaling as in memory, with the training split left in the memory map."""
-    is_image = x.ndim == 4
-    train, val, test = _split_indices(len(x), seed, val_fraction, test_fraction, spec)
-    if limit is not None:
-        train = train[:limit]
-    scaler = None
-    if is_image:
-        to_samples = _unit_float
-    else:
-        total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-        for start in range(0, len(train), CHUNK_ROWS):
-            rows = x[np.sort(train[start:start + CHUNK_ROWS])].astype(np.float64)
-            total += rows.sum(0)
-            squares += np.square(rows).sum(0)
-        mean = total / len(train)
-        std = np.sqrt(np.maximum(squares / len(train) - mean ** 2, 0))
-        std[~(std > 1e-12)] = 1.0
-        scaler = {"mean": mean.tolist(), "std": std.tolist()}
-
-        def to_samples(rows: np.ndarray) -> np.ndarray:
-            return standardize(rows, scaler)
-
-    def loaded(rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(to_samples(x[rows])))
-
-    return Dataset(spec, MappedSplit(x, train, to_samples), loaded(val), loaded(test), None, None, None,
-                   is_image=is_image, scaler=scaler)
+    return x, y, splits
 
 
 def standardize(x: np.ndarray, scaler: dict) -> np.ndarray:
@@ -286,8 +363,7 @@ def _to_samples(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise AeoptError(f"{where}: unsupported dtype {x.dtype}: save a numeric (integer or float) array")
     if x.dtype.kind == "f":
-        bad = sum(x[i:i + CHUNK_ROWS].size - int(np.count_nonzero(np.isfinite(x[i:i + CHUNK_ROWS])))
-                  for i in range(0, len(x), CHUNK_ROWS))
+        bad = sum(chunk.size - int(np.count_nonzero(np.isfinite(chunk))) for _, chunk in chunks_of(x))
         if bad:
             raise AeoptError(f"{bad} NaN/Inf values in {where}; clean or impute them first")
     shape = x.shape
@@ -304,9 +380,8 @@ def _to_samples(x: np.ndarray, where: str) -> np.ndarray:
                          "(N, C, H, W) with C in 1/3/4 or (N, H, W, C) with C in 1/3: reshape it")
     if x.ndim == 4 and x.dtype != np.uint8:
         # Only uint8 has an obvious scale (/255); for anything else a guess could silently be wrong.
-        lo, hi = ((min(float(x[i:i + CHUNK_ROWS].min()) for i in range(0, len(x), CHUNK_ROWS)),
-                   max(float(x[i:i + CHUNK_ROWS].max()) for i in range(0, len(x), CHUNK_ROWS)))
-                  if x.size else (0.0, 0.0))
+        ranges = [(float(chunk.min()), float(chunk.max())) for _, chunk in chunks_of(x)]
+        lo, hi = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if x.size else (0.0, 0.0)
         if lo < 0 or hi > 1:
             raise AeoptError(f"{where}: image values lie in [{lo:g}, {hi:g}], not [0, 1]: scale them to "
                              "[0, 1] (or save uint8 pixels), or save the data as a 2-D (N, F) table")
@@ -339,12 +414,12 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
 
 
 def _split_indices(n: int, seed: int, val_fraction: float, test_fraction: float,
-                   where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   where: str, most: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split range(n) by a seeded permutation; every split gets at least one sample."""
     if n < 3:
         raise AeoptError(f"{where} has only {n} samples: at least 3 are needed (one each for "
                          "training, validation and test); add more data")
-    n_test = min(max(1, round(n * test_fraction)), n - 2)
-    n_val = min(max(1, round(n * val_fraction)), n - n_test - 1)
+    n_test = min(max(1, round(n * test_fraction)), n - 2, most or n)
+    n_val = min(max(1, round(n * val_fraction)), n - n_test - 1, most or n)
     perm = np.random.default_rng(seed).permutation(n)
     return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]

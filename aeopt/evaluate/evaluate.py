@@ -7,13 +7,14 @@ import numpy as np
 import torch
 
 from ..data import Dataset
-from ..data.datasets import in_memory
+from ..data.datasets import MappedSplit, in_memory
 from ..metrics import mse_per_sample, psnr, ssim_per_sample
 from ..models.noise import EVAL_SEED as NOISE_EVAL_SEED
 from ..models.noise import Noise, parse_noise
 from .probe import latent_metrics
 
-PCA_FIT_MAX = 200_000  # PCA's training rows: all of them up to here (a mapped split beyond is sampled by its head)
+PCA_FIT_MAX = 200_000        # PCA's training rows: all of them up to here (a split beyond: its head)
+MAPPED_PCA_MAX_BYTES = 8 << 20  # a mapped split (data larger than memory): at most this many bytes of rows
 
 
 def reconstruct(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
@@ -31,7 +32,7 @@ def peak_of(dataset: Dataset) -> float:
     """PSNR's peak: 1.0 for data in [0, 1]; the training data's value range for standardized tables."""
     if dataset.in_unit_range:
         return 1.0
-    return float(dataset.x_train.max() - dataset.x_train.min())
+    return float(dataset.train_split.max() - dataset.train_split.min())
 
 
 def quality(x_hat: torch.Tensor, x: torch.Tensor, *, is_image: bool, peak: float) -> dict[str, Any]:
@@ -51,7 +52,10 @@ def pca_reconstruction(dataset: Dataset, k: int, x: torch.Tensor) -> torch.Tenso
     """PCA with k components fitted on the training data: the best linear autoencoder of size k."""
     from sklearn.decomposition import PCA
 
-    train = in_memory(dataset.x_train, PCA_FIT_MAX).flatten(1).numpy()
+    rows = PCA_FIT_MAX
+    if isinstance(dataset.train_split, MappedSplit):
+        rows = max(1, min(rows, MAPPED_PCA_MAX_BYTES // (4 * int(np.prod(dataset.sample_shape)))))
+    train = in_memory(dataset.train_split, rows if dataset.n_train > rows else None).flatten(1).numpy()
     k = min(k, *train.shape)
     pca = PCA(n_components=k, svd_solver="randomized" if k < min(train.shape) // 2 else "full", random_state=0)
     pca.fit(train)

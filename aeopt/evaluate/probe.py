@@ -57,7 +57,7 @@ def latent_metrics(model: torch.nn.Module, dataset, *, device: torch.device | st
     metrics: dict[str, Any] = code_statistics(z_test)
     if dataset.y_train is None or dataset.y_test is None:
         return metrics
-    x_train, y_train = dataset.x_train[:PROBE_TRAIN_MAX], dataset.y_train[:PROBE_TRAIN_MAX].numpy()
+    x_train, y_train = in_memory(dataset.train_split, PROBE_TRAIN_MAX), dataset.y_train[:PROBE_TRAIN_MAX].numpy()
     y_test = dataset.y_test.numpy()
     z_train = codes(model, x_train, device=device)
     metrics["probe"] = {**probe_accuracy(z_train.numpy(), y_train, z_test.numpy(), y_test),
@@ -66,7 +66,7 @@ def latent_metrics(model: torch.nn.Module, dataset, *, device: torch.device | st
         from sklearn.decomposition import PCA
 
         k = min(z_test.shape[1], *x_train.flatten(1).shape)
-        fitted = PCA(n_components=k, random_state=0).fit(in_memory(dataset.x_train, PCA_FIT_MAX).flatten(1).numpy())
+        fitted = PCA(n_components=k, random_state=0).fit(in_memory(dataset.train_split, PCA_FIT_MAX).flatten(1).numpy())
         metrics["pca_probe"] = probe_accuracy(fitted.transform(x_train.flatten(1).numpy()), y_train,
                                               fitted.transform(dataset.x_test.flatten(1).numpy()), y_test)
     return metrics

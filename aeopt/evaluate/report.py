@@ -107,7 +107,7 @@ def write_report(run_dir: Path, model: torch.nn.Module, dataset: Dataset, metric
     test, pca = metrics["test"], metrics.get("pca", {})
     lines = [
         f"# aeopt run: {run_dir.name}", "",
-        f"Data `{dataset.name}` ({len(dataset.x_train)} train / {len(dataset.x_val)} validation / "
+        f"Data `{dataset.name}` ({dataset.n_train} train / {len(dataset.x_val)} validation / "
         f"{len(dataset.x_test)} test, samples {tuple(dataset.sample_shape)}); model with "
         f"{metrics['params']:,} parameters, {metrics['train_flops_per_sample'] / 1e6:.2f} MFLOP per training sample; "
         f"loss `{metrics['loss']}`, {metrics['precision']} ({metrics.get('memory_format', 'contiguous')}) "

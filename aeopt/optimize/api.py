@@ -19,7 +19,7 @@ from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
 from .retrain import BEST_SHARE, LEAD_SHARE, MIN_EPOCHS, choose_members, retrain_front, trainable_within
-from .search import DEFAULT_STORAGE_FILE, parse_budget, run_search
+from .search import default_storage, parse_budget, run_search
 from .space import default_space, load_space
 from .trial import TrialPlan
 
@@ -58,7 +58,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         trials: trials to add in this call (over all workers); default 20 if no budget either.
         budget: wall time for the whole call, e.g. "10m": a fifth for the search, the rest for retraining.
         latent_dim: fix the code size (else it is searched).
-        storage: Optuna storage URL (default: SQLite file study.db in `out`), or journal:PATH.
+        storage: Optuna storage URL (default: SQLite file study.db in `out`; with several workers the journal
+            file study.journal), journal:PATH, or postgresql://user@host/db for workers on several machines.
         workers: local worker processes sharing the study.
         tolerance: the recommendation is the cheapest member within this fraction of the best error.
         space: YAML file narrowing or widening the default search space.
@@ -114,7 +115,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
             + ", ".join(f"trial {t.number}" for t in too_slow))
     within_budget = ("" if deadline is None else f" ({BEST_SHARE}x for the best-error one, {LEAD_SHARE}x for "
                      f"the recommended one), within {max(0.0, deadline - time.time()):.0f} s")
-    log(f"retraining {len(picks)} front member(s) on all {len(dataset.x_train)} training samples, cheapest first, "
+    log(f"retraining {len(picks)} front member(s) on all {dataset.n_train} training samples, cheapest first, "
         f"best error last, up to {max_epochs} epochs each{within_budget}")
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
     skipped = [{"trial": t.number, "reasons": ["on the search's front"],
@@ -179,7 +180,7 @@ def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | N
               f"{MIN_EPOCHS} full-data epochs in half the retraining time were candidates (larger ones would join "
               "the front under-trained).")
     return (f"Multi-objective TPE sampler (Optuna), {workers} worker process(es), study in "
-            f"`{storage or out / DEFAULT_STORAGE_FILE}`. Cheap first: each trial trained at most {plan.epochs} "
+            f"`{storage or default_storage(out, workers)}`. Cheap first: each trial trained at most {plan.epochs} "
             f"epochs on the first {plan.subset or 'all'} training samples; at the rungs (epoch {rungs}) a trial "
             f"stopped when {plan.eta - 1} or more trials at the same rung had no higher cost and no higher "
             f"validation error (successive halving with eta={plan.eta}, Pareto-aware). Chosen front members (the "

@@ -108,7 +108,7 @@ def seconds_per_epoch(trial: optuna.trial.FrozenTrial, n_train: int, n_val: int)
 def trainable_within(seconds: float, dataset: Dataset) -> Callable[[optuna.trial.FrozenTrial], bool]:
     """Whether a search trial's configuration gets MIN_EPOCHS full-data epochs in half of `seconds`, at the
     speed the trial measured (a filter for `search_front`)."""
-    n_train, n_val = len(dataset.x_train), len(dataset.x_val)
+    n_train, n_val = dataset.n_train, len(dataset.x_val)
     return lambda trial: seconds_per_epoch(trial, n_train, n_val) * MIN_EPOCHS <= seconds / 2
 
 
@@ -119,7 +119,7 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
     overhead = FIRST_OVERHEAD_S
     picks = sorted(picks, key=_is_best)  # stable: cheapest first, best error last
     shares = [_share(p) if deadline is not None else 1 for p in picks]
-    per_epoch = [seconds_per_epoch(p.trial, len(dataset.x_train), len(dataset.x_val)) for p in picks]
+    per_epoch = [seconds_per_epoch(p.trial, dataset.n_train, len(dataset.x_val)) for p in picks]
     for i, pick in enumerate(picks):
         epochs, member_deadline, last = max_epochs * shares[i], None, i == len(picks) - 1
         if deadline is not None:

@@ -1,4 +1,9 @@
-"""The study: storage (SQLite in the output folder by default), sampler, budget and worker processes.
+"""The study: storage, sampler, budget and worker processes.
+
+Storage: SQLite in the output folder for one worker; Optuna's journal file for --workers N on one
+machine (Optuna's FAQ advises against SQLite for parallel writers: its file lock serializes them and
+times out under load); PostgreSQL (`--storage postgresql://user@host/db`) for workers on several
+machines.
 
 The study lives in its storage, not in memory: rerunning the same command loads it and adds
 trials, a killed search loses at most the trials that were running, and any number of workers
@@ -23,6 +28,8 @@ from .trial import TrialPlan, TrialRunner
 
 STUDY_NAME = "aeopt"
 DEFAULT_STORAGE_FILE = "study.db"
+DEFAULT_JOURNAL_FILE = "study.journal"  # --workers N on one machine
+STORAGE_ATTEMPTS = 5
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -43,11 +50,18 @@ def parse_budget(text: str | float | int | None) -> float | None:
     return seconds
 
 
+def default_storage(out: Path, workers: int) -> str:
+    """SQLite for one worker; a journal file for several on this machine (an existing study is kept where it is)."""
+    if workers > 1 and not (out / DEFAULT_STORAGE_FILE).is_file():
+        return f"journal:{(out / DEFAULT_JOURNAL_FILE).resolve()}"
+    return f"sqlite:///{(out / DEFAULT_STORAGE_FILE).resolve()}"
+
+
 def open_storage(url: str | None, out: Path):
-    """An Optuna storage: SQLite in `out` by default; `journal:PATH` or *.log/*.journal = journal file;
-    any other value is an SQLAlchemy URL (sqlite:///..., postgresql://..., mysql://...)."""
+    """An Optuna storage: `journal:PATH` or *.log/*.journal = journal file; any other value is an SQLAlchemy
+    URL (sqlite:///..., postgresql://..., mysql://...); None: SQLite in `out`."""
     if url is None:
-        url = f"sqlite:///{(out / DEFAULT_STORAGE_FILE).resolve()}"
+        url = default_storage(out, 1)
     journal_path = url[len("journal:"):] if url.startswith("journal:") else (
         url if url.endswith((".log", ".journal")) and "://" not in url else None)
     if journal_path is not None:
@@ -58,13 +72,19 @@ def open_storage(url: str | None, out: Path):
         raise AeoptError(f"cannot read storage {url!r}; give an SQLAlchemy URL like sqlite:///study.db or "
                          "postgresql://user@host/db, or journal:PATH for a journal file")
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        # The heartbeat lets any worker mark a killed worker's running trial as failed after 2 minutes.
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=20, grace_period=120)
-    except (ImportError, ModuleNotFoundError) as err:
-        raise AeoptError(f"storage {url!r} needs a database driver that is not installed ({err})") from None
-    except Exception as err:  # SQLAlchemy's errors: bad URL, unreachable server
-        raise AeoptError(f"cannot open storage {url!r}: {str(err).splitlines()[0]}") from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            # The heartbeat lets any worker mark a killed worker's running trial as failed after 2 minutes.
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=20, grace_period=120)
+        except (ImportError, ModuleNotFoundError) as err:
+            raise AeoptError(f"storage {url!r} needs a database driver that is not installed ({err}); "
+                             "pip install aeopt[postgres]") from None
+        except Exception as err:  # SQLAlchemy's errors: bad URL, unreachable server, a schema race
+            # Workers started together on a new database race to create Optuna's tables; the loser sees a
+            # duplicate-key error and succeeds on a second try, once the tables exist.
+            if attempt == STORAGE_ATTEMPTS - 1 or "://" not in url or "duplicate" not in str(err).lower():
+                raise AeoptError(f"cannot open storage {url!r}: {str(err).splitlines()[0]}") from None
+            time.sleep(1.0 + attempt)
 
 
 def open_study(plan: TrialPlan, storage_url: str | None) -> optuna.Study:
@@ -124,6 +144,8 @@ def split_trials(n_trials: int | None, workers: int) -> list[int | None]:
 def run_search(plan: TrialPlan, *, storage_url: str | None, n_trials: int | None, workers: int,
                log: Callable[[str], None], progress: bool, dataset=None) -> optuna.Study:
     """Run the search (in this process, or in `workers` processes) with one overall progress bar."""
+    if storage_url is None:
+        storage_url = default_storage(plan.out, workers)
     study = open_study(plan, storage_url)
     if not study.get_trials(deepcopy=False):
         for params in starting_points(plan.space):

@@ -62,7 +62,7 @@ def search_subset(dataset: Dataset, plan: TrialPlan) -> Dataset:
     def head(x, n):
         return x if x is None or n is None else x[:n]
 
-    return dataclasses.replace(dataset, x_train=head(dataset.x_train, plan.subset),
+    return dataclasses.replace(dataset, x_train=head(dataset.train_split, plan.subset),
                                y_train=head(dataset.y_train, plan.subset),
                                x_val=head(dataset.x_val, plan.val_subset), y_val=head(dataset.y_val, plan.val_subset))
 
@@ -138,7 +138,7 @@ class TrialRunner:
                                         self.dataset.x_test)
         attrs = {"val_error": error, "test_mse": test_mse, "epochs": trainer.epoch,
                  "train_seconds": trainer.train_seconds,
-                 "samples_per_second": len(self.dataset.x_train) * trainer.epoch / max(trainer.train_seconds, 1e-9)}
+                 "samples_per_second": self.dataset.n_train * trainer.epoch / max(trainer.train_seconds, 1e-9)}
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.log(f"{summary} | {trainer.epoch} ep {time.perf_counter() - started:.0f} s | val {objectives.error} "

@@ -24,6 +24,7 @@ from ..deploy.export import export_all
 from ..deploy.inference import load
 from ..deploy.quantize import quantize_onnx
 from ..errors import AeoptError
+from ..data.datasets import in_memory
 from ..evaluate import evaluate_model
 from ..runs import atomic_write_text, save_config, save_tensors, write_json
 from ..train.prepare import load_run_data
@@ -149,7 +150,7 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         if not (stage / "model.safetensors").is_file():
             _write_float(stage, model, config, data_info, artifact)
         if quantize:
-            calibration = dataset.x_train[:CALIBRATION_SAMPLES]
+            calibration = in_memory(dataset.train_split, CALIBRATION_SAMPLES)
             artifact = quantize_run(stage, model, config, data_info, artifact, calibration, quant_mode)
             model = load(stage).model   # the int8 ONNX Runtime model, as `aeopt.load` will see it
             measure("quantize", mode=quant_mode)

@@ -91,11 +91,11 @@ def _finetune(model: nn.Module, config: Settings, dataset: Dataset, epochs: int,
     # A gentler peak rate than training from scratch: the weights are already near a good minimum.
     tuned = config.replace(epochs=epochs, lr=config.lr / 3, patience=None)
     device = resolve_device(tuned.runtime.device)
-    steps = -(-len(dataset.x_train) // tuned.batch_size)
+    steps = -(-dataset.n_train // tuned.batch_size)
     objective = model.objective(tuned, in_unit_range=dataset.in_unit_range, steps_per_epoch=steps)
     seed = tuned.seed
     callbacks = [OnStepEnd(lambda loop, batch, parts: apply_masks_(loop.model, masks))] if masks is not None else []
-    return fit(model, objective, batch_source(dataset.x_train, seed=seed, device=device),
+    return fit(model, objective, batch_source(dataset.train_split, seed=seed, device=device),
                batch_source(dataset.x_val, seed=seed, device=device), tuned, device=device, callbacks=callbacks,
                log=log, progress=False).model
 

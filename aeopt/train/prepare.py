@@ -23,7 +23,7 @@ def data_info(dataset: Dataset) -> dict[str, Any]:
     """What the run must remember about its data to rebuild and apply the model later."""
     return {"sample_shape": list(dataset.sample_shape), "is_image": dataset.is_image,
             "output": "sigmoid" if dataset.in_unit_range else "linear", "scaler": dataset.scaler,
-            "n_train": len(dataset.x_train), "n_val": len(dataset.x_val), "n_test": len(dataset.x_test)}
+            "n_train": dataset.n_train, "n_val": len(dataset.x_val), "n_test": len(dataset.x_test)}
 
 
 def run_dir_for(out: str | None, settings: Settings, *, overwrite: bool) -> Path:
@@ -59,7 +59,7 @@ def start_run(settings: Settings, dataset: Dataset, *, device: torch.device, log
     torch.manual_seed(settings.dataset.seed)  # the same initial weights on every rank
     model = build_model(settings, data_info(dataset))
     seed, rank, world = settings.dataset.seed, group.rank if group else 0, group.world_size if group else 1
-    train = batch_source(dataset.x_train, seed=seed, device=device, rank=rank, world_size=world)
+    train = batch_source(dataset.train_split, seed=seed, device=device, rank=rank, world_size=world)
     val = batch_source(dataset.x_val, seed=seed, device=device, rank=rank, world_size=world)
     steps_per_epoch = -(-len(train) // settings.optimization.batch_size)
     objective = model.objective(settings, in_unit_range=dataset.in_unit_range, steps_per_epoch=steps_per_epoch)

@@ -224,7 +224,7 @@ def retrain_on_a_fake_clock(monkeypatch, reasons: list[list[str]], deadline: flo
     monkeypatch.setattr(retrain, "retrain_member", fake_member)
     picks = [retrain.Pick(SimpleNamespace(number=n, user_attrs={"samples_per_second": 1000.0}), why)
              for n, why in enumerate(reasons, start=1)]
-    data = SimpleNamespace(x_train=range(900), x_val=range(300))   # (900 + 300 / 3) / 1000 = 1 s per epoch
+    data = SimpleNamespace(x_train=range(900), n_train=900, x_val=range(300))   # (900 + 300 / 3) / 1000 = 1 s per epoch
     retrain.retrain_front(picks, None, data, deadline=deadline, max_epochs=100, log=lambda m: None)
     return trained, clock["now"]
 
@@ -278,7 +278,7 @@ def test_only_configurations_that_fit_the_budget_are_candidates():
     from aeopt.optimize.pareto import search_front
     from aeopt.optimize.retrain import MIN_EPOCHS, trainable_within
 
-    data = SimpleNamespace(x_train=range(900), x_val=range(300))   # 1000 sample-passes per full-data epoch
+    data = SimpleNamespace(x_train=range(900), n_train=900, x_val=range(300))   # 1000 sample-passes per full-data epoch
     rate_at_limit = 1000 * MIN_EPOCHS / 60                          # MIN_EPOCHS epochs in exactly 60 s
     study = optuna.create_study(directions=["minimize", "minimize"])
     for values, rate in (((0.01, 900.0), rate_at_limit * 0.9),    # best error, too slow
