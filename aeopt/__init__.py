@@ -1,6 +1,7 @@
 """aeopt: build, train, evaluate, shrink and optimize autoencoders, with honest numbers."""
 from .data import Dataset, load_data
 from .deploy import bench, evaluate, export_onnx, load
+from .detect import AutoencoderDetector
 from .errors import AeoptError
 from .models import create_model, list_models, register_model
 from .optimize import optimize

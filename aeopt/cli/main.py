@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aeopt.cli.shrink",     # shrink
     "aeopt.cli.deploy",     # export, bench, encode, decode
     "aeopt.cli.data",       # shard
+    "aeopt.cli.detect",     # detect fit, detect score
 )
 
 

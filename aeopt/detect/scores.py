@@ -1,0 +1,201 @@
+"""Anomaly scores from a trained autoencoder: higher = more abnormal, one float per sample.
+
+Three families, each a rule with its reason:
+  recon     the reconstruction error. An autoencoder trained on normal data reconstructs normal
+            data well and the rest badly. `mse` (any data), `bce` (data in [0, 1]: the Bernoulli
+            likelihood the model was trained on), `ssim` (images: 1 - SSIM counts broken structure,
+            not shifted brightness).
+  latent    how far a sample's code lies from the training codes: the mean distance to its
+            k nearest training codes (k-NN; no shape assumed) or the Mahalanobis distance under
+            one Gaussian fitted to them (`gauss`). An anomaly can be reconstructed well and still
+            land where no normal code lies.
+  combined  recon and latent, each standardized by the median and IQR of its training scores,
+            then averaged: the two errors disagree on different samples, so their mean ranks
+            better than either (benchmarks/results/detect.md measures it).
+  elbo      for a VAE: the negative ELBO, -log p(x|z=mu) + KL(q(z|x) || N(0, I)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import AeoptError
+from ..metrics import ssim_per_sample
+
+SCORES = ("recon", "latent", "combined", "elbo")
+RECON_KINDS = ("mse", "bce", "ssim")
+LATENT_KINDS = ("knn", "gauss")
+BATCH = 1024  # samples per forward pass when scoring: bounded memory, few Python steps
+KNN_CHUNK = 2048  # query rows per distance block: a 2048 x n_train float matrix at a time
+
+
+def _batches(x: torch.Tensor, device):
+    for start in range(0, len(x), BATCH):
+        yield x[start:start + BATCH].to(device)
+
+
+@torch.no_grad()
+def forward_all(model: torch.nn.Module, x: torch.Tensor, recon: str) -> tuple[np.ndarray, np.ndarray]:
+    """(reconstruction error per sample, codes) for every sample of x, in eval mode.
+
+    For a VAE the code is the posterior mean, so scores are deterministic.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    errors, codes = [], []
+    for batch in _batches(x, device):
+        out = model(batch)
+        errors.append(recon_error(out, batch, recon).cpu())
+        codes.append(out.get("mu", out["z"]).float().flatten(1).cpu())
+    return torch.cat(errors).double().numpy(), torch.cat(codes).numpy()
+
+
+def recon_error(out: dict[str, torch.Tensor], x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample reconstruction error of kind mse | bce | ssim, shape (N,)."""
+    x = x.float()
+    if kind == "mse":
+        return (out["x_hat"].float() - x).square().flatten(1).mean(1)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(out["logits"].float(), x, reduction="none").flatten(1).mean(1)
+    if kind == "ssim":
+        if x.dim() != 4:
+            raise AeoptError("the ssim reconstruction score needs images (N, C, H, W); use mse for tables")
+        return 1.0 - ssim_per_sample(out["x_hat"].float().clamp(0, 1), x)
+    raise AeoptError(f"unknown reconstruction score {kind!r}; known: {', '.join(RECON_KINDS)}")
+
+
+@torch.no_grad()
+def negative_elbo(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """-ELBO per sample in nats at z = mu (deterministic): reconstruction NLL + KL to the prior."""
+    if not hasattr(model, "kl_per_sample"):
+        raise AeoptError("score elbo needs a VAE (--model vae); use recon, latent or combined")
+    model.eval()
+    device = next(model.parameters()).device
+    parts = []
+    for batch in _batches(x, device):
+        out = model(batch)
+        parts.append((model.recon_nll_per_sample(out, batch) + model.kl_per_sample(out)).cpu())
+    return torch.cat(parts).double().numpy()
+
+
+def knn_distance(codes: np.ndarray, reference: np.ndarray, k: int, *, exclude_self: bool) -> np.ndarray:
+    """Mean Euclidean distance from each code to its k nearest reference codes.
+
+    `exclude_self` (scoring the reference set itself) drops each point's zero distance to itself,
+    so training scores are leave-one-out and comparable with scores of new data.
+    """
+    # float64: float32's matmul form of the distance rounds differently per batch shape, and a
+    # sample's score must not depend on which other samples are scored with it
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float64))
+    q = torch.from_numpy(np.ascontiguousarray(codes, dtype=np.float64))
+    k_eff = min(k + int(exclude_self), len(ref))
+    out = []
+    for start in range(0, len(q), KNN_CHUNK):
+        d = torch.cdist(q[start:start + KNN_CHUNK], ref).topk(k_eff, largest=False).values
+        out.append(d[:, 1:] if exclude_self and k_eff > 1 else d)
+    return torch.cat(out).mean(1).double().numpy()
+
+
+@dataclass
+class Gaussian:
+    """One Gaussian on the training codes, with shrinkage (Ledoit-Wolf): stable when codes outnumber
+    samples or are nearly collinear, where the plain covariance is singular."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+
+    @classmethod
+    def fit(cls, codes: np.ndarray) -> "Gaussian":
+        from sklearn.covariance import LedoitWolf
+
+        lw = LedoitWolf().fit(codes.astype(np.float64))
+        return cls(lw.location_, lw.precision_)
+
+    def distance(self, codes: np.ndarray) -> np.ndarray:
+        d = codes.astype(np.float64) - self.mean
+        return np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", d, self.precision, d), 0.0))
+
+
+def robust_scale(train_scores: np.ndarray) -> tuple[float, float]:
+    """(median, IQR) of the training scores: a scale that the few anomalies in them cannot move."""
+    q25, q50, q75 = np.percentile(train_scores, [25, 50, 75])
+    return float(q50), float(max(q75 - q25, 1e-12))
+
+
+@dataclass
+class Scorer:
+    """The fitted state of a score: what it needs from the training data to score new samples."""
+
+    score: str
+    recon: str
+    latent: str
+    n_neighbors: int
+    reference: np.ndarray | None = None          # training codes (k-NN)
+    gaussian: Gaussian | None = None             # fitted Gaussian (gauss)
+    scales: dict[str, tuple[float, float]] = field(default_factory=dict)  # combined: (median, IQR) per part
+
+    def parts(self, model, x: torch.Tensor, *, training: bool = False) -> dict[str, np.ndarray]:
+        """The raw score parts this score needs, per sample."""
+        if self.score == "elbo":
+            return {"elbo": negative_elbo(model, x)}
+        errors, codes = forward_all(model, x, self.recon)
+        parts = {}
+        if self.score in ("recon", "combined"):
+            parts["recon"] = errors
+        if self.score in ("latent", "combined"):
+            if training:
+                self._fit_latent(codes)
+            if self.latent == "knn":
+                parts["latent"] = knn_distance(codes, self.reference, self.n_neighbors, exclude_self=training)
+            else:
+                parts["latent"] = self.gaussian.distance(codes)
+        return parts
+
+    def _fit_latent(self, codes: np.ndarray) -> None:
+        if self.latent == "knn":
+            self.reference = codes.astype(np.float32)
+        else:
+            self.gaussian = Gaussian.fit(codes)
+
+    def fit(self, model, x: torch.Tensor) -> np.ndarray:
+        """Fit on the training data; returns its scores (k-NN leave-one-out)."""
+        parts = self.parts(model, x, training=True)
+        if self.score == "combined":
+            self.scales = {name: robust_scale(values) for name, values in parts.items()}
+        return self.merge(parts)
+
+    def __call__(self, model, x: torch.Tensor) -> np.ndarray:
+        return self.merge(self.parts(model, x))
+
+    def merge(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        if self.score != "combined":
+            return next(iter(parts.values()))
+        return np.mean([(parts[n] - m) / s for n, (m, s) in self.scales.items()], axis=0)
+
+    # --- persistence: tensors to safetensors, the rest to JSON (never pickle) ---
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        if self.reference is not None:
+            out["reference"] = torch.from_numpy(self.reference)
+        if self.gaussian is not None:
+            out["gauss_mean"] = torch.from_numpy(self.gaussian.mean)
+            out["gauss_precision"] = torch.from_numpy(self.gaussian.precision)
+        return out
+
+    def meta(self) -> dict:
+        return {"score": self.score, "recon": self.recon, "latent": self.latent, "n_neighbors": self.n_neighbors,
+                "scales": {k: list(v) for k, v in self.scales.items()}}
+
+    @classmethod
+    def restore(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> "Scorer":
+        scorer = cls(meta["score"], meta["recon"], meta["latent"], int(meta["n_neighbors"]),
+                     scales={k: tuple(v) for k, v in meta["scales"].items()})
+        if "reference" in tensors:
+            scorer.reference = tensors["reference"].numpy()
+        if "gauss_mean" in tensors:
+            scorer.gaussian = Gaussian(tensors["gauss_mean"].double().numpy(),
+                                       tensors["gauss_precision"].double().numpy())
+        return scorer
