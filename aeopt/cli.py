@@ -16,6 +16,7 @@ from .config import TrainConfig, parse_lr, read_yaml
 from .errors import AeoptError
 
 COMMAND_MODULES: tuple[str, ...] = (  # "aeopt.<module>" names that add further subcommands
+    "aeopt.codec.commands",
     "aeopt.lr_find",
     "aeopt.optimize.cli",
     "aeopt.sample",
@@ -44,6 +45,11 @@ TRAIN_HELP = {
     "code_dim": "vq_vae: size of one code vector; latent-dim / code-dim codes per sample (default 4)",
     "commitment": "vq_vae: commitment cost (default 0.25)",
     "adv_weight": "aae: weight of the adversarial term on the code (default 0.05)",
+    "entropy": "codec: factorized | hyperprior (default factorized)",
+    "lmbda": "codec: rate-distortion trade-off R + lmbda*D (bigger: better quality, more bytes)",
+    "quality": "codec: 1..8, lambda presets (used when --lmbda is absent; default 3)",
+    "distortion": "codec: mse | ms-ssim (default mse)",
+    "patch": "codec: train on random PATCHxPATCH crops from images:DIR (images of any sizes)",
     "loss": "mse | l1 | huber | bce | ssim | mixes like mse+0.2*ssim | auto",
     "sparse_l1": "weight of the L1 penalty on the code (sparse autoencoder)",
     "l1_weights": "weight of the L1 penalty on the weights",

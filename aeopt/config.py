@@ -17,7 +17,8 @@ from .errors import AeoptError
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 MODEL_KNOBS = ("width", "depth", "blocks", "kernel_size", "norm", "activation", "decoder", "hidden", "dropout",
-               "backbone", "beta", "codebook_size", "code_dim", "commitment", "adv_weight")
+               "backbone", "beta", "codebook_size", "code_dim", "commitment", "adv_weight",
+               "entropy", "lmbda", "quality", "distortion")
 
 
 @dataclass
@@ -45,6 +46,11 @@ class TrainConfig:
     code_dim: int | None = None       # vq_vae: size of one code vector (latent_dim / code_dim codes per sample)
     commitment: float | None = None   # vq_vae: weight pulling encoder outputs toward their code vectors
     adv_weight: float | None = None   # aae: weight of the "fool the latent discriminator" term
+    entropy: str | None = None        # codec: factorized | hyperprior (density of the latent)
+    lmbda: float | None = None        # codec: R + lmbda * D trade-off (CompressAI's scale: D = 255^2 MSE)
+    quality: int | None = None        # codec: 1..8, CompressAI's lambda presets when --lmbda is absent
+    distortion: str | None = None     # codec: mse | ms-ssim
+    patch: int | None = None          # codec: train on random PATCHxPATCH crops of images:DIR (any sizes)
     # objective
     loss: str = "auto"                # bce for data in [0, 1], mse otherwise (printed with the reason)
     sparse_l1: float = 0.0            # weight of mean |z| (sparse codes); 0 = off

@@ -331,6 +331,10 @@ def train(config: TrainConfig | None = None, *, dataset: Dataset | None = None, 
     else:
         config = dataclasses.replace(config or TrainConfig(), **settings)
     config.validate()
+    if config.model == "codec":  # its own objective and loop until the layout-v2 merge (aeopt/codec/train.py)
+        from .codec.train import train_codec
+
+        return train_codec(config, dataset=dataset, overwrite=overwrite, progress=progress, log=log, resume=resume)
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
         choose_threads(config.threads, log)

@@ -1,0 +1,172 @@
+"""The .aec container, format version 1: every byte accounted for, every field checked.
+
+    magic       2 bytes  AE C0 (0xAE first: not text, not another common format's signature)
+    version     1 byte   high 4 bits: FORMAT_VERSION (a reader refuses newer versions by name);
+      + flags            low 4 bits: bit 0 RGB (else grey), bit 1 many images, bit 2 the image(s)
+                         have the model's training size (no height/width fields), bit 3 must be 0
+    model       2 bytes  the first 2 bytes of the model's fingerprint (sha256 of weights + tables)
+    [height]    varint   (LEB128) absent with bit 2; with many images, the first image's size
+    [width]     varint
+    [count]     varint   many images only: how many
+    [per image] varint   many images only: stream length << 1 | 1 if a height and width varint
+                         follow (an image of another size than the first)
+    streams     bytes    the range-coded streams, one per image, in order (one image: the rest)
+    checksum    4 bytes  CRC-32 (big-endian) of the model's full 32-byte fingerprint followed by
+                         every byte above: damage, truncation and another model's file all fail it
+
+Why so lean: on 28x28 images a learned codec's stream is a few dozen bytes, so a 16-byte header
+would be a third of the file. The 2-byte model id gives the "another model" message; the
+checksum, seeded with the whole 256-bit fingerprint, is what makes that check reliable (a file
+of another model passes with probability 2**-32). One image costs 9 bytes besides its stream
+(11 with its size), each further image of a many-image file one to three bytes. Sizes are capped
+(MAX_SIDE, MAX_PIXELS) before anything is allocated, so a hostile header cannot ask for gigabytes.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from ..errors import AeoptError
+
+MAGIC = b"\xae\xc0"
+FORMAT_VERSION = 1
+MAX_SIDE = 1 << 15
+MAX_PIXELS = 1 << 26  # 64 Mpixel over the whole file: the decoder's working memory stays a few GB at most
+FLAG_RGB, FLAG_MANY, FLAG_MODEL_SIZE, FLAG_UNUSED = 1, 2, 4, 8
+HEADER_BYTES = 5  # magic, version + flags, model id
+CHECKSUM_BYTES = 4
+
+
+@dataclass
+class Entry:
+    height: int
+    width: int
+    stream: bytes
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int, what: str):
+        self.data, self.pos, self.end, self.what = data, HEADER_BYTES, end, what
+
+    def varint(self, field: str) -> int:
+        value = shift = 0
+        while True:
+            if self.pos >= self.end:
+                raise AeoptError(f"{self.what} is truncated (it ends inside the {field} field)")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise AeoptError(f"{self.what} is damaged (the {field} field is not a valid number)")
+
+    def size(self) -> tuple[int, int]:
+        h, w = self.varint("height"), self.varint("width")
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise AeoptError(f"{self.what} declares a {h}x{w} image, outside 1..{MAX_SIDE} pixels a side: "
+                             "the file is damaged or not from aeopt")
+        return h, w
+
+
+def pack(entries: list[Entry], *, rgb: bool, fingerprint: bytes, many: bool,
+         model_size: tuple[int, int] | None = None) -> bytes:
+    """One .aec file; `model_size` (the model's training size) lets images of that size skip their size."""
+    if not entries or (len(entries) > 1 and not many):
+        raise AeoptError("a single-image .aec file holds exactly one image")
+    first = entries[0]
+    implied = model_size is not None and (first.height, first.width) == tuple(model_size)
+    flags = (FLAG_RGB if rgb else 0) | (FLAG_MANY if many else 0) | (FLAG_MODEL_SIZE if implied else 0)
+    out = bytearray(MAGIC + bytes([FORMAT_VERSION << 4 | flags]) + fingerprint[:2])
+    if not implied:
+        out += _varint(first.height) + _varint(first.width)
+    if many:
+        out += _varint(len(entries))
+        for e in entries:
+            other = (e.height, e.width) != (first.height, first.width)
+            out += _varint(len(e.stream) << 1 | other)
+            if other:
+                out += _varint(e.height) + _varint(e.width)
+    for e in entries:
+        out += e.stream
+    out += zlib.crc32(bytes(out), zlib.crc32(fingerprint)).to_bytes(CHECKSUM_BYTES, "big")
+    return bytes(out)
+
+
+def read_header(data: bytes, what: str = "the file") -> tuple[int, int, bytes]:
+    """(version, flags, model id) after the magic and version checks; no model needed yet."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise AeoptError(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) == 0:
+        raise AeoptError(f"{what} is empty (0 bytes): not an aeopt codec file")
+    if data[:2] != MAGIC[:len(data[:2])]:
+        raise AeoptError(f"{what} is not an aeopt codec file (wrong magic bytes {data[:2].hex()})")
+    if len(data) < HEADER_BYTES + CHECKSUM_BYTES:
+        raise AeoptError(f"{what} is truncated ({len(data)} bytes; an .aec file has at least "
+                         f"{HEADER_BYTES + CHECKSUM_BYTES})")
+    version, flags = data[2] >> 4, data[2] & 0x0F
+    if version > FORMAT_VERSION:
+        raise AeoptError(f"{what} uses .aec format version {version}; this aeopt reads versions up to "
+                         f"{FORMAT_VERSION}: upgrade aeopt to read it")
+    if version == 0:
+        raise AeoptError(f"{what} is damaged (format version 0 does not exist)")
+    if flags & FLAG_UNUSED:
+        raise AeoptError(f"{what} is damaged (unknown flag bits {flags:#04x})")
+    return version, flags, data[3:HEADER_BYTES]
+
+
+def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
+           model_size: tuple[int, int] | None = None) -> tuple[bool, list[Entry]]:
+    """(rgb, entries) of a file written for the model with this fingerprint; AeoptError otherwise."""
+    _, flags, model_id = read_header(data, what)
+    data = bytes(data)
+    if model_id != fingerprint[:2]:
+        raise AeoptError(f"{what} was compressed with another model (id {model_id.hex()}, this run's is "
+                         f"{fingerprint[:2].hex()}); decompress it with the run that wrote it (--run)")
+    body_end = len(data) - CHECKSUM_BYTES
+    if zlib.crc32(data[:body_end], zlib.crc32(fingerprint)) != int.from_bytes(data[body_end:], "big"):
+        raise AeoptError(f"{what} is damaged or from another model: its checksum does not match "
+                         "(truncated or altered)")
+    reader = _Reader(data, body_end, what)
+    if flags & FLAG_MODEL_SIZE:
+        if model_size is None:
+            raise AeoptError(f"{what} relies on the model's image size, which this run does not record")
+        first = tuple(model_size)
+    else:
+        first = reader.size()
+    if not flags & FLAG_MANY:
+        entries = [Entry(*first, data[reader.pos:body_end])]
+    else:
+        count = reader.varint("image count")
+        if count < 1 or count > body_end - reader.pos:
+            raise AeoptError(f"{what} is damaged (it declares {count} images in {body_end} bytes)")
+        sizes, total = [], 0
+        for _ in range(count):
+            code = reader.varint("stream length")
+            size = reader.size() if code & 1 else first
+            sizes.append((code >> 1, size))
+            total += code >> 1
+        if total != body_end - reader.pos:
+            raise AeoptError(f"{what} is damaged (its streams should take {total} bytes, it has "
+                             f"{body_end - reader.pos})")
+        entries, pos = [], reader.pos
+        for length, (h, w) in sizes:
+            entries.append(Entry(h, w, data[pos:pos + length]))
+            pos += length
+    pixels = sum(e.height * e.width for e in entries)
+    if pixels > MAX_PIXELS:
+        raise AeoptError(f"{what} declares {pixels:,} pixels, over the limit of {MAX_PIXELS:,}: "
+                         "the file is damaged or hostile")
+    return bool(flags & FLAG_RGB), entries
