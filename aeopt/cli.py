@@ -147,9 +147,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = train(TrainConfig.from_dict(settings), overwrite=args.overwrite, progress=not args.quiet,
                        device=args.device, log=_quiet_log if args.quiet else print)
     m = result.metrics
+    if "bpp" in m["test"]:
+        print(codec_line(m["test"]) + f"; run: {result.path}")
+        return
     print(f"test mse {m['test']['mse']:.5f} ({m['test']['psnr']:.2f} dB) vs PCA {m['pca']['mse']:.5f} "
           f"({m['pca']['psnr']:.2f} dB); {m['params']:,} params; {m['samples_per_second']:.0f} samples/s; "
           f"run: {result.path}")
+
+
+def codec_line(test: dict) -> str:
+    return (f"test: {test['images']} images, {test['bytes_per_image']:.1f} bytes/image (whole .aec files), "
+            f"{test['bpp']:.4f} bpp, PSNR {test['psnr']:.2f} dB, MS-SSIM {test['ms_ssim']:.4f}")
 
 
 def _quiet_log(message: str) -> None:
@@ -164,6 +172,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = evaluate(args.run, data=args.data, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(metrics, indent=2))
+        return
+    if "bpp" in metrics["test"]:
+        print(codec_line(metrics["test"]))
         return
     test, pca = metrics["test"], metrics["pca"]
     print(f"{'':14} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>7}")

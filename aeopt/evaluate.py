@@ -110,8 +110,12 @@ def _rescale(dataset: Dataset, scaler: dict) -> Dataset:
 def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a saved run on its own test split, or on other data (`data` spec) of the same shape."""
     from .errors import AeoptError
-    from .runs import load
+    from .runs import load, read_config
 
+    if read_config(run_dir)[0].model == "codec":  # figures from real files (aeopt/codec/train.py)
+        from .codec.train import evaluate_codec
+
+        return evaluate_codec(run_dir, data=data, data_dir=data_dir)
     run = load(run_dir)
     cfg = run.config
     dataset = load_data(data or cfg.data, data_dir=data_dir or cfg.data_dir, seed=cfg.seed, limit=cfg.limit)

@@ -81,7 +81,7 @@ def as_images(images, channels: int) -> list[torch.Tensor]:
         raise AeoptError("no images to compress")
     out = []
     for im in items:
-        t = torch.as_tensor(np.asarray(im) if not isinstance(im, torch.Tensor) else im)
+        t = im if isinstance(im, torch.Tensor) else torch.from_numpy(np.array(im))
         if t.ndim != 3 or t.shape[0] != channels:
             raise AeoptError(f"this codec codes {'grey' if channels == 1 else 'RGB'} images ({channels} "
                              f"channel{'s' if channels > 1 else ''}); got an image of shape {tuple(t.shape)}")

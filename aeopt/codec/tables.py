@@ -74,7 +74,7 @@ class CodecTables:
 
     @property
     def short_id(self) -> str:
-        return self.fingerprint[:4].hex()
+        return self.fingerprint[:2].hex()  # the id a file header carries (container.py)
 
 
 def build_tables(model: CodecModel) -> CodecTables:

@@ -19,12 +19,15 @@ import torch
 from ..errors import AeoptError
 from ..runs import save_config, save_tensors, write_json
 from . import _devloop
+from ..models.codec import SMALL_IMAGE
 from .patches import PatchSource, image_files, read_image
 
 VAL_IMAGES = 64  # validation crops per epoch in --patch mode: enough to pick the best epoch
+# Small images train on one thread unless --threads says otherwise: their ops are too small to
+# split, and two OpenMP threads on a busy 2-core machine measured 70x slower per step (spin-waits).
 
 
-def _patch_splits(spec: str, patch: int, seed: int):
+def _split_files(spec: str, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
     kind, _, folder = spec.partition(":")
     if kind != "images" or not folder:
         raise AeoptError(f"--patch takes crops from an image folder: pass --data images:DIR (got {spec!r})")
@@ -33,15 +36,18 @@ def _patch_splits(spec: str, patch: int, seed: int):
         train_files = image_files(root / "train")
         test_files = image_files(root / "test")
         val_files = image_files(root / "val") if (root / "val").is_dir() else train_files[-max(1, len(train_files) // 10):]
-    else:
-        files = image_files(root)
-        if len(files) < 3:
-            raise AeoptError(f"{folder} has {len(files)} images; --patch needs at least 3 (train, val, test)")
-        order = np.random.default_rng(seed).permutation(len(files))
-        n_val, n_test = max(1, len(files) // 10), max(1, round(len(files) * 0.15))
-        val_files = [files[i] for i in order[:n_val]]
-        test_files = [files[i] for i in order[n_val:n_val + n_test]]
-        train_files = [files[i] for i in order[n_val + n_test:]]
+        return train_files, val_files, test_files
+    files = image_files(root)
+    if len(files) < 3:
+        raise AeoptError(f"{folder} has {len(files)} images; --patch needs at least 3 (train, val, test)")
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val, n_test = max(1, len(files) // 10), max(1, round(len(files) * 0.15))
+    return ([files[i] for i in order[n_val + n_test:]], [files[i] for i in order[:n_val]],
+            [files[i] for i in order[n_val:n_val + n_test]])
+
+
+def _patch_splits(spec: str, patch: int, seed: int):
+    train_files, val_files, test_files = _split_files(spec, seed)
     first = read_image(train_files[0])
     mode = "L" if first.shape[0] == 1 else "RGB"
     train = PatchSource([read_image(f, mode) for f in train_files], patch, seed=seed)
@@ -49,6 +55,32 @@ def _patch_splits(spec: str, patch: int, seed: int):
     val = torch.stack([torch.from_numpy(_centre(im, patch).copy()) for im in val_images]).float() / 255
     test = [read_image(f, mode) for f in test_files]
     return train, val, test
+
+
+def load_test_images(config, channels: int, data: str | None = None, data_dir: str | None = None) -> list[np.ndarray]:
+    """The test split of a codec run's data (or of other data) as uint8 images."""
+    from ..data import load_data
+
+    spec = data or config.data
+    if config.patch is not None and data is None:
+        mode = "L" if channels == 1 else "RGB"
+        return [read_image(f, mode) for f in _split_files(spec, config.seed)[2]]
+    dataset = load_data(spec, data_dir=data_dir or config.data_dir, seed=config.seed)
+    if not dataset.is_image:
+        raise AeoptError(f"the codec compresses images; {spec} is a table")
+    return _uint8(dataset.x_test)
+
+
+def evaluate_codec(run_dir, *, data: str | None = None, data_dir: str | None = None) -> dict:
+    """`aeopt evaluate` on a codec run: the test figures measured on real encoded files."""
+    from .api import load_codec
+    from .evaluate import measure
+    from ..runs import read_config
+
+    config, _ = read_config(run_dir)
+    run = load_codec(run_dir)
+    return {"test": measure(run, load_test_images(config, run.channels, data, data_dir)), "data": data or config.data,
+            "model_id": run.tables.short_id}
 
 
 def _centre(image: np.ndarray, patch: int) -> np.ndarray:
@@ -89,8 +121,9 @@ def train_codec(config, *, dataset=None, overwrite: bool = False, progress: bool
     run_dir = prepare_run_dir(config.out, config, overwrite=overwrite)
     config.out = str(run_dir)
     save_config(run_dir, config, info)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads = config.threads or (1 if min(sample_shape[1:]) < SMALL_IMAGE else None)
+    if threads:
+        torch.set_num_threads(threads)
     objective = CodecObjective(model.lmbda, model.distortion)
     result = _devloop.fit(model, objective, train, val, epochs=config.epochs, batch_size=config.batch_size,
                           lr=float(config.lr), seed=config.seed, max_seconds=max_seconds, log=log,
