@@ -27,6 +27,7 @@ class DevFitResult:
     best_epoch: int
     epochs: int
     train_seconds: float
+    steps: int
 
 
 def _tensor_batches(x: torch.Tensor, seed: int, epoch: int, batch_size: int):
@@ -114,4 +115,4 @@ def fit(model, objective, train, val: torch.Tensor, *, epochs: int, batch_size: 
             bar.close()
     model.load_state_dict(best_state)
     model.eval()
-    return DevFitResult(model, history, best_val, best_epoch, len(history), time.perf_counter() - started)
+    return DevFitResult(model, history, best_val, best_epoch, len(history), time.perf_counter() - started, step)

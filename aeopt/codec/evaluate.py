@@ -22,7 +22,7 @@ def quality(originals: list[np.ndarray], decoded: list[np.ndarray]) -> dict[str,
     values = sum(a.size for a in originals)
     mse = se / values
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-    ms = [float(ms_ssim_per_sample(torch.from_numpy(b[None]).float() / 255, torch.from_numpy(a[None]).float() / 255))
+    ms = [float(ms_ssim_per_sample(torch.tensor(b[None]).float() / 255, torch.tensor(a[None]).float() / 255))
           for a, b in zip(originals, decoded)]
     return {"psnr": psnr, "mse": mse / 255.0 ** 2, "ms_ssim": float(np.mean(ms))}
 
