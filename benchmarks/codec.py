@@ -39,7 +39,7 @@ from aeopt.codec.peers import decode_file, encode_file, measure_peers  # noqa: E
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache" / "codec"
-BSDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "bsds500"
+BSDS = Path(os.environ.get("AEOPT_BSDS", "/work/shared/data/bsds500"))  # train/, val/, test/ folders
 FM_PEERS = {"PNG": [None], "JPEG": [5, 10, 30, 50, 75], "WebP": [0, 10, 30, 50, 75], "AVIF": [0, 10, 30, 50]}
 PHOTO_PEERS = {"JPEG": [10, 30, 50, 75], "WebP": [0, 10, 30, 50, 75, 90], "AVIF": [10, 30, 50, 70]}
 

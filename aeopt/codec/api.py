@@ -7,6 +7,7 @@ bit-exactly, and the hyperprior's table choice is integer arithmetic (intnet.py)
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,7 +18,7 @@ import torch
 from ..errors import AeoptError
 from ..models.codec.model import CodecModel
 from ..models.codec.transforms import HYPER_STRIDE
-from . import container
+from . import coder, container
 from .coder import LATENT_LIMIT, Coder
 from .tables import CodecTables, load_tables
 
@@ -37,18 +38,17 @@ class CodecRun:
     def channels(self) -> int:
         return self.model.input_shape[0]
 
-    def pack(self, entries: list[container.Entry], *, many: bool | None = None) -> bytes:
-        return container.pack(entries, rgb=self.channels == 3, fingerprint=self.tables.fingerprint,
-                              many=len(entries) > 1 if many is None else many,
+    def pack(self, sizes: list[tuple[int, int]], stream: bytes) -> bytes:
+        return container.pack(sizes, stream, rgb=self.channels == 3, fingerprint=self.tables.fingerprint,
                               model_size=self.model.input_shape[1:])
 
-    def unpack(self, data: bytes, what: str) -> list[container.Entry]:
-        rgb, entries = container.unpack(data, fingerprint=self.tables.fingerprint, what=what,
-                                        model_size=self.model.input_shape[1:])
+    def unpack(self, data: bytes, what: str) -> tuple[list[tuple[int, int]], bytes]:
+        rgb, sizes, stream = container.unpack(data, fingerprint=self.tables.fingerprint, what=what,
+                                              model_size=self.model.input_shape[1:])
         if rgb != (self.channels == 3):
             raise AeoptError(f"{what} holds {'RGB' if rgb else 'grey'} images but the codec is "
                              f"{'RGB' if self.channels == 3 else 'grey'}; the file is damaged")
-        return entries
+        return sizes, stream
 
 
 def load_codec(run: "str | Path | CodecRun") -> CodecRun:
@@ -101,11 +101,13 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).numpy()
 
 
-def _same_size_groups(images: list[torch.Tensor]) -> dict[tuple[int, int], list[int]]:
+def chunks(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], list[int]]]:
+    """The coding order: images grouped by size (in order of first appearance), BATCH at a time.
+    Encoder and decoder both derive it from the list of sizes alone."""
     groups: dict[tuple[int, int], list[int]] = {}
-    for i, im in enumerate(images):
-        groups.setdefault(tuple(im.shape[1:]), []).append(i)
-    return groups
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(i)
+    return [(size, idx[k:k + BATCH]) for size, idx in groups.items() for k in range(0, len(idx), BATCH)]
 
 
 @torch.no_grad()
@@ -119,33 +121,41 @@ def encode_latents(run: CodecRun, x: torch.Tensor) -> tuple[np.ndarray, np.ndarr
     return y.long().numpy(), z
 
 
-def encode(run, images, *, reconstruct: bool = False, progress=None) -> tuple[list[container.Entry], list]:
-    """Streams of each image (and, with `reconstruct`, the decoder's uint8 output for each)."""
+@torch.no_grad()
+def _synthesise(run: CodecRun, y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return to_uint8(run.model.synthesise(torch.from_numpy(y).float(), size))
+
+
+def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None):
+    """(sizes, streams, reconstructions): `joint` -> one stream for all images (a many-image
+    file), else one stream per image; reconstructions (the decoder's uint8 output) on request."""
     run = load_codec(run)
     items = as_images(images, run.channels)
-    entries: list = [None] * len(items)
+    sizes = [tuple(im.shape[1:]) for im in items]
+    streams: list = [None] * len(items)
     recon: list = [None] * len(items)
-    for (h, w), idx in _same_size_groups(items).items():
-        for start in range(0, len(idx), BATCH):
-            chunk = idx[start:start + BATCH]
-            x = torch.stack([items[i] for i in chunk])
-            y, z = encode_latents(run, x)
-            for k, i in enumerate(chunk):
-                entries[i] = container.Entry(h, w, run.coder.encode(y[k], None if z is None else z[k]))
-                if progress is not None:
-                    progress.update(1)
-            if reconstruct:
-                with torch.no_grad():
-                    x_hat = to_uint8(run.model.synthesise(torch.from_numpy(y).float(), (h, w)))
-                for k, i in enumerate(chunk):
-                    recon[i] = x_hat[k]
-    return entries, recon
+    enc = coder.new_encoder() if joint else None
+    for size, idx in chunks(sizes):
+        y, z = encode_latents(run, torch.stack([items[i] for i in idx]))
+        rows = run.coder.rows(z, y.shape)
+        if joint:
+            run.coder.encode_into(enc, y, z, rows)
+        else:
+            for k, i in enumerate(idx):
+                streams[i] = run.coder.encode(y[k:k + 1], None if z is None else z[k:k + 1], rows[k:k + 1])
+        if reconstruct:
+            for k, x_hat in zip(idx, _synthesise(run, y, size)):
+                recon[k] = x_hat
+        if progress is not None:
+            progress.update(len(idx))
+    return sizes, (coder.finish(enc) if joint else streams), recon
 
 
 def compress(run, images) -> bytes:
     """One .aec file holding every image (a single-image file for one image)."""
     run = load_codec(run)
-    return run.pack(encode(run, images)[0])
+    sizes, stream, _ = encode(run, images)
+    return run.pack(sizes, stream)
 
 
 def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], tuple[int, int, int] | None]:
@@ -157,42 +167,64 @@ def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], 
     return y_shape, (run.model.width, -(-yh // HYPER_STRIDE), -(-yw // HYPER_STRIDE))
 
 
-def decode_entries(run: CodecRun, entries: list[container.Entry], *, progress=None) -> list[np.ndarray]:
-    """uint8 (C, H, W) of each entry; the synthesis runs on same-size batches."""
-    latents = []
-    for e in entries:
-        latents.append(run.coder.decode(e.stream, *latent_shapes(run, e.height, e.width))[0])
-        if progress is not None:
-            progress.update(1)
-    out: list = [None] * len(entries)
-    for (h, w), idx in _same_size_groups([torch.empty(0, e.height, e.width) for e in entries]).items():
-        for start in range(0, len(idx), BATCH):
-            chunk = idx[start:start + BATCH]
-            with torch.no_grad():
-                y = torch.from_numpy(np.stack([latents[i] for i in chunk])).float()
-                x_hat = to_uint8(run.model.synthesise(y, (h, w)))
-            for k, i in enumerate(chunk):
-                out[i] = x_hat[k]
-    return out
+def _decode_chunk(run: CodecRun, decoders: list, size: tuple[int, int], n_each: int) -> np.ndarray:
+    """y of a chunk: one decoder holding all its images (n_each = chunk size), or one per image."""
+    y_shape, z_shape = latent_shapes(run, *size)
+    zs = [run.coder.decode_z(d, n_each, z_shape) for d in decoders] if z_shape else None
+    z = np.concatenate(zs) if zs else None
+    n = n_each * len(decoders)
+    rows = run.coder.rows(z, (n, *y_shape))
+    return np.concatenate([run.coder.decode_y(d, rows[k * n_each:(k + 1) * n_each]) for k, d in enumerate(decoders)])
+
+
+@contextmanager
+def _decoding(what: str):
+    """constriction reports impossible data with AssertionError/ValueError: one line for the user."""
+    try:
+        yield
+    except AeoptError:
+        raise
+    except (AssertionError, ValueError, RuntimeError, OverflowError) as err:
+        detail = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        raise AeoptError(f"{what} is damaged (its stream does not decode: {detail})") from None
 
 
 def decompress_images(run, data: bytes, *, what: str = "the data", progress=None) -> list[np.ndarray]:
     """Every image of an .aec file, uint8 (C, H, W) each, in order."""
     run = load_codec(run)
-    return decode_entries(run, run.unpack(data, what), progress=progress)
+    sizes, stream = run.unpack(data, what)
+    out: list = [None] * len(sizes)
+    with _decoding(what):
+        decoder = coder.start_decoder(stream)
+        for size, idx in chunks(sizes):
+            for i, x_hat in zip(idx, _synthesise(run, _decode_chunk(run, [decoder], size, len(idx)), size)):
+                out[i] = x_hat
+            if progress is not None:
+                progress.update(len(idx))
+    return out
 
 
 def decompress_files(run, files: list[bytes], *, names: list[str] | None = None, progress=None
                      ) -> list[list[np.ndarray]]:
-    """The images of many .aec files (each checked on its own), decoded in shared batches."""
+    """The images of many .aec files, each checked on its own; single-image files of one size are
+    decoded in shared batches (one h_s and one synthesis call per BATCH files)."""
     run = load_codec(run)
     names = names or [f"file {i}" for i in range(len(files))]
     parsed = [run.unpack(data, name) for data, name in zip(files, names)]
-    flat = decode_entries(run, [e for entries in parsed for e in entries], progress=progress)
-    out, pos = [], 0
-    for entries in parsed:
-        out.append(flat[pos:pos + len(entries)])
-        pos += len(entries)
+    out: list = [None] * len(files)
+    singles = [i for i, (sizes, _) in enumerate(parsed) if len(sizes) == 1]
+    for i, (sizes, _) in enumerate(parsed):
+        if len(sizes) > 1:
+            out[i] = decompress_images(run, files[i], what=names[i], progress=progress)
+    for size, idx in chunks([parsed[i][0][0] for i in singles]):
+        files_idx = [singles[k] for k in idx]
+        with _decoding(names[files_idx[0]] if len(files_idx) == 1 else f"one of {len(files_idx)} files"):
+            decoders = [coder.start_decoder(parsed[i][1]) for i in files_idx]
+            y = _decode_chunk(run, decoders, size, 1)
+        for i, x_hat in zip(files_idx, _synthesise(run, y, size)):
+            out[i] = [x_hat]
+        if progress is not None:
+            progress.update(len(idx))
     return out
 
 

@@ -1,9 +1,10 @@
 """Entropy coding of the integer latents with constriction's range coder (a queue: FIFO).
 
-One stream per image. Factorized: y channel by channel, each with its own table row.
-Hyperprior: z channel by channel, then h_s (integer, intnet.py) gives every element of y a table
-row, and y is coded row by row (elements in raster order within a row), so the decoder, which
-knows the same rows from the z it just decoded, reads the groups back in the same order.
+Factorized: y's table row is its channel. Hyperprior: z is coded first, channel by channel, then
+h_s (integer, intnet.py) gives every element of y a table row, and y is coded row by row, so the
+decoder, which computes the same rows from the z it just decoded, reads the groups back in order.
+A batch of images shares one stream: one call per table row for the whole batch instead of one
+per image is what makes batch coding fast (one image is a batch of one).
 A value outside its row's range is coded as the row's escape symbol and then the value itself:
 its bit length (uniform over 0..ESCAPE_BITS) and its bits below the leading one (uniform).
 """
@@ -31,12 +32,23 @@ class _Models:
 
 
 class Coder:
+    """Codes a batch of same-size images into one stream: z channel by channel (all images'
+    values of a channel together), then y grouped by table row (all images' elements of a row,
+    in C order over (image, channel, row, column)). One image is a batch of one."""
+
     def __init__(self, tables: CodecTables):
         self.tables = tables
         self.y = _Models(tables.y)
         self.z = _Models(tables.z) if tables.z is not None else None
 
-    # --- groups -------------------------------------------------------------------------------
+    def rows(self, z: np.ndarray, y_shape: tuple[int, ...]) -> np.ndarray:
+        """Table row of every element of y (N, M, h, w): integer h_s for the hyperprior, the channel otherwise."""
+        if z is None:
+            n, m, h, w = y_shape
+            return np.broadcast_to(np.arange(m)[None, :, None, None], (n, m, h, w))
+        return self.tables.hyper.indices(z, y_shape[-2:])
+
+    # --- encoding -----------------------------------------------------------------------------
     @staticmethod
     def _encode_group(enc, values: np.ndarray, models: _Models, row: int) -> None:
         t = models.table
@@ -47,6 +59,20 @@ class Coder:
         if escape.any():
             _encode_escapes(enc, values[escape])
 
+    def encode_into(self, enc, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> None:
+        """Append a batch: y (N, M, h, w), z (N, C, hz, wz) or None, rows = self.rows(z, y.shape)."""
+        if z is not None:
+            for c in range(z.shape[1]):
+                self._encode_group(enc, z[:, c].ravel(), self.z, c)
+        for row in np.unique(rows):
+            self._encode_group(enc, y[rows == row], self.y, int(row))
+
+    def encode(self, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> bytes:
+        enc = queue.RangeEncoder()
+        self.encode_into(enc, y, z, rows)
+        return finish(enc)
+
+    # --- decoding -----------------------------------------------------------------------------
     @staticmethod
     def _decode_group(dec, count: int, models: _Models, row: int) -> np.ndarray:
         t = models.table
@@ -57,46 +83,30 @@ class Coder:
             values[escape] = _decode_escapes(dec, int(escape.sum()))
         return values
 
-    # --- one image ------------------------------------------------------------------------------
-    def encode(self, y: np.ndarray, z: np.ndarray | None) -> bytes:
-        """y (M, h, w) and z (C, hz, wz) int64 of one image -> its stream."""
-        enc = queue.RangeEncoder()
-        if z is None:
-            for c in range(len(y)):
-                self._encode_group(enc, y[c].ravel(), self.y, c)
-        else:
-            for c in range(len(z)):
-                self._encode_group(enc, z[c].ravel(), self.z, c)
-            rows = self.tables.hyper.indices(z[None], y.shape[-2:])[0]
-            for row, values in _by_row(y, rows):
-                self._encode_group(enc, values, self.y, row)
-        return enc.get_compressed().astype(">u4").tobytes()
+    def decode_z(self, dec, n: int, z_shape: tuple[int, int, int]) -> np.ndarray:
+        c, h, w = z_shape
+        return np.stack([self._decode_group(dec, n * h * w, self.z, k).reshape(n, h, w) for k in range(c)], 1)
 
-    def decode(self, stream: bytes, y_shape: tuple[int, int, int], z_shape: tuple[int, int, int] | None
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-        if len(stream) % 4:
-            raise AeoptError("the compressed stream is damaged (its length is not a whole number of words)")
-        dec = queue.RangeDecoder(np.frombuffer(stream, dtype=">u4").astype(np.uint32))
-        try:
-            if z_shape is None:
-                m, h, w = y_shape
-                y = np.stack([self._decode_group(dec, h * w, self.y, c).reshape(h, w) for c in range(m)])
-                return y, None
-            zc, zh, zw = z_shape
-            z = np.stack([self._decode_group(dec, zh * zw, self.z, c).reshape(zh, zw) for c in range(zc)])
-            rows = self.tables.hyper.indices(z[None], y_shape[-2:])[0]
-            y = np.zeros(rows.shape, dtype=np.int64)
-            for row in np.unique(rows):
-                mask = rows == row
-                y[mask] = self._decode_group(dec, int(mask.sum()), self.y, int(row))
-            return y, z
-        except (AssertionError, ValueError, RuntimeError) as err:  # constriction's reports of invalid data
-            raise AeoptError(f"the compressed stream is damaged ({str(err).splitlines()[0][:80]})") from None
+    def decode_y(self, dec, rows: np.ndarray) -> np.ndarray:
+        y = np.zeros(rows.shape, dtype=np.int64)
+        for row in np.unique(rows):
+            mask = rows == row
+            y[mask] = self._decode_group(dec, int(mask.sum()), self.y, int(row))
+        return y
 
 
-def _by_row(y: np.ndarray, rows: np.ndarray):
-    for row in np.unique(rows):
-        yield int(row), y[rows == row]
+def new_encoder():
+    return queue.RangeEncoder()
+
+
+def start_decoder(stream: bytes):
+    if len(stream) % 4:
+        raise AeoptError("the compressed stream is damaged (its length is not a whole number of words)")
+    return queue.RangeDecoder(np.frombuffer(stream, dtype=">u4").astype(np.uint32))
+
+
+def finish(enc) -> bytes:
+    return enc.get_compressed().astype(">u4").tobytes()
 
 
 def _encode_escapes(enc, values: np.ndarray) -> None:

@@ -134,15 +134,15 @@ def cmd_compress(args) -> None:
     _check_free(list(targets.values()), args.overwrite)
     images = [im for ims in groups.values() for im in ims]
     bar = _bar(len(images), args.quiet)
+    files, recon = {}, []
     try:
-        entries, recon = encode(run, images, reconstruct=True, progress=bar)
+        for name, ims in groups.items():
+            sizes, stream, decoded = encode(run, ims, reconstruct=True, progress=bar)
+            files[name] = run.pack(sizes, stream)
+            recon += decoded
     finally:
         if bar is not None:
             bar.close()
-    files, pos = {}, 0
-    for name, ims in groups.items():
-        files[name] = run.pack(entries[pos:pos + len(ims)], many=len(ims) > 1 or bool(args.data))
-        pos += len(ims)
     folder = targets[next(iter(targets))].parent
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():

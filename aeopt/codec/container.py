@@ -8,9 +8,9 @@
     [height]    varint   (LEB128) absent with bit 2; with many images, the first image's size
     [width]     varint
     [count]     varint   many images only: how many
-    [per image] varint   many images only: stream length << 1 | 1 if a height and width varint
-                         follow (an image of another size than the first)
-    streams     bytes    the range-coded streams, one per image, in order (one image: the rest)
+    [others]    varint   many images only: how many images differ in size from the first, then
+                         for each: its index, height and width (varints)
+    stream      bytes    the range-coded stream of all images (coder.py), up to the checksum
     checksum    4 bytes  CRC-32 (big-endian) of the model's full 32-byte fingerprint followed by
                          every byte above: damage, truncation and another model's file all fail it
 
@@ -24,7 +24,6 @@ of another model passes with probability 2**-32). One image costs 9 bytes beside
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 from ..errors import AeoptError
 
@@ -32,16 +31,10 @@ MAGIC = b"\xae\xc0"
 FORMAT_VERSION = 1
 MAX_SIDE = 1 << 15
 MAX_PIXELS = 1 << 26  # 64 Mpixel over the whole file: the decoder's working memory stays a few GB at most
+MAX_IMAGES = 1 << 20
 FLAG_RGB, FLAG_MANY, FLAG_MODEL_SIZE, FLAG_UNUSED = 1, 2, 4, 8
 HEADER_BYTES = 5  # magic, version + flags, model id
 CHECKSUM_BYTES = 4
-
-
-@dataclass
-class Entry:
-    height: int
-    width: int
-    stream: bytes
 
 
 def _varint(value: int) -> bytes:
@@ -80,26 +73,24 @@ class _Reader:
         return h, w
 
 
-def pack(entries: list[Entry], *, rgb: bool, fingerprint: bytes, many: bool,
+def pack(sizes: list[tuple[int, int]], stream: bytes, *, rgb: bool, fingerprint: bytes,
          model_size: tuple[int, int] | None = None) -> bytes:
-    """One .aec file; `model_size` (the model's training size) lets images of that size skip their size."""
-    if not entries or (len(entries) > 1 and not many):
-        raise AeoptError("a single-image .aec file holds exactly one image")
-    first = entries[0]
-    implied = model_size is not None and (first.height, first.width) == tuple(model_size)
+    """One .aec file; `model_size` (the model's training size) lets a file of that size skip its size."""
+    if not sizes:
+        raise AeoptError("no images to pack")
+    first = tuple(sizes[0])
+    implied = model_size is not None and first == tuple(model_size)
+    many = len(sizes) > 1
     flags = (FLAG_RGB if rgb else 0) | (FLAG_MANY if many else 0) | (FLAG_MODEL_SIZE if implied else 0)
     out = bytearray(MAGIC + bytes([FORMAT_VERSION << 4 | flags]) + fingerprint[:2])
     if not implied:
-        out += _varint(first.height) + _varint(first.width)
+        out += _varint(first[0]) + _varint(first[1])
     if many:
-        out += _varint(len(entries))
-        for e in entries:
-            other = (e.height, e.width) != (first.height, first.width)
-            out += _varint(len(e.stream) << 1 | other)
-            if other:
-                out += _varint(e.height) + _varint(e.width)
-    for e in entries:
-        out += e.stream
+        others = [(i, s) for i, s in enumerate(sizes) if tuple(s) != first]
+        out += _varint(len(sizes)) + _varint(len(others))
+        for i, (h, w) in others:
+            out += _varint(i) + _varint(h) + _varint(w)
+    out += stream
     out += zlib.crc32(bytes(out), zlib.crc32(fingerprint)).to_bytes(CHECKSUM_BYTES, "big")
     return bytes(out)
 
@@ -128,8 +119,8 @@ def read_header(data: bytes, what: str = "the file") -> tuple[int, int, bytes]:
 
 
 def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
-           model_size: tuple[int, int] | None = None) -> tuple[bool, list[Entry]]:
-    """(rgb, entries) of a file written for the model with this fingerprint; AeoptError otherwise."""
+           model_size: tuple[int, int] | None = None) -> tuple[bool, list[tuple[int, int]], bytes]:
+    """(rgb, image sizes, stream) of a file written for the model with this fingerprint; AeoptError otherwise."""
     _, flags, model_id = read_header(data, what)
     data = bytes(data)
     if model_id != fingerprint[:2]:
@@ -146,27 +137,26 @@ def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
         first = tuple(model_size)
     else:
         first = reader.size()
+    if first[0] * first[1] > MAX_PIXELS:
+        raise AeoptError(f"{what} declares a {first[0]}x{first[1]} image, over the limit of {MAX_PIXELS:,} "
+                         "pixels: the file is damaged or hostile")
     if not flags & FLAG_MANY:
-        entries = [Entry(*first, data[reader.pos:body_end])]
-    else:
-        count = reader.varint("image count")
-        if count < 1 or count > body_end - reader.pos:
-            raise AeoptError(f"{what} is damaged (it declares {count} images in {body_end} bytes)")
-        sizes, total = [], 0
-        for _ in range(count):
-            code = reader.varint("stream length")
-            size = reader.size() if code & 1 else first
-            sizes.append((code >> 1, size))
-            total += code >> 1
-        if total != body_end - reader.pos:
-            raise AeoptError(f"{what} is damaged (its streams should take {total} bytes, it has "
-                             f"{body_end - reader.pos})")
-        entries, pos = [], reader.pos
-        for length, (h, w) in sizes:
-            entries.append(Entry(h, w, data[pos:pos + length]))
-            pos += length
-    pixels = sum(e.height * e.width for e in entries)
-    if pixels > MAX_PIXELS:
-        raise AeoptError(f"{what} declares {pixels:,} pixels, over the limit of {MAX_PIXELS:,}: "
+        return bool(flags & FLAG_RGB), [first], data[reader.pos:body_end]
+    count, n_others = reader.varint("image count"), reader.varint("size list")
+    pixels = (count - n_others) * first[0] * first[1]
+    if not 2 <= count <= MAX_IMAGES or n_others >= count or n_others > body_end or pixels > MAX_PIXELS:
+        raise AeoptError(f"{what} declares {count:,} images ({n_others:,} of other sizes) of {first[0]}x{first[1]} "
+                         f"pixels: over the limits ({MAX_IMAGES:,} images, {MAX_PIXELS:,} pixels) or inconsistent; "
                          "the file is damaged or hostile")
-    return bool(flags & FLAG_RGB), entries
+    others, last = {}, -1
+    for _ in range(n_others):
+        index = reader.varint("image index")
+        if not last < index < count:
+            raise AeoptError(f"{what} is damaged (image index {index} out of order or range)")
+        size = reader.size()
+        others[index], last = size, index
+        pixels += size[0] * size[1]
+        if pixels > MAX_PIXELS:
+            raise AeoptError(f"{what} declares more than {MAX_PIXELS:,} pixels: the file is damaged or hostile")
+    sizes = [others.get(i, first) for i in range(count)]
+    return bool(flags & FLAG_RGB), sizes, data[reader.pos:body_end]

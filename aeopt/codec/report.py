@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..runs import atomic_write_text
-from .api import CodecRun, decompress_images, encode
+from .api import CodecRun, compress, decompress_images
 from .evaluate import measure
 from .peers import closest_setting, decode_file, measure_peers
 
@@ -61,8 +61,7 @@ def strip_figure(path: Path, run: CodecRun, images: list[np.ndarray]) -> None:
     rows = images[:STRIP_IMAGES]
     fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)
     for r, im in enumerate(rows):
-        entries, _ = encode(run, [im])
-        ours = run.pack(entries)
+        ours = compress(run, im)
         panels = [("original", im), (f"aeopt {len(ours)} B", decompress_images(run, ours)[0])]
         for codec in ("WebP", "JPEG"):
             q, data = closest_setting(im, codec, len(ours))
