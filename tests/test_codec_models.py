@@ -101,3 +101,19 @@ def test_registry_lists_the_codec_knobs_and_quality_presets():
     assert create_model("codec", (1, 8, 8), 4, quality=8, distortion="ms-ssim").lmbda == 220.0
     with pytest.raises(AeoptError, match="grey or RGB"):
         create_model("codec", (2, 8, 8), 4)
+
+
+def test_integer_conv_is_exact_at_its_bounds():
+    """The float64 product in intnet is exact for the clipped ranges: compare with an int64 sum."""
+    import numpy as np
+
+    from aeopt.codec import intnet
+
+    rng = np.random.default_rng(0)
+    limit_a, limit_w = 2 ** (intnet.ACT_LIMIT_LOG2 + intnet.A_BITS), 2 ** (intnet.WEIGHT_LIMIT_LOG2 + intnet.W_BITS)
+    a = rng.choice([-limit_a, limit_a - 1], (2, 455, 3, 4)).astype(np.int64)
+    w = rng.choice([-limit_w + 1, limit_w - 1], (5, 455, 3, 3)).astype(np.int64)
+    padded = np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = sum(np.einsum("oc,nchw->nohw", w[:, :, dy, dx], padded[:, :, dy:dy + 3, dx:dx + 4])
+                   for dy in range(3) for dx in range(3))
+    assert np.array_equal(intnet._conv3x3(a, w), expected)
