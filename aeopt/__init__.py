@@ -1,4 +1,5 @@
 """aeopt: build, train, evaluate, shrink and optimize autoencoders, with honest numbers."""
+from .codec import compress, decompress
 from .config import TrainConfig
 from .data import Dataset, load_data
 from .errors import AeoptError
