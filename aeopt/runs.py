@@ -2,6 +2,9 @@
 
 A run directory holds `config.yaml`, `model.safetensors` (best weights), `checkpoint.safetensors`
 + `checkpoint.json` (everything needed to resume), `history.csv`, `metrics.json` and the report.
+`config.yaml` is flat: every setting by its flag name, plus `data_info` (what the data looked like)
+and, for shrunk runs, `artifact` (what was done to the trained model: pruned channel counts, ONNX
+files). Loading here is the torch runtime; aeopt.deploy.load adds ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,10 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .config import TrainConfig
 from .errors import AeoptError
+from .models import create_model
+from .models.channels import keep_channels_
+from .settings import Settings
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -113,13 +118,22 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-def save_config(run_dir: Path, config: TrainConfig, data_info: dict[str, Any]) -> None:
-    """config.yaml: the training settings plus what the data looked like (shape, scaler)."""
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**config.to_dict(), "data_info": data_info},
-                                                              sort_keys=False))
+def save_config(run_dir: Path, config: Settings, data_info: dict[str, Any],
+                artifact: dict[str, Any] | None = None) -> None:
+    """config.yaml: the settings (flat), what the data looked like (shape, scaler) and the artifact record."""
+    values = {**config.to_flat(), "data_info": data_info}
+    if artifact:
+        values["artifact"] = artifact
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(values, sort_keys=False))
 
 
-def read_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+def read_config(run_dir: str | Path) -> tuple[Settings, dict[str, Any]]:
+    """(settings, data_info) of a run directory."""
+    return read_run_record(run_dir)[:2]
+
+
+def read_run_record(run_dir: str | Path) -> tuple[Settings, dict[str, Any], dict[str, Any]]:
+    """(settings, data_info, artifact) of a run directory, with one-line errors for damaged files."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AeoptError(f"no such run directory: {run_dir}")
@@ -129,8 +143,10 @@ def read_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
     try:
         values = yaml.safe_load(path.read_text())
         data_info = values.pop("data_info")
-        return TrainConfig.from_dict(values, source=str(path)), data_info
-    except (yaml.YAMLError, AttributeError, KeyError, TypeError) as err:
+        artifact = values.pop("artifact", None) or values.pop("extra", None) or {}  # `extra`: runs before 0.2
+        values.pop("extra", None)
+        return Settings.from_flat(values, source=str(path)), data_info, artifact
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise AeoptError(f"{path} is damaged ({err}); retrain the run") from None
 
 
@@ -140,41 +156,35 @@ class LoadedRun:
 
     path: Path
     model: torch.nn.Module
-    config: TrainConfig
+    config: Settings
     data_info: dict[str, Any]
     metrics: dict[str, Any] | None
+    artifact: dict[str, Any] = field(default_factory=dict)
 
 
-def build_model(config: TrainConfig, data_info: dict[str, Any]) -> torch.nn.Module:
-    from .models import create_model
-
-    model = create_model(config.model, tuple(data_info["sample_shape"]), config.latent_dim,
+def build_model(config: Settings, data_info: dict[str, Any], artifact: dict[str, Any] | None = None) -> torch.nn.Module:
+    model = create_model(config.architecture.model, tuple(data_info["sample_shape"]), config.architecture.latent_dim,
                          output=data_info["output"], **config.model_knobs())
-    if config.extra.get("channels"):  # structurally pruned (aeopt shrink --structured): narrower layers
-        from .models.channels import keep_channels_
-
-        keep_channels_(model, config.extra["channels"])
+    if artifact and artifact.get("channels"):  # structurally pruned (aeopt shrink --structured): narrower layers
+        keep_channels_(model, artifact["channels"])
     return model
 
 
-def load(run_dir: str | Path, *, weights: str = "model.safetensors", runtime: str = "auto") -> LoadedRun:
-    """Rebuild a run's model from `config.yaml` and its weights from safetensors (no pickle).
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AeoptError(f"{path} is damaged ({err}); re-run `aeopt evaluate` or retrain") from None
 
-    Args:
-        run_dir: the run directory.
-        weights: the safetensors file to load (torch runtime).
-        runtime: "torch", "onnx" (ONNX Runtime; a float run is exported on the fly), or "auto": the
-            run's recorded format (`extra["format"]`, "onnx" for int8 runs written by `aeopt shrink`).
-    """
+
+def load_torch(run_dir: str | Path, *, weights: str = "model.safetensors") -> LoadedRun:
+    """Rebuild a run's model from `config.yaml` and its weights from safetensors (no pickle)."""
     run_dir = Path(run_dir)
-    config, data_info = read_config(run_dir)
-    if runtime not in ("auto", "torch", "onnx"):
-        raise AeoptError(f"unknown runtime {runtime!r}; use auto, torch or onnx")
-    if runtime == "onnx" or (runtime == "auto" and config.extra.get("format") == "onnx"):
-        from .shrink.export import load_onnx_run
-
-        return load_onnx_run(run_dir, config, data_info)
-    model = build_model(config, data_info)
+    config, data_info, artifact = read_run_record(run_dir)
+    model = build_model(config, data_info, artifact)
     state = load_tensors(run_dir / weights)
     try:
         model.load_state_dict(state)
@@ -182,6 +192,4 @@ def load(run_dir: str | Path, *, weights: str = "model.safetensors", runtime: st
         raise AeoptError(f"{run_dir / weights} does not fit the model in config.yaml "
                          f"({str(err).splitlines()[0]}); the run directory is inconsistent") from None
     model.eval()
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    return LoadedRun(run_dir, model, config, data_info, metrics)
+    return LoadedRun(run_dir, model, config, data_info, read_metrics(run_dir), artifact)

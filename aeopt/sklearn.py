@@ -7,22 +7,21 @@ standardized scale (higher is better, as scikit-learn expects).
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .config import TrainConfig
-from .data import Dataset
+from .data import InMemorySource
+from .runs import build_model
+from .settings import Settings
+from .train import fit
 
 
 class AutoencoderTransformer(TransformerMixin, BaseEstimator):
     """An autoencoder as a scikit-learn transformer (transform = encode, inverse_transform = decode).
 
-    Args mirror `TrainConfig`; the defaults suit small tables.
+    Args mirror `aeopt.Settings`; the defaults suit small tables.
     """
 
     def __init__(self, latent_dim: int = 2, model: str = "mlp", hidden: str = "64,32", epochs: int = 60,
@@ -43,25 +42,24 @@ class AutoencoderTransformer(TransformerMixin, BaseEstimator):
         return torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
 
     def fit(self, X, y=None) -> "AutoencoderTransformer":
-        from .train import Trainer
-
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         self.mean_ = X.mean(axis=0)
         std = X.std(axis=0)
         self.scale_ = np.where(std > 0, std, 1.0)
         x = self._scale(X)
+        config = Settings.from_flat(data="array", model=self.model, latent_dim=self.latent_dim, epochs=self.epochs,
+                                    batch_size=self.batch_size, lr=self.lr, loss=self.loss, optimizer=self.optimizer,
+                                    weight_decay=self.weight_decay, seed=self.seed, patience=None,
+                                    hidden=self.hidden if self.model == "mlp" else None, precision="fp32",
+                                    device="cpu").validate()
+        torch.manual_seed(self.seed)
+        model = build_model(config, {"sample_shape": [x.shape[1]], "output": "linear"})
+        steps = -(-len(x) // self.batch_size)
+        objective = model.objective(config, in_unit_range=False, steps_per_epoch=steps)
         # Every sample trains; the same samples serve as validation for early stopping and best weights.
-        dataset = Dataset(name="array", x_train=x, x_val=x, x_test=x[:1], y_train=None, y_val=None, y_test=None,
-                          is_image=False)
-        config = TrainConfig(data="array", model=self.model, latent_dim=self.latent_dim, epochs=self.epochs,
-                             batch_size=self.batch_size, lr=self.lr, loss=self.loss, optimizer=self.optimizer,
-                             weight_decay=self.weight_decay, seed=self.seed, patience=None,
-                             hidden=self.hidden if self.model == "mlp" else None, precision="fp32").validate()
-        with tempfile.TemporaryDirectory(prefix="aeopt-sklearn-") as tmp:
-            trainer = Trainer(config, dataset, Path(tmp), device=torch.device("cpu"), log=lambda _: None,
-                              progress=False)
-            trainer.fit()
-        self.autoencoder_ = trainer.model.eval()
+        source = InMemorySource(x, seed=self.seed)
+        result = fit(model, objective, source, source, config, device="cpu", log=lambda _: None, progress=False)
+        self.autoencoder_ = result.model.eval()
         return self
 
     def transform(self, X) -> np.ndarray:

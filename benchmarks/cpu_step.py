@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_line  # noqa: E402
 
 from aeopt.models import create_model  # noqa: E402
-from aeopt.models.narrow_conv import NarrowConv2d, NarrowConvTranspose2d  # noqa: E402
-from aeopt.speed import keep_freed_memory  # noqa: E402
+from aeopt.kernels.narrow_conv import NarrowConv2d, NarrowConvTranspose2d  # noqa: E402
+from aeopt.kernels.memory import keep_freed_memory  # noqa: E402
 
 VARIANTS = ("stock", "narrow", "malloc", "both")
 RESULTS = Path(__file__).parent / "results"

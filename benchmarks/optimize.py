@@ -31,6 +31,7 @@ from aeopt.optimize.api import SEARCH_SHARE  # noqa: E402
 from aeopt.optimize.retrain import BEST_SHARE, LEAD_SHARE  # noqa: E402
 from aeopt.optimize.search import parse_budget  # noqa: E402
 from aeopt.optimize.space import describe  # noqa: E402
+from aeopt.train import OnEpochEnd  # noqa: E402
 
 
 def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads: int, device: str):
@@ -44,15 +45,13 @@ def train_seed_for(seconds: float, dataset, latent_dim: int, out: Path, threads:
     epochs = max(1, int(seconds * rate / len(dataset.x_train)))
     deadline = time.time() + seconds
 
-    def stop_at_deadline(trainer):
-        def hook(trainer, row):
-            if time.time() > deadline:  # end the loop gracefully: train() still evaluates and reports
-                trainer.config.epochs = trainer.epoch
-        trainer.epoch_hooks.append(hook)
+    def stop_at_deadline(loop, row):
+        if time.time() > deadline:  # end the loop gracefully: train() still evaluates and reports
+            loop.stop = True
 
     return aeopt.train(model="seed", data="fashion-mnist", latent_dim=latent_dim, epochs=epochs, patience=None,
                        dataset=dataset, out=str(out), overwrite=True, progress=False, threads=threads,
-                       device=device, setup=stop_at_deadline, log=lambda m: None)
+                       device=device, callbacks=[OnEpochEnd(stop_at_deadline)], log=lambda m: None)
 
 
 def _head(dataset, n):

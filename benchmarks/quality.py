@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
-from aeopt.evaluate import pca_reconstruction, quality  # noqa: E402
+from aeopt.evaluate.evaluate import pca_reconstruction, quality  # noqa: E402
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.metrics import psnr  # noqa: E402
-from aeopt.shrink.bench import build_forms, time_call  # noqa: E402
+from aeopt.deploy.bench import build_forms, time_call  # noqa: E402
 from aeopt.shrink.distill import train_student  # noqa: E402
 from aeopt.shrink.pipeline import size_bytes  # noqa: E402
 
@@ -97,8 +97,8 @@ def measure(args, name: str) -> list[str]:
     forms, info = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in runs.items():
-            config = aeopt.load(path, runtime="torch").config
-            is_int8 = bool(config.extra.get("onnx"))
+            artifact = aeopt.load(path, runtime="torch").artifact
+            is_int8 = bool(artifact.get("onnx"))
             wanted = ("onnx_int8",) if is_int8 else ("eager_fp32", "eager_bf16", "onnx_fp32")
             if label in ("original", "pruned 50%") and not is_int8 and args.compile:
                 wanted += ("compiled",)
@@ -107,7 +107,7 @@ def measure(args, name: str) -> list[str]:
             params = aeopt.load(path, runtime="torch").model.num_params()
             for form, forward in build_forms(path, work, threads=args.threads, forms=wanted).items():
                 forms[(label, form)] = forward
-                info[(label, form)] = (size_bytes(path, config), params, form_psnr(forward, x_test))
+                info[(label, form)] = (size_bytes(path, artifact), params, form_psnr(forward, x_test))
         big, one = torch.rand(256, 1, 28, 28), torch.rand(1, 1, 28, 28)
         best: dict = {}
         for _ in range(args.repeats):   # interleaved repeats: each form sees the same load, the best is kept

@@ -31,7 +31,7 @@ from benchmarks.common import machine_line  # noqa: E402
 
 from aeopt.data import load_data  # noqa: E402
 from aeopt.models import create_model  # noqa: E402
-from aeopt.speed import peak_gflops  # noqa: E402
+from aeopt.train.throughput import peak_gflops  # noqa: E402
 from aeopt.train import train  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

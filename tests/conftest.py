@@ -1,6 +1,7 @@
 import pytest
 
 from aeopt.data import load_data
+from aeopt.train import OnEpochEnd
 
 
 @pytest.fixture(scope="session")
@@ -11,13 +12,12 @@ def digits():
 
 @pytest.fixture
 def interrupt_after_epoch_2():
-    """A `setup` for train() that kills the run (KeyboardInterrupt) right after epoch 2's checkpoint."""
-    def install(trainer) -> None:
-        def hook(trainer, row) -> None:
-            if row["epoch"] == 2:
-                raise KeyboardInterrupt
-        trainer.epoch_hooks.append(hook)
-    return install
+    """Callbacks for train() that kill the run (KeyboardInterrupt) at the end of epoch 2, before its checkpoint:
+    the run directory then holds epoch 1's, and a resume replays epoch 2."""
+    def hook(loop, row) -> None:
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+    return [OnEpochEnd(hook)]
 
 
 @pytest.fixture(scope="session")

@@ -54,9 +54,9 @@ class CodecRun:
 def load_codec(run: "str | Path | CodecRun") -> CodecRun:
     if isinstance(run, CodecRun):
         return run
-    from ..runs import load
+    from ..runs import load_torch
 
-    loaded = load(run)
+    loaded = load_torch(run)
     if not isinstance(loaded.model, CodecModel):
         raise AeoptError(f"{run} is a {loaded.config.model!r} run, not a codec; train one with "
                          "`aeopt train --model codec`")

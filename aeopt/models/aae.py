@@ -2,8 +2,8 @@
 the data toward a prior N(0, I), so decoding prior samples gives new data.
 
 The discriminator is a submodule (its weights live in the model's files) but it is trained by its
-own optimizer, in a step hook installed by `aeopt.variants.install_variants`: the autoencoder's
-penalty reads the discriminator through detached weights, so the main optimizer never moves it.
+own optimizer, an `ExtraStep` of the AAE's objective: the autoencoder's penalty reads the
+discriminator through detached weights, and the main optimizer is not given its parameters.
 """
 from __future__ import annotations
 
@@ -17,9 +17,33 @@ from torch.func import functional_call
 from ..errors import AeoptError
 from .backbone import build_backbone
 from .base import Autoencoder
+from .objective import ExtraStep
+from .objectives import ReconstructionObjective, reconstruction_objective
 from .registry import register_model
 
 DISC_HIDDEN = 128
+DISC_LR = 2e-4            # the usual GAN rate for the discriminator's Adam
+DISC_BETAS = (0.5, 0.999)
+
+
+class AdversarialObjective(ReconstructionObjective):
+    """Reconstruction + adversarial term; after each main step, one discriminator step."""
+
+    def main_parameters(self, model):
+        own = {id(p) for p in model.discriminator.parameters()}
+        return [p for p in model.parameters() if id(p) not in own]
+
+    def extra_steps(self, model) -> dict[str, ExtraStep]:
+        optimizer = torch.optim.Adam(model.discriminator.parameters(), lr=DISC_LR, betas=DISC_BETAS)
+
+        def step(out: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            loss = model.discriminator_loss(out["z"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return {"discriminator": loss.detach()}
+
+        return {"discriminator": ExtraStep(optimizer, step)}
 
 
 class AAE(Autoencoder):
@@ -29,6 +53,9 @@ class AAE(Autoencoder):
         self.discriminator = nn.Sequential(
             nn.Linear(self.latent_dim, DISC_HIDDEN), nn.LeakyReLU(0.2),
             nn.Linear(DISC_HIDDEN, DISC_HIDDEN), nn.LeakyReLU(0.2), nn.Linear(DISC_HIDDEN, 1))
+
+    def objective(self, settings, *, in_unit_range: bool, steps_per_epoch: int) -> ReconstructionObjective:
+        return reconstruction_objective(self, settings, in_unit_range=in_unit_range, cls=AdversarialObjective)
 
     def prior(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator).to(device or next(self.parameters()).device)

@@ -1,11 +1,14 @@
 """What every autoencoder shares: encode / decode / forward returning a dict, its size and cost."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import AeoptError
+from .objectives import ReconstructionObjective, reconstruction_objective
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -70,6 +73,15 @@ class Autoencoder(nn.Module):
         """Model-specific loss terms (already weighted) added to the reconstruction loss; e.g. a VAE's KL."""
         return {}
 
+    def has_penalties(self) -> bool:
+        """Whether this family adds loss terms of its own (then the loop logs the parts per epoch)."""
+        return type(self).penalties is not Autoencoder.penalties
+
+    def objective(self, settings, *, in_unit_range: bool, steps_per_epoch: int) -> ReconstructionObjective:
+        """The objective the training loop runs for this model (see models/objective.py); families with
+        their own training rules (a VAE's KL warm-up, an AAE's discriminator) override it."""
+        return reconstruction_objective(self, settings, in_unit_range=in_unit_range)
+
     def extra_metrics(self, x: torch.Tensor) -> dict:
         """Model-specific test figures merged into metrics.json (e.g. a VAE's ELBO); x is the test set."""
         return {}
@@ -83,8 +95,6 @@ class Autoencoder(nn.Module):
         Counted on a batch of 2 (BatchNorm needs more than one sample) on a deep copy, so the
         model's own weights, statistics and gradients are untouched.
         """
-        import copy
-
         probe = copy.deepcopy(self).float().cpu().train()
         x = torch.rand(2, *self.input_shape)
         with FlopCounterMode(display=False) as counter:

@@ -12,7 +12,7 @@ import torch.nn as nn
 from ..errors import AeoptError
 from .base import Autoencoder, check_choice, check_positive, make_activation
 from .layers import CropTo, PadTo, Residual, make_norm, padded_size
-from .narrow_conv import NarrowConv2d
+from ..kernels.narrow_conv import NarrowConv2d
 from .registry import register_model
 
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..errors import AeoptError
 from .base import Autoencoder
 from .layers import CropTo, PadTo, padded_size
-from .narrow_conv import NarrowConvTranspose2d
+from ..kernels.narrow_conv import NarrowConvTranspose2d
 from .registry import register_model
 
 

@@ -15,9 +15,23 @@ import torch.nn.functional as F
 from ..errors import AeoptError
 from .backbone import build_backbone, widen_encoder_output
 from .base import Autoencoder
+from .objectives import ReconstructionObjective, reconstruction_objective
 from .registry import register_model
 
 EVAL_SEED = 4321  # the test ELBO's one posterior sample per image is drawn from this seed
+
+
+class KLWarmup(ReconstructionObjective):
+    """--kl-warmup: the KL weight ramps linearly from 0 to beta over the first epochs. The factor is the
+    model's `beta_scale` buffer, so a checkpoint carries it and a resumed run continues the ramp."""
+
+    def __init__(self, *args, ramp_steps: int, **kw):
+        super().__init__(*args, **kw)
+        self.ramp_steps = ramp_steps
+        self.model.beta_scale.fill_(0.0)  # a resumed run's checkpoint then restores the ramp's value
+
+    def after_step(self, step: int) -> None:
+        self.model.beta_scale.fill_(min(1.0, (step + 1) / self.ramp_steps))
 
 
 class VAE(Autoencoder):
@@ -51,6 +65,13 @@ class VAE(Autoencoder):
         """KL(N(mu, sigma^2) || N(0, I)) in nats, summed over the latent dimensions."""
         mu, logvar = out["mu"].float(), out["logvar"].float()
         return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
+
+    def objective(self, settings, *, in_unit_range: bool, steps_per_epoch: int) -> ReconstructionObjective:
+        warmup = settings.objective.kl_warmup
+        if not warmup:
+            return super().objective(settings, in_unit_range=in_unit_range, steps_per_epoch=steps_per_epoch)
+        return reconstruction_objective(self, settings, in_unit_range=in_unit_range, cls=KLWarmup,
+                                        ramp_steps=warmup * steps_per_epoch)
 
     def penalties(self, out: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
         kl = self.kl_per_sample(out).mean() / math.prod(self.input_shape)

@@ -11,7 +11,9 @@ import torch
 
 from ..data import Dataset, load_data
 from ..errors import AeoptError
+from ..evaluate import peak_of, pca_reconstruction
 from ..metrics import psnr
+from ..models import create_model
 from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
@@ -22,11 +24,10 @@ from .space import default_space, load_space
 from .trial import TrialPlan
 
 SEARCH_SHARE = 1 / 5  # of a --budget; the rest retrains chosen front members on the full training set
-# (a fifth: the front's errors come from the retraining, where on 2 cores the 45-MFLOP starting point needs
-# ~15 full-data epochs, ~8 minutes, for its best; a fifth of 15 minutes still tries ~30 configurations)
+# (the front's errors come from the retraining, which needs most of the time; design_notes.md)
 DEFAULT_TRIALS = 20  # when neither --trials nor --budget is given
 BUDGET_MAX_EPOCHS = 100  # with a budget and no final_epochs, the time left decides the epochs, up to this many
-# (a cap of 3 x the search's epochs left 43 s of a 2-minute GPU budget unused once members trained in seconds)
+# (a tighter cap left GPU budgets unused once members trained in seconds; design_notes.md)
 
 
 @dataclass
@@ -149,9 +150,6 @@ def _reserve(budget_seconds: float) -> float:
 
 def reference_points(dataset: Dataset, latent_dim: int) -> list[dict[str, Any]]:
     """PCA at the latent size (validation and test error) and the seed architecture's cost."""
-    from ..evaluate import peak_of, pca_reconstruction
-    from ..models import create_model
-
     peak = peak_of(dataset)
     refs = []
     pca = {"name": f"PCA-{latent_dim}", "color": "C3"}

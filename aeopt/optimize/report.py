@@ -6,6 +6,7 @@ from typing import Any
 
 from ..runs import atomic_write_bytes, atomic_write_text
 from .objectives import COST_KEYS, COSTS, Objectives
+from .space import describe
 
 COST_LABELS = {"params": "parameters", "flops": "training FLOPs per sample", "latency": "latency per sample (us)"}
 
@@ -102,7 +103,6 @@ def write_report(path: Path, *, data: str, objectives: Objectives, front: list[d
 
 
 def _arch(settings: dict[str, Any]) -> str:
-    from .space import describe
 
     return describe(settings).replace("|", "/")
 

@@ -16,9 +16,7 @@ running at its deadline (slower than measured: a busy machine) stops after the c
 best weights.
 With a budget, only configurations that would get MIN_EPOCHS full-data epochs in half the retraining
 time are candidates (`trainable_within`): a larger model would join the front under-trained and push the
-cheaper members out of the retraining time (in one 15-minute Fashion-MNIST run a 137-MFLOP conv, the
-search's best, got 5 epochs: +3.74 dB over PCA, where a 45-MFLOP conv reached +3.95 dB in 15;
-benchmarks/results/optimize.md, notes).
+cheaper members out of the retraining time (benchmarks/results/optimize.md, notes; design_notes.md).
 """
 from __future__ import annotations
 
@@ -31,8 +29,10 @@ from typing import Any, Callable
 import optuna
 
 from ..data import Dataset
-from ..evaluate import reconstruct
-from ..runs import load, write_json
+from ..deploy.inference import load
+from ..evaluate import evaluate_model, reconstruct
+from ..runs import write_json
+from ..train import OnEpochEnd, StopAt
 from .objectives import reconstruction_error
 from .trial import TrialPlan, fit_config, trial_config
 
@@ -146,9 +146,9 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
         spent = member["train_seconds"] + member["val_seconds"]
         overhead = max(0.0, time.time() - started - spent)
         if deadline is not None and member["epochs"] and spent > 0:
-            # The search measured its speeds on a subset, start-up included: full-data epochs ran ~20% faster
-            # in a 15-minute run, which left the last member 110 s unused. Scale the members still to train
-            # by how far off the prediction was for this one.
+            # The search measured its speeds on a subset, start-up included, and full-data epochs run at
+            # another speed (design_notes.md): scale the members still to train by how far off the
+            # prediction was for this one.
             factor = min(2.0, max(0.5, spent / (member["epochs"] * per_epoch[i])))
             per_epoch[i + 1:] = [e * factor for e in per_epoch[i + 1:]]
     return members, skipped
@@ -158,29 +158,27 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
                    log: Callable[[str], None], most_epochs: int | None = None) -> dict[str, Any]:
     """Train one front configuration on the full training set (or reuse a finished retrain) and measure it.
     With a deadline, the epochs are re-planned after the second one (`replan_epochs`), up to `most_epochs`."""
-    from ..evaluate import evaluate_model
-    from ..train import data_info
-
     trial = pick.trial
     run_dir = plan.out / "front" / f"{trial.number:04d}"
-    config = trial_config(plan, trial.user_attrs["settings"], run_dir, epochs)
-    config.patience = max(5, epochs // 4)
+    config = trial_config(plan, trial.user_attrs["settings"], run_dir, epochs).replace(patience=max(5, epochs // 4))
     started = time.perf_counter()
     done = run_dir / "metrics.json"
     if done.is_file() and load(run_dir).config.epochs == epochs:
         model, metrics = load(run_dir).model, json.loads(done.read_text())
         how = "kept from an earlier run"
+        planned = epochs
     else:
         timed = deadline is not None
-        trainer = fit_config(config, dataset, data_info(dataset), device=plan.device,
-                             epoch_hooks=[replan_epochs(deadline, most_epochs or epochs)] if timed else [],
-                             step_hooks=[_stop_at(deadline)] if timed else [])
+        trainer = fit_config(config, dataset, device=plan.device,
+                             callbacks=[OnEpochEnd(replan_epochs(deadline, most_epochs or epochs)),
+                                        StopAt(deadline)] if timed else [])
         model = trainer.model
-        metrics = {**evaluate_model(model, dataset, device=trainer.device, pca=False), "epochs": trainer.epoch,
+        metrics = {**evaluate_model(model, dataset, device=trainer.device), "epochs": trainer.epoch,
                    "best_epoch": trainer.best_epoch, "train_seconds": trainer.train_seconds, **trainer.throughput()}
         write_json(run_dir / "metrics.json", metrics)
-        replanned = f", re-planned from {epochs}" if config.epochs != epochs else ""
-        how = f"{metrics['epochs']} of {config.epochs} epochs{replanned} in {time.perf_counter() - started:.0f} s"
+        planned = trainer.epochs
+        replanned = f", re-planned from {epochs}" if planned != epochs else ""
+        how = f"{metrics['epochs']} of {planned} epochs{replanned} in {time.perf_counter() - started:.0f} s"
     device = next(model.parameters()).device
     x_hat = reconstruct(model, dataset.x_val, device=device)
     member = {
@@ -190,7 +188,7 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
         "params": int(trial.user_attrs["params"]),
         "train_flops_per_sample": int(trial.user_attrs["train_flops_per_sample"]),
         "run": str(run_dir.relative_to(plan.out)),
-        "epochs": metrics["epochs"], "planned_epochs": config.epochs, "train_seconds": metrics["train_seconds"],
+        "epochs": metrics["epochs"], "planned_epochs": planned, "train_seconds": metrics["train_seconds"],
         "val_seconds": metrics["epochs"] * VAL_COST * len(dataset.x_val) / max(metrics["samples_per_second"], 1e-3),
         "search_values": dict(zip(plan.objectives.names, trial.values)),
         "settings": trial.user_attrs["settings"],
@@ -205,12 +203,11 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
 
 
 def replan_epochs(deadline: float, most_epochs: int) -> Callable:
-    """An epoch hook: after the second epoch, set the run's epochs (and its LR schedule's length) to as many as
+    """An epoch callback: after the second epoch, set the run's epochs (and its LR schedule's length) to as many as
     fit before `deadline` at the speed this very run showed in that epoch (training, validation, checkpoint;
     the first one also pays start-up), at most `most_epochs`. The plan before it came from the search's speeds
-    on a subset, which miss by up to 2x on a busy machine (one member got 8 of 13 planned epochs, stopped
-    mid-schedule at a high learning rate, while the last one finished 160 s early). Two epochs into ten or
-    more the LR schedule is still warming up, so stretching it changes little."""
+    on a subset, which can miss by 2x on a busy machine (benchmarks/results/optimize.md). Two epochs into ten
+    or more the LR schedule is still warming up, so stretching it changes little."""
     ended: dict[int, float] = {}
 
     def replan(trainer, row: dict) -> None:
@@ -219,14 +216,6 @@ def replan_epochs(deadline: float, most_epochs: int) -> Callable:
             return
         per_epoch = max(ended[2] - ended[1], 1e-3)
         fit = 2 + math.floor((deadline - ended[2]) * REPLAN_SAFETY / per_epoch)
-        trainer.config.epochs = max(2, min(most_epochs, fit))
-        trainer.schedule.total_steps = trainer.config.epochs * trainer.steps_per_epoch
+        trainer.epochs = max(2, min(most_epochs, fit))
+        trainer.schedule.total_steps = trainer.epochs * trainer.steps_per_epoch
     return replan
-
-
-def _stop_at(deadline: float) -> Callable:
-    """A step hook that ends training after the step that crosses `deadline` (the best weights are kept)."""
-    def check(trainer, x, out) -> None:
-        if time.time() > deadline:
-            trainer.stop_requested = True
-    return check

@@ -16,6 +16,7 @@ from typing import Callable
 
 import optuna
 
+from ..data import load_data
 from ..errors import AeoptError
 from .space import starting_points
 from .trial import TrialPlan, TrialRunner
@@ -91,7 +92,6 @@ def open_study(plan: TrialPlan, storage_url: str | None) -> optuna.Study:
 def run_worker(plan: TrialPlan, storage_url: str | None, n_trials: int | None, *,
                log: Callable[[str], None] = print, callback: Callable | None = None, dataset=None) -> None:
     """Run trials until n_trials are done here or the deadline passes."""
-    from ..data import load_data
 
     if dataset is None:
         dataset = load_data(plan.data, data_dir=plan.data_dir, seed=plan.seed)

@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import read_yaml
 from ..errors import AeoptError
+from ..models import list_models
+from ..models.base import ACTIVATIONS
+from ..models.layers import NORMS
+from ..models.losses import build_loss
+from ..settings import OPTIMIZERS, SCHEDULES, read_yaml
 
 CONV_KNOBS = ("width", "depth", "blocks", "kernel_size", "decoder", "norm")
 MLP_KNOBS = ("hidden_layers", "hidden_size", "dropout")
@@ -142,12 +146,6 @@ def parse_dimension(name: str, value: Any, source: str) -> Dimension:
 
 def check_values(dim: Dimension, source: str) -> None:
     """Reject choices the models, losses or optimizers would not accept, before any trial runs."""
-    from ..losses import build_loss
-    from ..models import list_models
-    from ..models.base import ACTIVATIONS
-    from ..models.layers import NORMS
-    from ..optim import OPTIMIZERS, SCHEDULES
-
     known = {"model": ("conv", "mlp"), "activation": tuple(ACTIVATIONS), "norm": NORMS,
              "decoder": ("transposed", "upsample"), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     if dim.name == "model":
@@ -171,7 +169,7 @@ def check_values(dim: Dimension, source: str) -> None:
 
 
 def suggest(trial, space: SearchSpace) -> dict[str, Any]:
-    """Draw one configuration: TrainConfig settings (model knobs only for the model drawn)."""
+    """Draw one configuration: flat settings (model knobs only for the model drawn)."""
     drawn: dict[str, Any] = {}
     model = space["model"].suggest(trial)
     for name in ORDER[1:]:
@@ -192,12 +190,9 @@ def suggest(trial, space: SearchSpace) -> dict[str, Any]:
 
 # The library's default recipes: the first trials of a new study, so that the search starts from
 # configurations known to train well and the sampler has good examples from the start.
-# Short runs on Fashion-MNIST (10k samples, 3 epochs, latent 32) ranked SiLU over ReLU, one-cycle over
-# cosine, lr 6e-3 over 3e-3 and batch over group norm; at ~25 MFLOP/sample width 32 with 2 stages beat
-# residual blocks (width 16) and 3 stages (width 24). Batch 64, not 128: search trials are short, and
-# at batch 128 the 3-stage recipe took half the steps and ranked far down the search's front (4,000
-# samples x 6 epochs: val MSE 0.01364 vs 0.01100 at batch 64), behind small convs it beats on the full
-# data; on all 55k images for 10 epochs batch 64 also ended lower (test MSE 0.00617 vs 0.00630).
+# Short Fashion-MNIST runs ranked SiLU, one-cycle, lr 6e-3 and batch norm first, and width 32 with 2 stages
+# over residual blocks or 3 stages; batch 64, not 128, since search trials are short and at 128 the larger
+# recipes get too few steps to rank where they end (the figures: benchmarks/results/design_notes.md).
 STARTING_POINTS = (
     {"model": "conv", "width": 32, "depth": 2, "blocks": 0, "kernel_size": 3, "decoder": "transposed",
      "norm": "batch", "activation": "silu", "loss": "bce", "optimizer": "adamw", "lr": 6e-3,

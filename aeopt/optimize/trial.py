@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-import torch
 
-from ..config import TrainConfig
 from ..data import Dataset
 from ..errors import AeoptError
 from ..evaluate import reconstruct
-from ..runs import build_model
+from ..runs import build_model, save_config
+from ..settings import Settings
+from ..train import Callback, OnEpochEnd, OnStepEnd, TrainingDiverged, data_info, fit_settings, prepare_run_dir
+from ..train.loop import Loop, resolve_device
 from .objectives import Objectives, model_costs, reconstruction_error
 from .space import SearchSpace, describe, suggest
 
@@ -66,30 +67,21 @@ def search_subset(dataset: Dataset, plan: TrialPlan) -> Dataset:
                                x_val=head(dataset.x_val, plan.val_subset), y_val=head(dataset.y_val, plan.val_subset))
 
 
-def trial_config(plan: TrialPlan, settings: dict[str, Any], run_dir: Path, epochs: int) -> TrainConfig:
-    return TrainConfig(data=plan.data, data_dir=plan.data_dir, seed=plan.seed, epochs=epochs, patience=None,
-                       threads=plan.threads, out=str(run_dir), **settings)
+def trial_config(plan: TrialPlan, settings: dict[str, Any], run_dir: Path, epochs: int) -> Settings:
+    return Settings.from_flat(data=plan.data, data_dir=plan.data_dir, seed=plan.seed, epochs=epochs, patience=None,
+                              threads=plan.threads, out=str(run_dir), **settings)
 
 
-def fit_config(config: TrainConfig, dataset: Dataset, info: dict[str, Any], *, device: str,
-               epoch_hooks: list[Callable] = (), step_hooks: list[Callable] = ()):
-    """Train with the Trainer directly and return it: search trials and the front's retraining need no
-    report or PCA (train() writes both, which costs seconds); the run directory still holds the config,
-    the weights and the history, so `aeopt evaluate` and `aeopt report` work on it later."""
-    from ..runs import save_config
-    from ..train import Trainer, prepare_run_dir, resolve_device
-
+def fit_config(config: Settings, dataset: Dataset, *, device: str, callbacks: list[Callback] = ()) -> Loop:
+    """fit() a trial's settings and return the loop: search trials and the front's retraining need no report
+    (train() writes one, which costs seconds); the run directory still holds the config, the weights and the
+    history, so `aeopt evaluate` and `aeopt report` work on it later."""
     config.validate()
-    if config.threads:
-        torch.set_num_threads(config.threads)
     run_dir = prepare_run_dir(config.out, config, overwrite=True)
-    trainer = Trainer(config, dataset, run_dir, device=resolve_device(device), log=lambda message: None,
-                      progress=False)
-    save_config(run_dir, config, info)
-    trainer.epoch_hooks.extend(epoch_hooks)
-    trainer.step_hooks.extend(step_hooks)
-    trainer.fit()
-    return trainer
+    save_config(run_dir, config, data_info(dataset))
+    torch_device = resolve_device(device)
+    return fit_settings(config, dataset, run_dir, device=torch_device, log=lambda message: None,
+                        callbacks=callbacks).loop
 
 
 def dominated_count(rung_error: float, costs: tuple[float, ...], peers: list[tuple[float, tuple]]) -> int:
@@ -107,14 +99,10 @@ class TrialRunner:
     """The Optuna objective: returns (error, *costs) for one configuration, or raises TrialPruned."""
 
     def __init__(self, plan: TrialPlan, dataset: Dataset, log: Callable[[str], None]):
-        from ..train import data_info
-
         self.plan, self.dataset, self.log = plan, search_subset(dataset, plan), log
         self.data_info = data_info(self.dataset)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        from ..train import TrainingDiverged
-
         plan, objectives = self.plan, self.plan.objectives
         settings = suggest(trial, plan.space)
         run_dir = plan.out / "trials" / f"{trial.number:04d}"
@@ -157,13 +145,14 @@ class TrialRunner:
                  f"{error:.5f} | done")
         return (error, *cost_values)
 
-    def _train(self, config: TrainConfig, trial: optuna.Trial, costs: tuple[float, ...]):
-        hooks = [_stop_at_deadline(trial, self.plan.deadline)] if self.plan.deadline is not None else []
-        return fit_config(config, self.dataset, self.data_info, device=self.plan.device,
-                          epoch_hooks=[self._epoch_hook(trial, costs)], step_hooks=hooks)
+    def _train(self, config: Settings, trial: optuna.Trial, costs: tuple[float, ...]) -> Loop:
+        callbacks = [OnEpochEnd(self._epoch_hook(trial, costs))]
+        if self.plan.deadline is not None:
+            callbacks.append(OnStepEnd(_stop_at_deadline(trial, self.plan.deadline)))
+        return fit_config(config, self.dataset, device=self.plan.device, callbacks=callbacks)
 
     def _epoch_hook(self, trial: optuna.Trial, costs: tuple[float, ...]) -> Callable:
-        """The per-epoch hook: validation error at rungs and rung pruning."""
+        """The per-epoch callback: validation error at rungs and rung pruning."""
         plan, x_val = self.plan, self.dataset.x_val
 
         def at_epoch_end(trainer, row: dict) -> None:
@@ -185,8 +174,8 @@ class TrialRunner:
 
 
 def _stop_at_deadline(trial: optuna.Trial, deadline: float) -> Callable:
-    """A step hook that stops the trial as soon as the search's share of the budget is spent."""
-    def check(trainer, x, out) -> None:
+    """A step callback that stops the trial as soon as the search's share of the budget is spent."""
+    def check(trainer, batch, parts) -> None:
         if time.time() > deadline:
             trial.set_user_attr("stopped", f"budget ran out in epoch {trainer.epoch + 1}")
             raise optuna.TrialPruned(f"budget ran out in epoch {trainer.epoch + 1}")

@@ -1,6 +1,5 @@
-"""Shrink and ship: pruning, int8 quantization, distillation, ONNX export and latency benchmarks."""
-from .bench import bench
-from .export import export_onnx, export_run
+"""Shrinking a trained run: distillation, pruning (unstructured and channel surgery), and the pipeline
+that chains them with int8 quantization (aeopt.deploy) into a new run directory."""
 from .pipeline import shrink
 
-__all__ = ["bench", "export_onnx", "export_run", "shrink"]
+__all__ = ["shrink"]

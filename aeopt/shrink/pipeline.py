@@ -3,7 +3,7 @@
 Each step is measured (test PSNR, params, size on disk) and reported before/after. The new run
 directory is built in a hidden folder beside NEW and renamed into place at the end, so a failure
 never leaves half a run. It holds:
-  config.yaml        the float model's config; `extra` records pruned channel counts and, for int8,
+  config.yaml        the float model's settings; `artifact` records pruned channel counts and, for int8,
                      `format: onnx` plus the ONNX files, so `aeopt.load` / `aeopt evaluate` pick them up
   model.safetensors  the float weights (after distillation and pruning)
   full/encoder/decoder.int8.onnx   the int8 graphs (with --quantize int8)
@@ -14,27 +14,29 @@ never leaves half a run. It holds:
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..data import load_data
+from ..deploy.export import export_all
+from ..deploy.inference import load
+from ..deploy.quantize import quantize_onnx
 from ..errors import AeoptError
 from ..evaluate import evaluate_model
-from ..runs import atomic_write_text, load, save_config, save_tensors, write_json
-from .export import export_all
-from .quantize import quantize_onnx
+from ..runs import atomic_write_text, save_config, save_tensors, write_json
+from ..train.prepare import load_run_data
+from .distill import distill, train_student
+from .prune import check_fraction, layer_shapes, prune as prune_model, sparsity
 from .report import shrink_report
 
 CALIBRATION_SAMPLES = 512  # enough to pin each activation's min/max; more only slows quantization
 
 
-def size_bytes(run_dir: Path, config) -> int:
+def size_bytes(run_dir: Path, artifact: dict) -> int:
     """Bytes of the deployable model file: the int8 full graph, or the float safetensors."""
-    onnx = config.extra.get("onnx")
+    onnx = artifact.get("onnx")
     return (run_dir / (onnx["full"] if onnx else "model.safetensors")).stat().st_size
 
 
@@ -43,18 +45,18 @@ def _quality(model: torch.nn.Module, dataset) -> dict[str, Any]:
     return {"psnr": test["psnr"], "mse": test["mse"], "ssim": test["ssim"], "params": model.num_params()}
 
 
-def _figures(model: torch.nn.Module, dataset, run_dir: Path, config) -> dict[str, Any]:
-    return {**_quality(model, dataset), "size_bytes": size_bytes(run_dir, config)}
+def _figures(model: torch.nn.Module, dataset, run_dir: Path, artifact: dict) -> dict[str, Any]:
+    return {**_quality(model, dataset), "size_bytes": size_bytes(run_dir, artifact)}
 
 
-def _write_float(stage: Path, model: torch.nn.Module, config, data_info: dict) -> None:
-    save_config(stage, config, data_info)
+def _write_float(stage: Path, model: torch.nn.Module, config, data_info: dict, artifact: dict) -> None:
+    save_config(stage, config, data_info, artifact)
     save_tensors(stage / "model.safetensors", model.state_dict())
 
 
-def quantize_run(stage: Path, model: torch.nn.Module, config, data_info: dict, calibration: torch.Tensor,
-                 mode: str = "static"):
-    """Export the float model's three graphs, quantize each to int8 and record them in the config."""
+def quantize_run(stage: Path, model: torch.nn.Module, config, data_info: dict, artifact: dict,
+                 calibration: torch.Tensor, mode: str = "static") -> dict:
+    """Export the float model's three graphs, quantize each to int8 and record them in the artifact."""
     float_dir = stage / ".float-onnx"
     float_dir.mkdir()
     files = export_all(model, float_dir)
@@ -66,10 +68,9 @@ def quantize_run(stage: Path, model: torch.nn.Module, config, data_info: dict, c
         names[part] = f"{part}.int8.onnx"
         quantize_onnx(path, stage / names[part], calibration=inputs[part].numpy(), mode=mode)
     shutil.rmtree(float_dir)
-    config = dataclasses.replace(config, extra={**config.extra, "format": "onnx", "onnx": names,
-                                                "quantization": f"int8-{mode}"})
-    save_config(stage, config, data_info)
-    return config
+    artifact = {**artifact, "format": "onnx", "onnx": names, "quantization": f"int8-{mode}"}
+    save_config(stage, config, data_info, artifact)
+    return artifact
 
 
 def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, structured: bool = False,
@@ -93,9 +94,6 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         quant_mode: static | mixed | dynamic (see aeopt.shrink.quantize).
         overwrite: replace an existing `out`.
     """
-    from .distill import distill, train_student
-    from .prune import check_fraction, layer_shapes, prune as prune_model, sparsity
-
     if quantize not in (None, "int8"):
         raise AeoptError(f"unknown quantization {quantize!r}; only int8 is supported")
     if prune is not None:
@@ -106,13 +104,13 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
     if out.exists() and not overwrite:
         raise AeoptError(f"{out} already exists; pass --overwrite or choose another --out")
     run = load(run_dir, runtime="torch")
-    config, data_info = run.config, run.data_info
-    if config.extra.get("format") == "onnx":
+    config, data_info, artifact = run.config, run.data_info, dict(run.artifact)
+    if artifact.get("format") == "onnx":
         raise AeoptError(f"{run_dir} is already quantized; shrink its float source run instead")
-    dataset = load_data(config.data, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
+    dataset = load_run_data(config)
     model = run.model
-    config = dataclasses.replace(config, out=str(out))
-    before = _figures(model, dataset, Path(run_dir), config)
+    config = config.replace(out=str(out))
+    before = _figures(model, dataset, Path(run_dir), artifact)
     log(f"before: {before['psnr']:.2f} dB, {before['params']:,} params, {before['size_bytes'] / 1e6:.3f} MB")
     steps: list[dict[str, Any]] = []
     stage = out.parent / f".{out.name}.partial"
@@ -120,7 +118,7 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
     stage.mkdir(parents=True)
     try:
         def measure(step: str, **details) -> dict[str, Any]:
-            after = _figures(model, dataset, stage, config)
+            after = _figures(model, dataset, stage, artifact)
             previous = steps[-1]["after"] if steps else before
             steps.append({"step": step, **details, "before": previous, "after": after})
             log(f"{step}: {previous['psnr']:.2f} -> {after['psnr']:.2f} dB, {previous['params']:,} -> "
@@ -130,8 +128,9 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         if distill_to:
             teacher_config = config
             model, config = distill(model, teacher_config, dataset, distill_to, epochs=distill_epochs, log=log)
-            config = dataclasses.replace(config, out=str(out))
-            _write_float(stage, model, config, data_info)
+            config = config.replace(out=str(out))
+            artifact.pop("channels", None)  # the student is a new model, unpruned
+            _write_float(stage, model, config, data_info, artifact)
             step = measure("distill", student=distill_to)
             if student_alone:   # the baseline that shows what the teacher adds
                 alone, _ = train_student(teacher_config, distill_to, dataset=dataset, epochs=distill_epochs, log=log)
@@ -140,21 +139,22 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
                 log(f"student alone: {step['student_alone']['psnr']:.2f} dB; distilled: {step['after']['psnr']:.2f} "
                     f"dB ({step['gain_db']:+.2f} dB); teacher: {before['psnr']:.2f} dB")
         if prune is not None:
-            model, config = prune_model(model, config, dataset, fraction=prune, structured=structured,
-                                        rounds=rounds, epochs_per_round=finetune_epochs, log=log)
-            config = dataclasses.replace(config, out=str(out))
-            _write_float(stage, model, config, data_info)
+            model, channels = prune_model(model, config, dataset, fraction=prune, structured=structured,
+                                          rounds=rounds, epochs_per_round=finetune_epochs, log=log)
+            if channels:
+                artifact["channels"] = channels
+            _write_float(stage, model, config, data_info, artifact)
             measure("prune", fraction=prune, structured=structured, sparsity=sparsity(model),
                     layer_shapes=layer_shapes(model))
         if not (stage / "model.safetensors").is_file():
-            _write_float(stage, model, config, data_info)
+            _write_float(stage, model, config, data_info, artifact)
         if quantize:
             calibration = dataset.x_train[:CALIBRATION_SAMPLES]
-            config = quantize_run(stage, model, config, data_info, calibration, quant_mode)
+            artifact = quantize_run(stage, model, config, data_info, artifact, calibration, quant_mode)
             model = load(stage).model   # the int8 ONNX Runtime model, as `aeopt.load` will see it
             measure("quantize", mode=quant_mode)
         metrics = evaluate_model(load(stage).model, dataset)
-        metrics.update({"params": steps[-1]["after"]["params"], "size_bytes": size_bytes(stage, config),
+        metrics.update({"params": steps[-1]["after"]["params"], "size_bytes": size_bytes(stage, artifact),
                         "before": before, "steps": steps, "source": str(run_dir),
                         "shrink": {"prune": prune, "structured": structured, "quantize": quantize,
                                    "distill_to": distill_to, "student_alone": bool(distill_to) and student_alone,

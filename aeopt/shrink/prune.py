@@ -2,7 +2,7 @@
 
 Unstructured pruning zeroes the smallest weights across all conv/linear layers at once (a global
 threshold, so layers with many redundant weights give up more); the zeros stay zero during
-fine-tuning through a step hook. The file does not shrink and dense kernels do not speed up.
+fine-tuning through a step callback. The file does not shrink and dense kernels do not speed up.
 
 Structured pruning removes whole channels (see aeopt.models.channels): the result is a smaller
 dense model, so it is smaller on disk and faster. Each producer's channels are ranked by the norm of
@@ -10,22 +10,22 @@ their filters after folding in the following BatchNorm's scale (gamma / sqrt(var
 would otherwise rescale a small filter back up, so the raw norm alone says little.
 
 Both run in rounds: round r prunes to 1 - (1 - F)^(r / rounds) of the weights/channels, so each
-round removes the same proportion of what is left, then fine-tunes with the normal trainer.
+round removes the same proportion of what is left, then fine-tunes with the one training loop.
 """
 from __future__ import annotations
 
-import dataclasses
-import tempfile
-from pathlib import Path
+import copy
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from ..config import TrainConfig
 from ..data import Dataset
+from ..data.datasets import batch_source
 from ..errors import AeoptError
 from ..models.channels import PRODUCERS, Link, find_links, keep_channels_
+from ..settings import Settings
+from ..train import OnStepEnd, fit, resolve_device
 
 NORMS = ("l1", "l2")
 
@@ -85,30 +85,29 @@ def channel_scores(link: Link, norm: str = "l2") -> torch.Tensor:
 
 
 # --- the iterative schedule -------------------------------------------------------------------
-def _finetune(model: nn.Module, config: TrainConfig, dataset: Dataset, out: Path, epochs: int,
+def _finetune(model: nn.Module, config: Settings, dataset: Dataset, epochs: int,
               masks: dict[str, torch.Tensor] | None, log: Callable[[str], None]) -> nn.Module:
-    from ..train import train
-
-    state = model.state_dict()
-
-    def setup(trainer) -> None:
-        trainer.model.load_state_dict(state)
-        if masks is not None:
-            trainer.step_hooks.append(lambda t, x, o: apply_masks_(t.model, masks))
-
+    """A few epochs of the one loop on the pruned model itself, the masks re-applied after every step."""
     # A gentler peak rate than training from scratch: the weights are already near a good minimum.
-    tuned = dataclasses.replace(config, out=str(out), epochs=epochs, lr=config.lr / 3, patience=None)
-    return train(tuned, dataset=dataset, setup=setup, overwrite=True, progress=False, log=log).model
+    tuned = config.replace(epochs=epochs, lr=config.lr / 3, patience=None)
+    device = resolve_device(tuned.runtime.device)
+    steps = -(-len(dataset.x_train) // tuned.batch_size)
+    objective = model.objective(tuned, in_unit_range=dataset.in_unit_range, steps_per_epoch=steps)
+    seed = tuned.seed
+    callbacks = [OnStepEnd(lambda loop, batch, parts: apply_masks_(loop.model, masks))] if masks is not None else []
+    return fit(model, objective, batch_source(dataset.x_train, seed=seed, device=device),
+               batch_source(dataset.x_val, seed=seed, device=device), tuned, device=device, callbacks=callbacks,
+               log=log, progress=False).model
 
 
-def prune(model: nn.Module, config: TrainConfig, dataset: Dataset, *, fraction: float,
+def prune(model: nn.Module, config: Settings, dataset: Dataset, *, fraction: float,
           structured: bool = False, rounds: int = 3, epochs_per_round: int = 2, norm: str = "l2",
-          log: Callable[[str], None] = print) -> tuple[nn.Module, TrainConfig]:
+          log: Callable[[str], None] = print) -> tuple[nn.Module, dict[str, int] | None]:
     """Prune `model` (trained with `config`) in `rounds` rounds, fine-tuning after each.
 
     Args:
         model: the trained model (left untouched: a copy is pruned).
-        config: its training config; the returned config records the pruned channel counts.
+        config: its training settings (the fine-tuning uses them).
         dataset: the data to fine-tune on.
         fraction: of the weights (unstructured) or of each layer's channels (structured) to remove.
         structured: remove channels instead of zeroing single weights.
@@ -116,10 +115,9 @@ def prune(model: nn.Module, config: TrainConfig, dataset: Dataset, *, fraction: 
         norm: l1 | l2, the channel ranking norm.
 
     Returns:
-        The pruned, fine-tuned model and its config.
+        The pruned, fine-tuned model and, when structured, each layer's kept channel count (what the run's
+        `artifact` records so that `aeopt.load` rebuilds the narrower model).
     """
-    import copy
-
     check_fraction(fraction)
     if rounds < 1:
         raise AeoptError(f"--prune-rounds must be >= 1, got {rounds}")
@@ -127,27 +125,24 @@ def prune(model: nn.Module, config: TrainConfig, dataset: Dataset, *, fraction: 
     original = {link.name: link.units for link in find_links(model)}
     if structured and not original:
         raise AeoptError(f"model {config.model!r} has no channels that can be removed; use unstructured pruning")
-    masks = None
-    with tempfile.TemporaryDirectory(prefix="aeopt-prune-") as tmp:
-        for r in range(1, rounds + 1):
-            keep_fraction = (1 - fraction) ** (r / rounds)
-            if structured:
-                keep = {}
-                for link in find_links(model):
-                    count = min(link.units, max(1, round(original[link.name] * keep_fraction)))
-                    keep[link.name] = channel_scores(link, norm).topk(count).indices
-                keep_channels_(model, keep)
-                extra = {**config.extra, "channels": {n: int(len(k)) for n, k in keep.items()}}
-                config = dataclasses.replace(config, extra=extra)
-            else:
-                masks = magnitude_masks(model, 1 - keep_fraction)
-                apply_masks_(model, masks)
-            log(f"prune round {r}/{rounds}: {'channels' if structured else 'weights'} kept {keep_fraction:.2f}, "
-                f"{sum(p.numel() for p in model.parameters()):,} params")
-            if epochs_per_round:
-                folder = Path(tmp) / f"round{r}"
-                model = _finetune(model, config, dataset, folder, epochs_per_round, masks, log).cpu().eval()
-    return model, config
+    masks, channels = None, None
+    for r in range(1, rounds + 1):
+        keep_fraction = (1 - fraction) ** (r / rounds)
+        if structured:
+            keep = {}
+            for link in find_links(model):
+                count = min(link.units, max(1, round(original[link.name] * keep_fraction)))
+                keep[link.name] = channel_scores(link, norm).topk(count).indices
+            keep_channels_(model, keep)
+            channels = {n: int(len(k)) for n, k in keep.items()}
+        else:
+            masks = magnitude_masks(model, 1 - keep_fraction)
+            apply_masks_(model, masks)
+        log(f"prune round {r}/{rounds}: {'channels' if structured else 'weights'} kept {keep_fraction:.2f}, "
+            f"{sum(p.numel() for p in model.parameters()):,} params")
+        if epochs_per_round:
+            model = _finetune(model, config, dataset, epochs_per_round, masks, log).cpu().eval()
+    return model, channels
 
 
 def pruning_summary(model: nn.Module) -> dict[str, float | int]:

@@ -39,9 +39,10 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior).
         lmbda: rate-distortion trade-off, R [bpp] + lmbda * D; bigger = better quality, more bytes.
-        quality: 1..8, CompressAI's lambda presets (used when lmbda is not given).
+        quality: 1..8, CompressAI's lambda presets (used when lmbda is not given); 6..8 also widen the
+            default width.
         distortion: mse | ms-ssim.
-        width: channels of the transforms (N; default 32 for small images, 64 for photos).
+        width: channels of the transforms (N; default 32 for small images, 64 for photos; 48 / 96 at quality 6..8).
         depth: stride-2 stages of g_a (default 2 below 64 pixels, else 4).
         latent_dim is M, the channels of the spatial latent y.
     """
@@ -51,14 +52,16 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS)):
         if value not in known:
             raise AeoptError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    lmbda = resolve_lmbda(lmbda, quality, distortion)
     small = min(input_shape[1:]) < SMALL_IMAGE
-    width = (32 if small else 64) if width is None else width
+    if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)
+        width = (32 if small else 64) if quality is None or quality <= 5 else (48 if small else 96)
     depth = (2 if small else 4) if depth is None else depth
     for what, value in (("--width", width), ("--depth", depth)):
         if not isinstance(value, int) or value < 1:
             raise AeoptError(f"{what} must be a positive integer, got {value!r}")
     return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
-                      lmbda=resolve_lmbda(lmbda, quality, distortion), distortion=distortion, output=output)
+                      lmbda=lmbda, distortion=distortion, output=output)
 
 
 __all__ = ["CodecModel", "CodecObjective", "codec"]

@@ -82,13 +82,22 @@ class CodecModel(Autoencoder):
         if self.entropy == "hyperprior":
             z = self.hyper_analyse(y)
             z_tilde = quantize(z, rate_mode)
-            likelihoods["z"] = self.z_density.likelihood(z_tilde)
-            scale = torch.exp(self.log_scales(z_tilde, y.shape)).clamp(SCALE_MIN, SCALE_MAX)
-            likelihoods["y"] = self.y_density.likelihood(y_rate, scale)
-        else:
-            likelihoods["y"] = self.y_density.likelihood(y_rate)
+            log_scale = self.log_scales(z_tilde, y.shape)
+        with torch.autocast(x.device.type, enabled=False):  # densities in fp32 even in a bf16 run: tiny tails
+            if self.entropy == "hyperprior":
+                likelihoods["z"] = self.z_density.likelihood(z_tilde.float())
+                scale = torch.exp(log_scale.float()).clamp(SCALE_MIN, SCALE_MAX)
+                likelihoods["y"] = self.y_density.likelihood(y_rate.float(), scale)
+            else:
+                likelihoods["y"] = self.y_density.likelihood(y_rate.float())
         logits = self.decoder(y_dist)[..., :x.shape[-2], :x.shape[-1]]
         return {"x_hat": logits.clamp(0, 1), "logits": logits, "z": y, "likelihoods": likelihoods}
+
+    def objective(self, settings=None, *, in_unit_range: bool = True, steps_per_epoch: int = 0):
+        """The codec trains on R + lambda * D (CodecObjective), whatever --loss says."""
+        from .objective import CodecObjective
+
+        return CodecObjective(self.lmbda, self.distortion)
 
     def densities(self) -> list[EntropyBottleneck]:
         return [m for m in self.modules() if isinstance(m, EntropyBottleneck)]

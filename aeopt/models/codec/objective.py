@@ -1,4 +1,4 @@
-"""R + lambda * D for the codec, in the Objective protocol of docs INTERFACES (aeopt/models/objective.py).
+"""R + lambda * D for the codec, in the Objective protocol (aeopt/models/objective.py).
 
 rate: bits per pixel from the likelihoods (pixel = one image location, all channels together, as
 codec papers count it). distortion: 255^2 * MSE or 1 - MS-SSIM, so that `lmbda` means what it
@@ -7,24 +7,16 @@ trained by their own Adam (the aux loss, an ExtraStep) and kept out of the main 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from .model import CodecModel
+from ..objective import ExtraStep, Forward, Objective
 from .msssim import ms_ssim_per_sample
 
+if TYPE_CHECKING:
+    from .model import CodecModel
 AUX_LR = 1e-3  # CompressAI's aux learning rate: the quantiles only need to track the density
-
-
-@dataclass
-class ExtraStep:
-    """A second optimizer run after each main step (mirrors aeopt.models.objective.ExtraStep, which
-    replaces this definition once main has layout-v2)."""
-
-    optimizer: torch.optim.Optimizer
-    step: Callable[[dict, torch.Tensor], dict[str, torch.Tensor]]
 
 
 def bits_per_pixel(likelihoods: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -38,17 +30,15 @@ def distortion(kind: str, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return 255.0 ** 2 * (x_hat.float() - x.float()).square().mean()
 
 
-class CodecObjective:
-    graph_reason = "the codec's noise and aux step run eagerly"
+class CodecObjective(Objective):
+    graph_reason = "the codec's auxiliary (quantile) step runs eagerly"
 
     def __init__(self, lmbda: float, kind: str = "mse"):
         self.lmbda, self.kind = lmbda, kind
+        self.spec = f"bpp + {lmbda:g} * {'255^2 MSE' if kind == 'mse' else '(1 - MS-SSIM)'}"
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def compute(self, model: CodecModel, x_in: torch.Tensor, x: torch.Tensor):
-        out = model(x_in)
+    def compute(self, forward: Forward, x_in: torch.Tensor, x: torch.Tensor):
+        out = forward(x_in)
         bpp = bits_per_pixel(out["likelihoods"], x)
         dist = distortion(self.kind, out["logits"], x)
         mse = (out["x_hat"].float() - x.float()).square().mean()
@@ -58,11 +48,11 @@ class CodecObjective:
         return parts, out
 
     @staticmethod
-    def main_parameters(model: CodecModel):
+    def main_parameters(model: "CodecModel"):
         return [p for name, p in model.named_parameters() if not name.endswith("quantiles")]
 
     @staticmethod
-    def extra_steps(model: CodecModel) -> dict[str, ExtraStep]:
+    def extra_steps(model: "CodecModel") -> dict[str, ExtraStep]:
         quantiles = [p for name, p in model.named_parameters() if name.endswith("quantiles")]
         optimizer = torch.optim.Adam(quantiles, lr=AUX_LR)
 
@@ -74,11 +64,3 @@ class CodecObjective:
             return {"aux": loss.detach()}
 
         return {"aux": ExtraStep(optimizer, step)}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-

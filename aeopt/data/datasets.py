@@ -1,0 +1,350 @@
+"""Load training data for aeopt: built-in sets (digits, Fashion-MNIST) and user files.
+
+The file readers live in readers.py; ``load_data`` checks what they return, splits it into
+train/validation/test, scales it and returns float32 torch tensors. Anything wrong with the
+user's input raises ``AeoptError`` with a one-line message saying what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import AeoptError
+from .batches import InMemorySource, MmapSource
+from .readers import (GREY_MODES, NPY_MAGIC, has_magic, load_csv, load_digits, load_fashion, load_image_dir,
+                      load_npy, load_npy_mapped, load_npz, read_idx, require_file)
+
+KNOWN_SOURCES = ["digits", "fashion-mnist", "idx:IMAGES[,LABELS]", "npy:PATH", "npz:PATH",
+                 "images:DIR", "csv:PATH"]
+MMAP_ABOVE_BYTES = 1 << 30  # npy:PATH is memory-mapped above this size unless --mmap says otherwise
+CHUNK_ROWS = 4096           # rows per chunk when a mapped file is checked or summarized
+
+
+class MappedSplit:
+    """A split that stays in a memory-mapped file: `rows` of `array`, made float32 samples by
+    `to_samples` only when read. Slicing gives a tensor; the training loop reads it through a
+    `MmapSource`, one batch at a time."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray, to_samples):
+        self.array, self.rows, self.to_samples = array, np.asarray(rows, dtype=np.int64), to_samples
+        self.shape = (len(self.rows), *to_samples(array[:1]).shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.to_samples(self.array[self.rows[index]])))
+
+    def chunks(self):
+        for start in range(0, len(self.rows), CHUNK_ROWS):
+            yield self[start:start + CHUNK_ROWS]
+
+    def numel(self) -> int:
+        return len(self.rows) * int(np.prod(self.shape[1:]))
+
+    def min(self) -> torch.Tensor:
+        return min(chunk.min() for chunk in self.chunks())
+
+    def max(self) -> torch.Tensor:
+        return max(chunk.max() for chunk in self.chunks())
+
+
+def in_memory(x, limit: int | None = None) -> torch.Tensor:
+    """A split as a tensor: itself, or the first `limit` rows of a mapped split (all if None)."""
+    if isinstance(x, MappedSplit):
+        return x[:limit] if limit is not None else x[:]
+    return x if limit is None else x[:limit]
+
+
+def batch_source(x, *, seed: int, device, rank: int = 0, world_size: int = 1):
+    """The batch source for a training split: in memory on the device, or read from its memory map."""
+    if isinstance(x, MappedSplit):
+        return MmapSource(x.array, x.rows, x.to_samples, seed=seed, device=device, rank=rank, world_size=world_size)
+    return InMemorySource(x, seed=seed, device=device, rank=rank, world_size=world_size)
+
+
+
+@dataclass
+class Dataset:
+    """A dataset split into train/validation/test tensors.
+
+    Images are float32 (N, C, H, W) in [0, 1]; tables are float32 (N, F) standardized with
+    the train split's mean/std, which are kept in ``scaler``. Labels are int64 or None.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor | None
+    y_val: torch.Tensor | None
+    y_test: torch.Tensor | None
+    is_image: bool
+    scaler: dict | None = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. (1, 28, 28) or (F,)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def in_unit_range(self) -> bool:
+        """True when every value lies in [0, 1] (always for images), e.g. to allow a sigmoid output."""
+        if self.is_image:
+            return True
+        return all(t.numel() == 0 or (t.min().item() >= 0 and t.max().item() <= 1)
+                   for t in (self.x_train, self.x_val, self.x_test))
+
+
+def load_data(spec: str = "digits", *, data_dir: str | None = None, seed: int = 0,
+              val_fraction: float = 0.1, test_fraction: float = 0.15, limit: int | None = None,
+              image_size: tuple[int, int] | None = None, mmap: bool | None = None) -> Dataset:
+    """Load a dataset by spec and split it deterministically.
+
+    Args:
+        spec: One of ``KNOWN_SOURCES``, e.g. "digits", "fashion-mnist", "npy:/path/x.npy".
+        data_dir: Folder with the Fashion-MNIST files (default /usr/share/datasets/fashion-mnist).
+        seed: Seed of the split; the same spec and seed always give the same split.
+        val_fraction: Share held out for validation (fashion-mnist holds out 5,000 train images).
+        test_fraction: Share held out for testing (fashion-mnist uses its own test set).
+        limit: Keep only the first ``limit`` training samples; validation and test stay whole.
+        image_size: (height, width) for ``images:DIR`` files; default their most common size.
+        mmap: ``npy:PATH`` only: keep the training split in a memory map, read batch by batch
+            (None: when the file is larger than MMAP_ABOVE_BYTES). Validation and test are loaded.
+
+    Returns:
+        The split, scaled dataset.
+
+    Raises:
+        AeoptError: On a bad argument or bad input data.
+    """
+    _check_args(seed, val_fraction, test_fraction, limit, image_size)
+    kind, _, arg = spec.partition(":")
+    splits = None
+    if spec == "digits":
+        x, y = load_digits()
+    elif spec == "fashion-mnist":
+        x, y, splits = load_fashion(data_dir, seed)
+    elif kind == "idx" and arg:
+        images, _, labels = arg.partition(",")
+        x = read_idx(images, "images", f"idx:{images}")
+        y = read_idx(labels, "labels", f"idx:{labels}") if labels else None
+    elif kind == "npy" and arg:
+        mapped = mmap if mmap is not None else require_file(arg).stat().st_size > MMAP_ABOVE_BYTES
+        x, y = (load_npy_mapped(arg, spec) if mapped else load_npy(arg, spec)), None
+    elif kind == "npz" and arg:
+        x, y = load_npz(arg, spec)
+    elif kind == "images" and arg:
+        x, y = load_image_dir(arg, spec, image_size)
+    elif kind == "csv" and arg:
+        x, y = load_csv(arg, spec)
+    else:
+        raise AeoptError(f"unknown data source {spec!r}: use one of {', '.join(KNOWN_SOURCES)}")
+
+    x = _to_samples(x, spec)
+    if isinstance(x.base if x.base is not None else x, np.memmap) or isinstance(x, np.memmap):
+        return _mapped_dataset(x, spec, seed, val_fraction, test_fraction, limit)
+    is_image = x.ndim == 4
+    if y is not None:
+        y = _labels(y, len(x), spec)
+    train, val, test = splits or _split_indices(len(x), seed, val_fraction, test_fraction, spec)
+    if limit is not None:
+        train = train[:limit]
+    xs = [x[i] for i in (train, val, test)]
+    ys = [None if y is None else y[i] for i in (train, val, test)]
+    scaler = None
+    if is_image:
+        xs = [_unit_float(a) for a in xs]
+    else:
+        # Statistics from the train split only, so nothing leaks from val/test into training.
+        train64 = xs[0].astype(np.float64)
+        mean, std = train64.mean(axis=0), train64.std(axis=0)
+        std[~(std > 1e-12)] = 1.0  # constant columns: centre them, don't divide by ~0
+        scaler = {"mean": mean.tolist(), "std": std.tolist()}
+        xs = [standardize(a, scaler) for a in xs]
+
+    def tensor(a: np.ndarray | None) -> torch.Tensor | None:
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+    return Dataset(spec, *map(tensor, xs), *map(tensor, ys), is_image=is_image, scaler=scaler)
+
+
+def _mapped_dataset(x: np.ndarray, spec: str, seed: int, val_fraction: float, test_fraction: float,
+                    limit: int | None) -> Dataset:
+    """The same split and scaling as in memory, with the training split left in the memory map."""
+    is_image = x.ndim == 4
+    train, val, test = _split_indices(len(x), seed, val_fraction, test_fraction, spec)
+    if limit is not None:
+        train = train[:limit]
+    scaler = None
+    if is_image:
+        to_samples = _unit_float
+    else:
+        total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        for start in range(0, len(train), CHUNK_ROWS):
+            rows = x[np.sort(train[start:start + CHUNK_ROWS])].astype(np.float64)
+            total += rows.sum(0)
+            squares += np.square(rows).sum(0)
+        mean = total / len(train)
+        std = np.sqrt(np.maximum(squares / len(train) - mean ** 2, 0))
+        std[~(std > 1e-12)] = 1.0
+        scaler = {"mean": mean.tolist(), "std": std.tolist()}
+
+        def to_samples(rows: np.ndarray) -> np.ndarray:
+            return standardize(rows, scaler)
+
+    def loaded(rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(to_samples(x[rows])))
+
+    return Dataset(spec, MappedSplit(x, train, to_samples), loaded(val), loaded(test), None, None, None,
+                   is_image=is_image, scaler=scaler)
+
+
+def standardize(x: np.ndarray, scaler: dict) -> np.ndarray:
+    """Apply a saved table scaler, (x - mean) / std, e.g. to new data for evaluate/reconstruct.
+
+    Args:
+        x: Table of shape (N, F).
+        scaler: ``{"mean": [...], "std": [...]}`` as stored in ``Dataset.scaler``.
+
+    Returns:
+        The standardized, contiguous float32 table.
+
+    Raises:
+        AeoptError: If ``x`` is not a table with the scaler's number of columns.
+    """
+    mean = np.asarray(scaler["mean"], dtype=np.float64)
+    std = np.asarray(scaler["std"], dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != mean.size:
+        raise AeoptError(f"data of shape {x.shape} does not match the {mean.size} columns the model was "
+                         "trained on: pass rows with the same columns as the training data")
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def load_array_file(path: str) -> np.ndarray:
+    """Read a batch to reconstruct: a .npy array or one image file (PNG/JPEG/BMP).
+
+    Images come back float32 (N, C, H, W) in [0, 1]. A 2-D .npy comes back as an unscaled float32
+    table (apply ``standardize`` with the model's scaler); a 1-D .npy is taken as one table row.
+
+    Args:
+        path: File to read.
+
+    Returns:
+        The float32 array.
+
+    Raises:
+        AeoptError: If the file is missing, unreadable or holds unusable values.
+    """
+    if has_magic(require_file(path), NPY_MAGIC):  # trust the content, not the extension
+        x = load_npy(path, path)
+        x = _to_samples(x[None] if x.ndim == 1 else x, path)
+        return np.ascontiguousarray(_unit_float(x) if x.ndim == 4 else x, dtype=np.float32)
+    from PIL import Image
+
+    try:
+        with Image.open(Path(path).expanduser()) as im:
+            im = im.convert("L" if im.mode in GREY_MODES else "RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise AeoptError(f"{path}: not a .npy array or a readable image ({e}): "
+                         "pass a .npy batch or a PNG/JPEG image") from None
+    a = np.asarray(im)
+    a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(_unit_float(a))
+
+
+# --- checks and shared helpers ------------------------------------------------------------------
+
+
+def _check_args(seed, val_fraction, test_fraction, limit, image_size) -> None:
+    """Reject bad arguments up front, before any slow file reading."""
+    def is_int(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(seed) or seed < 0:
+        raise AeoptError(f"seed must be a non-negative integer, got {seed!r}: pass e.g. 0")
+    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 < f < 1:  # also rejects NaN
+            raise AeoptError(f"{name} must be between 0 and 1 (exclusive), got {f!r}: pass e.g. 0.1")
+    if val_fraction + test_fraction >= 1:
+        raise AeoptError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves no "
+                         "training data: make their sum less than 1")
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise AeoptError(f"limit must be a positive integer, got {limit!r}: use 1 or more, "
+                         "or no limit to use all training samples")
+    if image_size is not None and (len(image_size) != 2 or not all(is_int(v) and v > 0 for v in image_size)):
+        raise AeoptError(f"image_size must be two positive integers (height, width), got {image_size!r}")
+
+
+def _to_samples(x: np.ndarray, where: str) -> np.ndarray:
+    """Check dtype and values; bring images to (N, C, H, W) and leave tables (N, F)."""
+    if x.dtype.kind not in "biuf":
+        raise AeoptError(f"{where}: unsupported dtype {x.dtype}: save a numeric (integer or float) array")
+    if x.dtype.kind == "f":
+        bad = sum(x[i:i + CHUNK_ROWS].size - int(np.count_nonzero(np.isfinite(x[i:i + CHUNK_ROWS])))
+                  for i in range(0, len(x), CHUNK_ROWS))
+        if bad:
+            raise AeoptError(f"{bad} NaN/Inf values in {where}; clean or impute them first")
+    shape = x.shape
+    first = x.ndim == 4 and shape[1] in (1, 3, 4)
+    last = x.ndim == 4 and shape[3] in (1, 3)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif last and not (first and shape[1] <= shape[3]):
+        # If both layouts fit, e.g. (N, 4, 4, 1), the smaller axis is the likelier channel axis;
+        # on a tie channels-first, PyTorch's layout, wins.
+        x = x.transpose(0, 3, 1, 2)
+    elif not (first or (x.ndim == 2 and shape[1] > 0)):
+        raise AeoptError(f"{where}: array of shape {shape} is neither a table (N, F) nor images (N, H, W), "
+                         "(N, C, H, W) with C in 1/3/4 or (N, H, W, C) with C in 1/3: reshape it")
+    if x.ndim == 4 and x.dtype != np.uint8:
+        # Only uint8 has an obvious scale (/255); for anything else a guess could silently be wrong.
+        lo, hi = ((min(float(x[i:i + CHUNK_ROWS].min()) for i in range(0, len(x), CHUNK_ROWS)),
+                   max(float(x[i:i + CHUNK_ROWS].max()) for i in range(0, len(x), CHUNK_ROWS)))
+                  if x.size else (0.0, 0.0))
+        if lo < 0 or hi > 1:
+            raise AeoptError(f"{where}: image values lie in [{lo:g}, {hi:g}], not [0, 1]: scale them to "
+                             "[0, 1] (or save uint8 pixels), or save the data as a 2-D (N, F) table")
+    return x
+
+
+def _unit_float(x: np.ndarray) -> np.ndarray:
+    """Images as float32: uint8 pixels / 255; anything else is already in [0, 1]."""
+    if x.dtype == np.uint8:
+        return np.divide(x, 255, dtype=np.float32)
+    return x.astype(np.float32)
+
+
+def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
+    """Class ids as int64: non-negative integers as they are, others by rank of sorted unique value."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise AeoptError(f"{where}: labels have shape {y.shape} but there are {n} samples: "
+                         "give exactly one label per sample")
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise AeoptError(f"{where}: labels must be class ids or names, found NaN/Inf or fractions: "
+                             "use whole numbers or strings")
+        y = y.astype(np.int64)
+    if y.dtype.kind in "biu" and (y.size == 0 or y.min() >= 0):
+        return y.astype(np.int64)
+    if y.dtype.kind not in "biuUS":
+        raise AeoptError(f"{where}: labels of dtype {y.dtype} are not supported: use integers or strings")
+    return np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _split_indices(n: int, seed: int, val_fraction: float, test_fraction: float,
+                   where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split range(n) by a seeded permutation; every split gets at least one sample."""
+    if n < 3:
+        raise AeoptError(f"{where} has only {n} samples: at least 3 are needed (one each for "
+                         "training, validation and test); add more data")
+    n_test = min(max(1, round(n * test_fraction)), n - 2)
+    n_val = min(max(1, round(n * val_fraction)), n - n_test - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]

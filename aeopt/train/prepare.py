@@ -1,0 +1,80 @@
+"""What starting a run from its settings takes: the data, the run directory, the model, its objective
+and batch sources. Shared by train(), lr-find, search trials and the front's retraining."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ..data import Dataset, load_data
+from ..data.datasets import batch_source
+from ..errors import AeoptError
+from ..runs import build_model
+from ..settings import Settings
+from .callbacks import Callback
+from .distributed import Group
+from .loop import Loop, fit
+
+
+def data_info(dataset: Dataset) -> dict[str, Any]:
+    """What the run must remember about its data to rebuild and apply the model later."""
+    return {"sample_shape": list(dataset.sample_shape), "is_image": dataset.is_image,
+            "output": "sigmoid" if dataset.in_unit_range else "linear", "scaler": dataset.scaler,
+            "n_train": len(dataset.x_train), "n_val": len(dataset.x_val), "n_test": len(dataset.x_test)}
+
+
+def run_dir_for(out: str | None, settings: Settings, *, overwrite: bool) -> Path:
+    """The run directory `out` names (default runs/<data>-<model>-<time>), refused if it may not be replaced."""
+    if out is None:
+        out = f"runs/{settings.dataset.data.split(':')[0]}-{settings.architecture.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(out)
+    if path.exists():
+        if not overwrite:
+            raise AeoptError(f"{path} already exists; pass --overwrite to replace it or --out to choose another")
+        if not (path / "config.yaml").is_file() and any(path.iterdir()):
+            raise AeoptError(f"{path} exists and is not an aeopt run directory; refusing to delete it")
+    return path
+
+
+def prepare_run_dir(out: str | None, settings: Settings, *, overwrite: bool) -> Path:
+    path = run_dir_for(out, settings, overwrite=overwrite)
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def load_run_data(settings: Settings) -> Dataset:
+    d = settings.dataset
+    return load_data(d.data, data_dir=d.data_dir, seed=d.seed, limit=d.limit, mmap=d.mmap)
+
+
+def start_run(settings: Settings, dataset: Dataset, *, device: torch.device, log: Callable[[str], None],
+              objective_hook: Callable | None = None, group: Group | None = None):
+    """The run's model and objective (`objective_hook(objective)` may configure it: distillation sets
+    its target), and its batch sources (this rank's share of them in a multi-process run)."""
+    torch.manual_seed(settings.dataset.seed)  # the same initial weights on every rank
+    model = build_model(settings, data_info(dataset))
+    seed, rank, world = settings.dataset.seed, group.rank if group else 0, group.world_size if group else 1
+    train = batch_source(dataset.x_train, seed=seed, device=device, rank=rank, world_size=world)
+    val = batch_source(dataset.x_val, seed=seed, device=device, rank=rank, world_size=world)
+    steps_per_epoch = -(-len(train) // settings.optimization.batch_size)
+    objective = model.objective(settings, in_unit_range=dataset.in_unit_range, steps_per_epoch=steps_per_epoch)
+    if objective_hook is not None:
+        objective_hook(objective)
+    return model, objective, train, val
+
+
+def fit_settings(settings: Settings, dataset: Dataset, run_dir: Path | None, *, device: torch.device,
+                 log: Callable[[str], None] = print, progress: bool = False, callbacks: Iterable[Callback] = (),
+                 resume: bool = False, setup: Callable[[Loop], Any] | None = None,
+                 objective_hook: Callable | None = None, group: Group | None = None):
+    """fit() for a run described by its settings (no evaluation or report): what train(), search trials
+    and the front's retraining share."""
+    model, objective, train_source, val_source = start_run(settings, dataset, device=device, log=log,
+                                                           objective_hook=objective_hook, group=group)
+    return fit(model, objective, train_source, val_source, settings, run_dir=run_dir, device=device,
+               callbacks=callbacks, log=log, progress=progress, resume=resume, setup=setup, group=group)

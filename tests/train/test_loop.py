@@ -1,0 +1,79 @@
+"""The one loop with an objective of its own: parts logged, extra steps checkpointed, callbacks told."""
+import json
+
+import torch
+
+from aeopt import Settings, fit
+from aeopt.data import InMemorySource
+from aeopt.models import create_model
+from aeopt.models.objective import ExtraStep, Objective
+from aeopt.train import Callback
+
+
+class ScaledObjective(Objective):
+    """MSE on a learned output scale, the scale trained by its own optimizer (an 'aux' step, as a codec's)."""
+
+    spec = "scaled-mse"
+
+    def __init__(self, model):
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.aux = torch.optim.SGD([self.scale], lr=0.01)
+
+    def compute(self, forward, x_in, x):
+        out = forward(x_in)
+        mse = (out["x_hat"].float() * self.scale - x).square().mean()
+        return {"loss": mse, "mse": mse.detach()}, out
+
+    def extra_steps(self, model):
+        def step(out, x):
+            aux = (out["x_hat"].detach().float() * self.scale - x).square().mean()
+            self.aux.zero_grad()
+            aux.backward()
+            self.aux.step()
+            return {"aux": aux.detach()}
+        return {"aux": ExtraStep(self.aux, step)}
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_fit_start(self, loop):
+        self.events.append(("start", loop.epoch))
+
+    def on_step_end(self, loop, batch, parts):
+        self.events.append(("step", len(batch), sorted(parts)))
+
+    def on_epoch_end(self, loop, row):
+        self.events.append(("epoch", row["epoch"]))
+
+
+def test_a_custom_objective_trains_logs_its_parts_and_resumes_its_extra_optimizer(tmp_path, digits):
+    settings = Settings.from_flat(epochs=2, batch_size=256, precision="fp32", lr=3e-3)
+    sources = (InMemorySource(digits.x_train, seed=0), InMemorySource(digits.x_val, seed=0))
+    torch.manual_seed(0)
+    model = create_model("conv", (1, 8, 8), 4, width=4)
+    objective, recorder = ScaledObjective(model), Recorder()
+    result = fit(model, objective, *sources, settings, run_dir=tmp_path, device="cpu", callbacks=[recorder],
+                 log=lambda m: None, progress=False)
+    steps_per_epoch = -(-len(digits.x_train) // 256)
+    assert recorder.events[0] == ("start", 0)
+    assert [e for e in recorder.events if e[0] == "epoch"] == [("epoch", 1), ("epoch", 2)]
+    assert all(e[2] == ["aux", "loss", "mse"] for e in recorder.events if e[0] == "step")
+    assert sum(e[0] == "step" for e in recorder.events) == 2 * steps_per_epoch
+    row = result.history[-1]
+    assert {"train_mse", "train_aux", "val_mse"} <= set(row) and row["train_mse"] > 0
+    assert objective.scale.item() != 1.0  # the extra optimizer moved its parameter
+    saved = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert "aux" in saved["state"]["extra_optimizers"] and saved["epoch"] == 2
+
+
+def test_fit_without_a_run_directory_writes_nothing_and_keeps_the_best_weights(tmp_path, digits, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_flat(epochs=3, batch_size=128, precision="fp32", model="mlp", hidden="16")
+    model = create_model("mlp", (1, 8, 8), 4, hidden="16")
+    objective = model.objective(settings, in_unit_range=True, steps_per_epoch=10)
+    result = fit(model, objective, InMemorySource(digits.x_train, seed=0), InMemorySource(digits.x_val, seed=0),
+                 settings, device="cpu", log=lambda m: None, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert result.best_val == min(r["val_loss"] for r in result.history)
