@@ -96,9 +96,9 @@ def train_fmnist(args) -> None:
 def _rebuilt(run_dir: Path):
     """The run with its tables rebuilt by this aeopt (the table code may be newer than the training)."""
     from aeopt.codec.tables import build_tables, save_tables
-    from aeopt.runs import load
+    from aeopt.runs import load_torch
 
-    save_tables(run_dir, build_tables(load(run_dir).model))
+    save_tables(run_dir, build_tables(load_torch(run_dir).model))
     return load_codec(run_dir)
 
 
@@ -138,39 +138,38 @@ def part_fmnist(args) -> None:
 
 def train_photos(args) -> None:
     """One hyperprior on BSDS500 train + val crops for --minutes into benchmarks/.cache/codec/photos."""
-    from aeopt.codec import _devloop
-    from aeopt.codec.patches import PatchSource, image_files, read_image
     from aeopt.codec.train import finish_codec_run
-    from aeopt.config import TrainConfig
+    from aeopt.data import InMemorySource
+    from aeopt.data.patches import PatchSource, centre_crop, image_files, read_image
     from aeopt.models import create_model
-    from aeopt.models.codec import CodecObjective
-    from aeopt.runs import save_config, save_tensors
-    from aeopt.train import prepare_run_dir
+    from aeopt.runs import save_config
+    from aeopt.settings import Settings
+    from aeopt.train.callbacks import StopAt
+    from aeopt.train.loop import fit
+    from aeopt.train.prepare import prepare_run_dir
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     train = PatchSource.from_folders([BSDS / "train", BSDS / "val"], args.patch, seed=0, per_image=4, mode="RGB")
-    val_files = image_files(BSDS / "val")[:32]
-    val = torch.stack([torch.from_numpy(np.ascontiguousarray(read_image(f, "RGB")[:, :args.patch, :args.patch]))
-                       for f in val_files]).float() / 255
+    val = torch.stack([torch.from_numpy(np.ascontiguousarray(centre_crop(read_image(f, "RGB"), args.patch)))
+                       for f in image_files(BSDS / "val")[:32]]).float() / 255
     test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:8]
-    config = TrainConfig(data=f"images:{BSDS}", model="codec", entropy="hyperprior", lmbda=args.lmbda,
-                         latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
-                         lr=args.lr, epochs=10_000, out=str(CACHE / "photos"))
+    config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy="hyperprior", lmbda=args.lmbda,
+                                latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
+                                lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=10_000, patience=0,
+                                threads=args.threads, out=str(CACHE / "photos")).validate()
     info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
             "n_train": len(train), "n_val": len(val), "n_test": 200}
     model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy="hyperprior", lmbda=args.lmbda,
                          width=args.width)
-    run_dir = prepare_run_dir(config.out, config, overwrite=True)
+    run_dir = prepare_run_dir(config.runtime.out, config, overwrite=True)
     save_config(run_dir, config, info)
-    fit = _devloop.fit(model, CodecObjective(args.lmbda), train, val, epochs=10_000, batch_size=args.batch,
-                       lr=args.lr, max_seconds=60 * args.minutes, progress=False)
-    save_tensors(run_dir / "model.safetensors", model.state_dict())
-    finish_codec_run(run_dir, model, test, fit)  # tables + a first look on 8 photos (the real test: `photos`)
-    steps = fit.steps
+    fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,
+                     callbacks=[StopAt(time.time() + 60 * args.minutes)], progress=False)
+    finish_codec_run(run_dir, fit_result.model.cpu(), test, fit_result)  # a first look on 8 photos; `photos` measures
     (run_dir / "training.json").write_text(json.dumps({
-        "train_seconds": fit.train_seconds, "epochs": fit.epochs, "steps_about": steps, "threads": args.threads,
-        "patch": args.patch, "batch": args.batch, "history": fit.history}, indent=2) + "\n")
+        "train_seconds": fit_result.train_seconds, "epochs": fit_result.epochs, "steps_about": fit_result.loop.step,
+        "threads": args.threads, "patch": args.patch, "batch": args.batch, "history": fit_result.history},
+        indent=2) + "\n")
 
 
 def part_photos(args) -> None:

@@ -102,7 +102,7 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
     run_dir = prepare_run_dir(config.runtime.out, config, overwrite=overwrite)
     config = config.replace(out=str(run_dir))
     save_config(run_dir, config, info)
-    callbacks = list(callbacks) + ([StopAt(time.monotonic() + max_seconds)] if max_seconds else [])
+    callbacks = list(callbacks) + ([StopAt(time.time() + max_seconds)] if max_seconds else [])
     result = fit(model, model.objective(config), train, val, config, run_dir=run_dir, device=torch_device,
                  callbacks=callbacks, log=log, progress=progress)
     return finish_codec_run(run_dir, result.model.cpu(), test, result, log=log)

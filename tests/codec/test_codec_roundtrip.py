@@ -175,3 +175,20 @@ def test_cli_hostile_files_exit_2_with_one_line_and_write_nothing(codec_runs, tm
     np.save(tmp_path / "rgb.npy", np.zeros((3, 8, 8), np.uint8))
     assert main(["compress", str(run_h), str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "c")]) == 2
     assert "codes grey images" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_cli_trains_a_codec_on_patches_of_images_of_any_sizes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 2)):
+        (tmp_path / "photos" / split).mkdir(parents=True)
+        for i in range(count):
+            h, w = rng.integers(20, 48, size=2)
+            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / split / f"{i}.png")
+    assert main(["train", "--model", "codec", "--entropy", "hyperprior", "--lmbda", "0.01", "--data",
+                 f"images:{tmp_path / 'photos'}", "--patch", "16", "--latent-dim", "4", "--width", "8", "--depth", "2",
+                 "--epochs", "1", "--batch-size", "4", "--threads", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "bytes/image (whole .aec files)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert metrics["images"] == 2 and metrics["bpp"] > 0
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert f"{metrics['bpp']:.4f} bpp" in capsys.readouterr().out
