@@ -23,6 +23,7 @@ from .coder import LATENT_LIMIT, Coder
 from .tables import CodecTables, load_tables
 
 BATCH = 256  # images per transform call: big enough for throughput, small enough for memory
+BATCH_PIXELS = 1 << 21  # and at most ~2 Mpixel per call: a batch of photos' activations stays < 1 GB
 
 
 @dataclass
@@ -102,12 +103,17 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def chunks(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], list[int]]]:
-    """The coding order: images grouped by size (in order of first appearance), BATCH at a time.
+    """The coding order: images grouped by size (in order of first appearance), BATCH at a time (fewer
+    for large images, BATCH_PIXELS).
     Encoder and decoder both derive it from the list of sizes alone."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, size in enumerate(sizes):
         groups.setdefault(tuple(size), []).append(i)
-    return [(size, idx[k:k + BATCH]) for size, idx in groups.items() for k in range(0, len(idx), BATCH)]
+    out = []
+    for size, idx in groups.items():
+        step = max(1, min(BATCH, BATCH_PIXELS // (size[0] * size[1])))
+        out += [(size, idx[k:k + step]) for k in range(0, len(idx), step)]
+    return out
 
 
 @torch.no_grad()
