@@ -174,7 +174,7 @@ def train_photos(args) -> None:
 
 def part_photos(args) -> None:
     from aeopt.codec.evaluate import measure
-    from aeopt.codec.patches import image_files, read_image
+    from aeopt.data.patches import image_files, read_image
 
     load_before = os.getloadavg()
     torch.set_num_threads(2)
