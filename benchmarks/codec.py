@@ -242,8 +242,17 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     CACHE.mkdir(parents=True, exist_ok=True)
     if args.part == "report":
+        import shutil
+
         from benchmarks.codec_report import write_report
 
+        fm_path = RESULTS / "codec_fmnist.json"
+        if fm_path.is_file():  # the middle lambda's strip (original | aeopt | WebP | JPEG) beside the table
+            mid = json.loads(fm_path.read_text())["timing"]["aeopt_lmbda"]
+            if (CACHE / f"fm-{mid:g}" / "strip.png").is_file():
+                shutil.copyfile(CACHE / f"fm-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
+        if (CACHE / "photos" / "strip.png").is_file():
+            shutil.copyfile(CACHE / "photos" / "strip.png", RESULTS / "codec_strip_photos.png")
         write_report(RESULTS)
     else:
         {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "train-photos": train_photos,

@@ -131,5 +131,8 @@ def write_report(results: Path) -> None:
         lines += [f"A 768x512 photo: encode {b['encode_s']:.2f} s + decode {b['decode_s']:.2f} s = "
                   f"{b['encode_s'] + b['decode_s']:.2f} s on {b['threads']} threads ({b['bytes']:,} bytes).", ""]
     lines += ["![RD curves](codec_rd.png)", ""]
+    for name in ("codec_strip_fmnist.png", "codec_strip_photos.png"):
+        if (results / name).is_file():
+            lines += [f"![original, aeopt, WebP and JPEG at about the same size]({name})", ""]
     (results / "codec.md").write_text("\n".join(lines))
     _figure(results / "codec_rd.png", fm, ph)
