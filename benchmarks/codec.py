@@ -36,6 +36,7 @@ import aeopt  # noqa: E402
 from aeopt.codec import compress, decompress_images, load_codec  # noqa: E402
 from aeopt.codec.bdrate import bd_rate  # noqa: E402
 from aeopt.codec.peers import decode_file, encode_file, measure_peers  # noqa: E402
+from aeopt.codec.report import strip_figure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache" / "codec"
@@ -126,6 +127,7 @@ def part_fmnist(args) -> None:
         print(json.dumps(points[-1]), flush=True)
     peers = measure_peers(test, FM_PEERS)
     mid = runs[len(runs) // 2]
+    strip_figure(mid.path / "strip.png", mid, test)  # with this code's tables (the run's own may be older)
     timing = [_batch_timing(mid, test, 1), _batch_timing(mid, test, 2)]
     peer_timing = [_peer_timing(test, "WebP", 10), _peer_timing(test, "JPEG", 50)]
     result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
@@ -183,6 +185,7 @@ def part_photos(args) -> None:
     training = json.loads((run_dir / "training.json").read_text())
     test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.test]
     t = measure(run, test)
+    strip_figure(run_dir / "strip.png", run, test)
     ours = [{"lmbda": run.model.lmbda, "bpp": t["bpp"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
              "bytes_per_image": t["bytes_per_image"], "encode_ms": t["encode_ms_per_image"],
              "decode_ms": t["decode_ms_per_image"]}]
