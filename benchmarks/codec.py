@@ -158,11 +158,15 @@ def train_photos(args) -> None:
     config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy="hyperprior", lmbda=args.lmbda,
                                 latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
                                 lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=10_000, patience=0,
-                                threads=args.threads, out=str(CACHE / "photos")).validate()
+                                threads=args.threads, out=str(CACHE / args.name)).validate()
     info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
             "n_train": len(train), "n_val": len(val), "n_test": 200}
     model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy="hyperprior", lmbda=args.lmbda,
                          width=args.width)
+    if args.init:  # warm start from another lambda's run (the standard way to get a second RD point cheaply)
+        from aeopt.runs import load_tensors
+
+        model.load_state_dict(load_tensors(CACHE / args.init / "model.safetensors"))
     run_dir = prepare_run_dir(config.runtime.out, config, overwrite=True)
     save_config(run_dir, config, info)
     fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,
@@ -170,7 +174,8 @@ def train_photos(args) -> None:
     finish_codec_run(run_dir, fit_result.model.cpu(), test, fit_result)  # a first look on 8 photos; `photos` measures
     (run_dir / "training.json").write_text(json.dumps({
         "train_seconds": fit_result.train_seconds, "epochs": fit_result.epochs, "steps_about": fit_result.loop.step,
-        "threads": args.threads, "patch": args.patch, "batch": args.batch, "history": fit_result.history},
+        "threads": args.threads, "patch": args.patch, "batch": args.batch, "init": args.init,
+        "history": fit_result.history},
         indent=2) + "\n")
 
 
@@ -180,15 +185,22 @@ def part_photos(args) -> None:
 
     load_before = os.getloadavg()
     torch.set_num_threads(2)
-    run_dir = CACHE / "photos"
-    run = _rebuilt(run_dir)
-    training = json.loads((run_dir / "training.json").read_text())
     test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.test]
-    t = measure(run, test)
-    strip_figure(run_dir / "strip.png", run, test)
-    ours = [{"lmbda": run.model.lmbda, "bpp": t["bpp"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
-             "bytes_per_image": t["bytes_per_image"], "encode_ms": t["encode_ms_per_image"],
-             "decode_ms": t["decode_ms_per_image"]}]
+    ours, trainings = [], []
+    for name in args.runs.split(","):
+        run_dir = CACHE / name
+        run = _rebuilt(run_dir)
+        training = json.loads((run_dir / "training.json").read_text())
+        t = measure(run, test)
+        ours.append({"run": name, "lmbda": run.model.lmbda, "bpp": t["bpp"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
+                     "bytes_per_image": t["bytes_per_image"], "encode_ms": t["encode_ms_per_image"],
+                     "decode_ms": t["decode_ms_per_image"], "train_seconds": training["train_seconds"],
+                     "steps": training["steps_about"], "train_threads": training["threads"],
+                     "init": training.get("init")})
+        trainings.append(training)
+        print(json.dumps(ours[-1]), flush=True)
+    first = _rebuilt(CACHE / args.runs.split(",")[0])
+    strip_figure(first.path / "strip.png", first, test)
     peers = measure_peers(test, PHOTO_PEERS if args.avif else {k: v for k, v in PHOTO_PEERS.items() if k != "AVIF"})
     from PIL import Image
 
@@ -197,17 +209,18 @@ def part_photos(args) -> None:
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        data = compress(run, big)
+        data = compress(first, big)
         mid = time.perf_counter()
-        decompress_images(run, data)
+        decompress_images(first, data)
         times.append((mid - started, time.perf_counter() - mid))
     enc, dec = min(times, key=sum)
+    training = trainings[0]
     result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
-              "settings": {**vars(args), "width": run.model.width, "latent": run.model.latent_dim,
-                           "lmbda": run.model.lmbda, "patch": training["patch"], "batch": training["batch"]},
+              "settings": {**vars(args), "width": first.model.width, "latent": first.model.latent_dim,
+                           "lmbda": first.model.lmbda, "patch": training["patch"], "batch": training["batch"]},
               "train_seconds": training["train_seconds"], "epochs": training["epochs"],
               "steps_about": training["steps_about"], "train_threads": training["threads"],
-              "params": sum(p.numel() for p in run.model.parameters()),
+              "params": sum(p.numel() for p in first.model.parameters()),
               "test_images": len(test), "aeopt": ours, "peers": peers, "bd_rate": _bd_table(ours, peers),
               "photo_768x512": {"encode_s": enc, "decode_s": dec, "bytes": len(data), "threads": 2}}
     (RESULTS / "codec_photos.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -235,7 +248,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--name", default="photos", help="the run's folder in benchmarks/.cache/codec")
+    p.add_argument("--init", help="warm start from this cached run's weights")
     p = sub.add_parser("photos")
+    p.add_argument("--runs", default="photos", help="cached runs to measure, comma-separated")
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--avif", action=argparse.BooleanOptionalAction, default=True)
     sub.add_parser("report")
