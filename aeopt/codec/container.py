@@ -32,6 +32,10 @@ FORMAT_VERSION = 1
 MAX_SIDE = 1 << 15
 MAX_PIXELS = 1 << 26  # 64 Mpixel over the whole file: the decoder's working memory stays a few GB at most
 MAX_IMAGES = 1 << 20
+# Decoding work must be in proportion to the file: past FREE_PIXELS, a file needs a stream byte per
+# PIXELS_PER_BYTE pixels (a real photo at 0.1 bpp has one per 80; a hostile 30-byte header claiming
+# 64 Mpixel would otherwise keep the decoder busy for minutes and allocate gigabytes).
+FREE_PIXELS, PIXELS_PER_BYTE = 1 << 20, 4096
 FLAG_RGB, FLAG_MANY, FLAG_MODEL_SIZE, FLAG_UNUSED = 1, 2, 4, 8
 HEADER_BYTES = 5  # magic, version + flags, model id
 CHECKSUM_BYTES = 4
@@ -141,6 +145,7 @@ def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
         raise AeoptError(f"{what} declares a {first[0]}x{first[1]} image, over the limit of {MAX_PIXELS:,} "
                          "pixels: the file is damaged or hostile")
     if not flags & FLAG_MANY:
+        _check_work(first[0] * first[1], body_end - reader.pos, what)
         return bool(flags & FLAG_RGB), [first], data[reader.pos:body_end]
     count, n_others = reader.varint("image count"), reader.varint("size list")
     pixels = (count - n_others) * first[0] * first[1]
@@ -159,4 +164,11 @@ def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
         if pixels > MAX_PIXELS:
             raise AeoptError(f"{what} declares more than {MAX_PIXELS:,} pixels: the file is damaged or hostile")
     sizes = [others.get(i, first) for i in range(count)]
+    _check_work(sum(h * w for h, w in sizes), body_end - reader.pos, what)
     return bool(flags & FLAG_RGB), sizes, data[reader.pos:body_end]
+
+
+def _check_work(pixels: int, stream_bytes: int, what: str) -> None:
+    if pixels > max(FREE_PIXELS, PIXELS_PER_BYTE * stream_bytes):
+        raise AeoptError(f"{what} declares {pixels:,} pixels for a {stream_bytes:,}-byte stream, more than "
+                         f"{PIXELS_PER_BYTE:,} pixels a byte: the file is damaged or hostile")

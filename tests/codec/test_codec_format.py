@@ -72,6 +72,7 @@ def test_another_models_file_and_a_bad_checksum():
     (container.MAGIC + b"\x12" + FP[:2] + b"\x08\x08\x03\x02\x01\x04\x04\x01\x04\x04", "out of order"),
     (container.MAGIC + b"\x12" + FP[:2] + b"\x08\x08\x03\x01\x05\x04\x04", "out of order or range"),
     (container.MAGIC + b"\x12" + FP[:2] + b"\x01\x01\x03\x01\x01\xff\x7f\xff\x7f", "more than 67,108,864"),
+    (container.MAGIC + b"\x10" + FP[:2] + b"\x80\x10\x80\x10" + b"\0" * 8, "pixels for a 8-byte stream"),
     (container.MAGIC + b"\x10" + FP[:2] + b"\x08", "truncated (it ends inside the width field)"),
     (container.MAGIC + b"\x10" + FP[:2] + b"\xff" * 8, "not a valid number"),
 ])
