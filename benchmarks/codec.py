@@ -254,7 +254,8 @@ def main() -> None:
     p.add_argument("--runs", default="photos", help="cached runs to measure, comma-separated")
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--avif", action=argparse.BooleanOptionalAction, default=True)
-    sub.add_parser("report")
+    p = sub.add_parser("report")
+    p.add_argument("--note", default="", help="how this run was made, printed under the title")
     parser.add_argument("--results", default=str(RESULTS), help="where the JSON/markdown/figure go")
     args = parser.parse_args()
     RESULTS = Path(args.results)
@@ -272,7 +273,7 @@ def main() -> None:
                 shutil.copyfile(CACHE / f"fm-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
         if (CACHE / "photos" / "strip.png").is_file():
             shutil.copyfile(CACHE / "photos" / "strip.png", RESULTS / "codec_strip_photos.png")
-        write_report(RESULTS)
+        write_report(RESULTS, args.note)
     else:
         {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "train-photos": train_photos,
          "photos": part_photos}[args.part](args)

@@ -56,7 +56,7 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         if name.startswith("Fashion"):
-            ax.set_xlim(0, 5)
+            ax.set_xlim(0, 5.5)
         else:
             ax.set_xlim(0, 2.5)
     fig.tight_layout()
@@ -64,7 +64,7 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
     plt.close(fig)
 
 
-def write_report(results: Path) -> None:
+def write_report(results: Path, note: str = "") -> None:
     fm_path, ph_path = results / "codec_fmnist.json", results / "codec_photos.json"
     fm = json.loads(fm_path.read_text()) if fm_path.is_file() else None
     ph = json.loads(ph_path.read_text()) if ph_path.is_file() else None
@@ -72,11 +72,13 @@ def write_report(results: Path) -> None:
              "`benchmarks/codec.py` (fmnist, photos, report). PSNR from the mean MSE over all test pixels "
              "(peak 255); bpp = 8 x file bytes / pixels. BD-rate: Bjøntegaard delta rate with PCHIP "
              "interpolation over the PSNR range both curves cover (negative = aeopt needs fewer bytes).", ""]
+    if note:
+        lines += [f"**How this run was made:** {note}", ""]
     if fm:
         s = fm["settings"]
         lines += ["## Fashion-MNIST", "",
                   f"Machine: {fm['machine']}. Load average before {fm['load_before'][0]:.1f}, after "
-                  f"{fm['load_after'][0]:.1f} (the machine is shared; the run held /tmp/aeopt-bench.lock).", "",
+                  f"{fm['load_after'][0]:.1f} (the machine is shared).", "",
                   f"aeopt: scale hyperprior, width {s['width']}, latent {s['latent']} channels, "
                   f"{fm['aeopt'][0]['params']:,} parameters, trained {s['epochs']} epochs per lambda on the 55k "
                   f"training images (one thread, batch 64, Adam 1e-3); tested on {fm['test_images']:,} test images.",
@@ -108,25 +110,24 @@ def write_report(results: Path) -> None:
         lines.append("")
     if ph:
         s = ph["settings"]
-        o = ph["aeopt"][0]
         lines += ["## Photographs (BSDS500)", "",
                   f"Machine: {ph['machine']}. Load average before {ph['load_before'][0]:.1f}, after "
                   f"{ph['load_after'][0]:.1f}.", "",
-                  f"aeopt: one scale hyperprior (width {s['width']}, latent {s['latent']}, {ph['params']:,} parameters, "
-                  f"lambda {s['lmbda']:g}) trained for **{ph['train_seconds'] / 60:.1f} minutes** on {ph['train_threads']} CPU "
-                  f"thread{'s' if ph['train_threads'] > 1 else ''} "
-                  f"(about {ph['steps_about']:,} steps of {s['batch']} random {s['patch']}x{s['patch']} crops from the "
-                  f"300 train + val photos). This is a very short training (published models train for days on "
-                  f"GPUs): read it as where a short CPU run lands, not what the architecture can do.", "",
-                  f"Test ({ph['test_images']} photos, one .aec file each): {o['bpp']:.4f} bpp, PSNR {o['psnr']:.2f} dB, "
-                  f"MS-SSIM {o['ms_ssim']:.4f}; encode {o['encode_ms']:.0f} ms, decode {o['decode_ms']:.0f} ms per photo.",
-                  "", "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
+                  f"aeopt: scale hyperpriors (width {s['width']}, latent {s['latent']}, {ph['params']:,} parameters) "
+                  f"trained on 1 CPU thread on random {s['patch']}x{s['patch']} crops (batch {s['batch']}) of the 300 "
+                  "train + val photos, for minutes, not the days on GPUs published models get: read it as where a "
+                  "short CPU run lands, not what the architecture can do. The second lambda is warm-started from the "
+                  "first run's weights.", "",
+                  f"Test ({ph['test_images']} photos, one .aec file each, every byte counted):", "",
+                  "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {o['run']} | {o['lmbda']:g} | {o['train_seconds'] / 60:.0f} min, {o['steps']:,} steps"
+                  f"{' (warm start: ' + o['init'] + ')' if o.get('init') else ''} | {o['bpp']:.4f} | {o['psnr']:.2f} | "
+                  f"{o['ms_ssim']:.4f} | {o['encode_ms']:.0f} | {o['decode_ms']:.0f} |" for o in ph["aeopt"]]
+        lines += ["", "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
                   "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(ph["peers"])
-        lines += ["", "With one trained lambda there is no aeopt curve, so no BD-rate (n/a); instead, the rate "
-                  "difference at aeopt's PSNR against each peer's curve (log-rate interpolated in PSNR): " + ", ".join(
-                      f"{c} {_fmt(_rate_delta(ph['peers'], c, o), unit='%')}" for c in ("JPEG", "WebP", "AVIF")
-                      if any(p["codec"] == c for p in ph["peers"])) + " (negative: aeopt smaller; n/a: outside the "
-                  "peer's PSNR range).", ""]
+        lines += ["", "BD-rate of aeopt vs: " + ", ".join(f"{c} {_fmt(v, unit='%')}" for c, v in ph["bd_rate"].items())
+                  + " (positive: aeopt needs more bits at equal PSNR; n/a: no common PSNR range).", ""]
         b = ph["photo_768x512"]
         lines += [f"A 768x512 photo: encode {b['encode_s']:.2f} s + decode {b['decode_s']:.2f} s = "
                   f"{b['encode_s'] + b['decode_s']:.2f} s on {b['threads']} threads ({b['bytes']:,} bytes).", ""]
