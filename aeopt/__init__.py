@@ -1,4 +1,5 @@
 """aeopt: build, train, evaluate, shrink and optimize autoencoders, with honest numbers."""
+from .codec import compress, decompress
 from .data import Dataset, load_data
 from .deploy import bench, evaluate, export_onnx, load
 from .detect import AutoencoderDetector

@@ -15,6 +15,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
+    if "bpp" in metrics["test"]:
+        from .codec import codec_line
+
+        print(codec_line(metrics["test"]))
+        return
     test, pca = metrics["test"], metrics["pca"]
     print(f"{'':14} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>7}")
     for name, row in (("autoencoder", test), (f"PCA-{pca['components']}", pca)):

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "aeopt.cli.deploy",     # export, bench, encode, decode
     "aeopt.cli.data",       # shard
     "aeopt.cli.detect",     # detect fit, detect score
+    "aeopt.cli.codec",      # compress, decompress
 )
 
 

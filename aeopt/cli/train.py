@@ -44,6 +44,11 @@ def _train(args: argparse.Namespace) -> None:
     m = result.metrics
     if not m:  # a rank other than 0 of a multi-process run: rank 0 reports
         return
+    if "bpp" in m["test"]:  # a codec run: figures from real files
+        from .codec import codec_line
+
+        print(f"{codec_line(m['test'])}; run: {result.path}")
+        return
     print(f"test mse {m['test']['mse']:.5f} ({m['test']['psnr']:.2f} dB) vs PCA {m['pca']['mse']:.5f} "
           f"({m['pca']['psnr']:.2f} dB); {m['params']:,} params; {m['samples_per_second']:.0f} samples/s; "
           f"run: {result.path}")

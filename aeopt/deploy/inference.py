@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -94,8 +94,16 @@ def _rescale(dataset: Dataset, scaler: dict) -> Dataset:
                                x_test=convert(dataset.x_test), scaler=scaler)
 
 
+# Models whose figures an application package measures (the codec: on real encoded files):
+# name -> evaluate function with evaluate()'s arguments, registered on the application's import.
+MODEL_EVALUATORS: dict[str, Callable[..., dict[str, Any]]] = {}
+
+
 def evaluate(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Evaluate a saved run on its own test split, or on other data (`data` spec) of the same shape."""
+    model_name = read_run_record(run_dir)[0].architecture.model
+    if model_name in MODEL_EVALUATORS:
+        return MODEL_EVALUATORS[model_name](run_dir, data=data, data_dir=data_dir)
     run = load(run_dir)
     cfg = run.config
     dataset = load_data(data or cfg.data, data_dir=data_dir or cfg.data_dir, seed=cfg.seed, limit=cfg.limit)

@@ -36,6 +36,12 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
+# Models whose whole run (data, objective, what is measured after fit) belongs to an application
+# package: name -> its train function, same arguments as train(). The application registers itself
+# on import (aeopt.codec: "codec"), so this layer never imports upward.
+MODEL_TRAINERS: dict[str, Callable[..., TrainResult]] = {}
+
+
 def _print(message: str) -> None:
     print(message, flush=True)
 
@@ -70,6 +76,11 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
     Returns:
         A TrainResult with the run directory, the best model and its metrics.
     """
+    model_name = (settings.get("model") or (config.architecture.model if config else None)
+                  or (read_config(resume)[0].architecture.model if resume is not None else None))
+    if model_name in MODEL_TRAINERS:
+        return MODEL_TRAINERS[model_name](config, dataset=dataset, resume=resume, overwrite=overwrite,
+                                          progress=progress, log=log, device=device, callbacks=callbacks, **settings)
     if device is not None:
         settings["device"] = device
     config = resolve_settings(config, resume, settings)

@@ -7,7 +7,7 @@ from aeopt.models import model_knobs
 
 def test_registry_lists_the_built_in_models():
     assert {"mlp", "conv", "seed"} <= set(list_models())
-    assert list_models("co*") == ["conv"]
+    assert list_models("co*") == ["codec", "conv"]
 
 
 def test_unknown_model_lists_the_known_ones():

@@ -1,0 +1,242 @@
+"""compress / decompress: images <-> .aec bytes with a trained codec run.
+
+Images are uint8 arrays (or floats in [0, 1]) shaped (H, W), (C, H, W) or a batch (N, C, H, W),
+or a list of such images of different sizes. Decoding returns uint8. What the decoder outputs is
+exactly `model.reconstruct_quantized(x)` rounded to 8 bits: the latents are entropy-decoded
+bit-exactly, and the hyperprior's table choice is integer arithmetic (intnet.py).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ..errors import AeoptError
+from ..models.codec.model import CodecModel
+from ..models.codec.transforms import HYPER_STRIDE
+from . import coder, container
+from .coder import LATENT_LIMIT, Coder
+from .tables import CodecTables, load_tables
+
+BATCH = 256  # images per transform call: big enough for throughput, small enough for memory
+BATCH_PIXELS = 1 << 21  # and at most ~2 Mpixel per call: a batch of photos' activations stays < 1 GB
+
+
+@dataclass
+class CodecRun:
+    """A trained codec, ready to code: its model, its integer tables and their fingerprint."""
+
+    path: Path
+    model: CodecModel
+    tables: CodecTables
+    coder: Coder
+
+    @property
+    def channels(self) -> int:
+        return self.model.input_shape[0]
+
+    def pack(self, sizes: list[tuple[int, int]], stream: bytes) -> bytes:
+        return container.pack(sizes, stream, rgb=self.channels == 3, fingerprint=self.tables.fingerprint,
+                              model_size=self.model.input_shape[1:])
+
+    def unpack(self, data: bytes, what: str) -> tuple[list[tuple[int, int]], bytes]:
+        rgb, sizes, stream = container.unpack(data, fingerprint=self.tables.fingerprint, what=what,
+                                              model_size=self.model.input_shape[1:])
+        if rgb != (self.channels == 3):
+            raise AeoptError(f"{what} holds {'RGB' if rgb else 'grey'} images but the codec is "
+                             f"{'RGB' if self.channels == 3 else 'grey'}; the file is damaged")
+        return sizes, stream
+
+
+def load_codec(run: "str | Path | CodecRun") -> CodecRun:
+    if isinstance(run, CodecRun):
+        return run
+    from ..runs import load_torch
+
+    loaded = load_torch(run)
+    if not isinstance(loaded.model, CodecModel):
+        raise AeoptError(f"{run} is a {loaded.config.model!r} run, not a codec; train one with "
+                         "`aeopt train --model codec`")
+    tables = load_tables(run, loaded.model)
+    return CodecRun(Path(run), loaded.model, tables, Coder(tables))
+
+
+def as_images(images, channels: int) -> list[torch.Tensor]:
+    """A list of float (C, H, W) tensors in [0, 1], checked against the model's channels."""
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        arr = images
+        if arr.ndim == 2:
+            arr = arr[None]
+        items = [arr] if arr.ndim == 3 else list(arr) if arr.ndim == 4 else None
+        if items is None:
+            raise AeoptError(f"images must be (H, W), (C, H, W) or (N, C, H, W), got shape {tuple(arr.shape)}")
+    elif isinstance(images, Iterable):
+        items = [im[None] if im.ndim == 2 else im for im in images]
+    else:
+        raise AeoptError(f"images must be an array or a list of arrays, got {type(images).__name__}")
+    if not items:
+        raise AeoptError("no images to compress")
+    out = []
+    for im in items:
+        t = im if isinstance(im, torch.Tensor) else torch.from_numpy(np.array(im))
+        if t.ndim != 3 or t.shape[0] != channels:
+            raise AeoptError(f"this codec codes {'grey' if channels == 1 else 'RGB'} images ({channels} "
+                             f"channel{'s' if channels > 1 else ''}); got an image of shape {tuple(t.shape)}")
+        if t.dtype == torch.uint8:
+            t = t.float() / 255.0
+        else:
+            t = t.float()
+            if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+                raise AeoptError("float images must hold finite values in [0, 1] (or pass uint8 pixels)")
+        if min(t.shape[1:]) < 1 or max(t.shape[1:]) > container.MAX_SIDE:
+            raise AeoptError(f"image sides must be 1..{container.MAX_SIDE} pixels, got {tuple(t.shape[1:])}")
+        out.append(t)
+    return out
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).numpy()
+
+
+def chunks(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], list[int]]]:
+    """The coding order: images grouped by size (in order of first appearance), BATCH at a time (fewer
+    for large images, BATCH_PIXELS).
+    Encoder and decoder both derive it from the list of sizes alone."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(i)
+    out = []
+    for size, idx in groups.items():
+        step = max(1, min(BATCH, BATCH_PIXELS // (size[0] * size[1])))
+        out += [(size, idx[k:k + step]) for k in range(0, len(idx), step)]
+    return out
+
+
+@torch.no_grad()
+def encode_latents(run: CodecRun, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1]."""
+    model = run.model.eval()
+    y = torch.round(model.analyse(x).clamp(-LATENT_LIMIT, LATENT_LIMIT))
+    z = None
+    if model.entropy == "hyperprior":
+        z = torch.round(model.hyper_analyse(y).clamp(-LATENT_LIMIT, LATENT_LIMIT)).long().numpy()
+    return y.long().numpy(), z
+
+
+@torch.no_grad()
+def _synthesise(run: CodecRun, y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return to_uint8(run.model.synthesise(torch.from_numpy(y).float(), size))
+
+
+def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None):
+    """(sizes, streams, reconstructions): `joint` -> one stream for all images (a many-image
+    file), else one stream per image; reconstructions (the decoder's uint8 output) on request."""
+    run = load_codec(run)
+    items = as_images(images, run.channels)
+    sizes = [tuple(im.shape[1:]) for im in items]
+    streams: list = [None] * len(items)
+    recon: list = [None] * len(items)
+    enc = coder.new_encoder() if joint else None
+    for size, idx in chunks(sizes):
+        y, z = encode_latents(run, torch.stack([items[i] for i in idx]))
+        rows = run.coder.rows(z, y.shape)
+        if joint:
+            run.coder.encode_into(enc, y, z, rows)
+        else:
+            for k, i in enumerate(idx):
+                streams[i] = run.coder.encode(y[k:k + 1], None if z is None else z[k:k + 1], rows[k:k + 1])
+        if reconstruct:
+            for k, x_hat in zip(idx, _synthesise(run, y, size)):
+                recon[k] = x_hat
+        if progress is not None:
+            progress.update(len(idx))
+    return sizes, (coder.finish(enc) if joint else streams), recon
+
+
+def compress(run, images) -> bytes:
+    """One .aec file holding every image (a single-image file for one image)."""
+    run = load_codec(run)
+    sizes, stream, _ = encode(run, images)
+    return run.pack(sizes, stream)
+
+
+def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], tuple[int, int, int] | None]:
+    s = run.model.stride
+    yh, yw = -(-h // s), -(-w // s)
+    y_shape = (run.model.latent_dim, yh, yw)
+    if run.model.entropy != "hyperprior":
+        return y_shape, None
+    return y_shape, (run.model.width, -(-yh // HYPER_STRIDE), -(-yw // HYPER_STRIDE))
+
+
+def _decode_chunk(run: CodecRun, decoders: list, size: tuple[int, int], n_each: int) -> np.ndarray:
+    """y of a chunk: one decoder holding all its images (n_each = chunk size), or one per image."""
+    y_shape, z_shape = latent_shapes(run, *size)
+    zs = [run.coder.decode_z(d, n_each, z_shape) for d in decoders] if z_shape else None
+    z = np.concatenate(zs) if zs else None
+    n = n_each * len(decoders)
+    rows = run.coder.rows(z, (n, *y_shape))
+    return np.concatenate([run.coder.decode_y(d, rows[k * n_each:(k + 1) * n_each]) for k, d in enumerate(decoders)])
+
+
+@contextmanager
+def _decoding(what: str):
+    """constriction reports impossible data with AssertionError/ValueError: one line for the user."""
+    try:
+        yield
+    except AeoptError:
+        raise
+    except (AssertionError, ValueError, RuntimeError, OverflowError) as err:
+        detail = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        raise AeoptError(f"{what} is damaged (its stream does not decode: {detail})") from None
+
+
+def decompress_images(run, data: bytes, *, what: str = "the data", progress=None) -> list[np.ndarray]:
+    """Every image of an .aec file, uint8 (C, H, W) each, in order."""
+    run = load_codec(run)
+    sizes, stream = run.unpack(data, what)
+    out: list = [None] * len(sizes)
+    with _decoding(what):
+        decoder = coder.start_decoder(stream)
+        for size, idx in chunks(sizes):
+            for i, x_hat in zip(idx, _synthesise(run, _decode_chunk(run, [decoder], size, len(idx)), size)):
+                out[i] = x_hat
+            if progress is not None:
+                progress.update(len(idx))
+    return out
+
+
+def decompress_files(run, files: list[bytes], *, names: list[str] | None = None, progress=None
+                     ) -> list[list[np.ndarray]]:
+    """The images of many .aec files, each checked on its own; single-image files of one size are
+    decoded in shared batches (one h_s and one synthesis call per BATCH files)."""
+    run = load_codec(run)
+    names = names or [f"file {i}" for i in range(len(files))]
+    parsed = [run.unpack(data, name) for data, name in zip(files, names)]
+    out: list = [None] * len(files)
+    singles = [i for i, (sizes, _) in enumerate(parsed) if len(sizes) == 1]
+    for i, (sizes, _) in enumerate(parsed):
+        if len(sizes) > 1:
+            out[i] = decompress_images(run, files[i], what=names[i], progress=progress)
+    for size, idx in chunks([parsed[i][0][0] for i in singles]):
+        files_idx = [singles[k] for k in idx]
+        with _decoding(names[files_idx[0]] if len(files_idx) == 1 else f"one of {len(files_idx)} files"):
+            decoders = [coder.start_decoder(parsed[i][1]) for i in files_idx]
+            y = _decode_chunk(run, decoders, size, 1)
+        for i, x_hat in zip(files_idx, _synthesise(run, y, size)):
+            out[i] = [x_hat]
+        if progress is not None:
+            progress.update(len(idx))
+    return out
+
+
+def decompress(run, data: bytes) -> np.ndarray:
+    """The images of an .aec file as one uint8 array (N, C, H, W) (N = 1 for a single-image file)."""
+    images = decompress_images(run, data)
+    if len({im.shape for im in images}) > 1:
+        raise AeoptError("the file holds images of different sizes; use aeopt.codec.decompress_images")
+    return np.stack(images)

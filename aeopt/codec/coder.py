@@ -1,0 +1,129 @@
+"""Entropy coding of the integer latents with constriction's range coder (a queue: FIFO).
+
+Factorized: y's table row is its channel. Hyperprior: z is coded first, channel by channel, then
+h_s (integer, intnet.py) gives every element of y a table row, and y is coded row by row, so the
+decoder, which computes the same rows from the z it just decoded, reads the groups back in order.
+A batch of images shares one stream: one call per table row for the whole batch instead of one
+per image is what makes batch coding fast (one image is a batch of one).
+A value outside its row's range is coded as the row's escape symbol and then the value itself:
+its bit length (uniform over 0..ESCAPE_BITS) and its bits below the leading one (uniform).
+"""
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+from ..errors import AeoptError
+from .tables import CodecTables, Table
+
+cmodel, queue = constriction.stream.model, constriction.stream.queue  # (a native module: no submodule imports)
+
+ESCAPE_BITS = 22  # zigzag values below 2**22: latents are clamped to +-(2**21 - 1) before rounding
+LATENT_LIMIT = 2 ** 21 - 1
+
+
+class _Models:
+    """constriction models of a table's rows, built once and reused for every image."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.rows = [cmodel.Categorical(table.counts[r, :table.n[r] + 1].astype(np.float64), perfect=False)
+                     for r in range(len(table.n))]
+
+
+class Coder:
+    """Codes a batch of same-size images into one stream: z channel by channel (all images'
+    values of a channel together), then y grouped by table row (all images' elements of a row,
+    in C order over (image, channel, row, column)). One image is a batch of one."""
+
+    def __init__(self, tables: CodecTables):
+        self.tables = tables
+        self.y = _Models(tables.y)
+        self.z = _Models(tables.z) if tables.z is not None else None
+
+    def rows(self, z: np.ndarray, y_shape: tuple[int, ...]) -> np.ndarray:
+        """Table row of every element of y (N, M, h, w): integer h_s for the hyperprior, the channel otherwise."""
+        if z is None:
+            n, m, h, w = y_shape
+            return np.broadcast_to(np.arange(m)[None, :, None, None], (n, m, h, w))
+        return self.tables.hyper.indices(z, y_shape[-2:])
+
+    # --- encoding -----------------------------------------------------------------------------
+    @staticmethod
+    def _encode_group(enc, values: np.ndarray, models: _Models, row: int) -> None:
+        t = models.table
+        sym = values - t.low[row]
+        escape = (sym < 0) | (sym >= t.n[row])
+        sym[escape] = t.n[row]
+        enc.encode(sym.astype(np.int32), models.rows[row])
+        if escape.any():
+            _encode_escapes(enc, values[escape])
+
+    def encode_into(self, enc, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> None:
+        """Append a batch: y (N, M, h, w), z (N, C, hz, wz) or None, rows = self.rows(z, y.shape)."""
+        if z is not None:
+            for c in range(z.shape[1]):
+                self._encode_group(enc, z[:, c].ravel(), self.z, c)
+        for row in np.unique(rows):
+            self._encode_group(enc, y[rows == row], self.y, int(row))
+
+    def encode(self, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> bytes:
+        enc = queue.RangeEncoder()
+        self.encode_into(enc, y, z, rows)
+        return finish(enc)
+
+    # --- decoding -----------------------------------------------------------------------------
+    @staticmethod
+    def _decode_group(dec, count: int, models: _Models, row: int) -> np.ndarray:
+        t = models.table
+        sym = np.asarray(dec.decode(models.rows[row], count), dtype=np.int64)
+        values = sym + t.low[row]
+        escape = sym == t.n[row]
+        if escape.any():
+            values[escape] = _decode_escapes(dec, int(escape.sum()))
+        return values
+
+    def decode_z(self, dec, n: int, z_shape: tuple[int, int, int]) -> np.ndarray:
+        c, h, w = z_shape
+        return np.stack([self._decode_group(dec, n * h * w, self.z, k).reshape(n, h, w) for k in range(c)], 1)
+
+    def decode_y(self, dec, rows: np.ndarray) -> np.ndarray:
+        y = np.zeros(rows.shape, dtype=np.int64)
+        for row in np.unique(rows):
+            mask = rows == row
+            y[mask] = self._decode_group(dec, int(mask.sum()), self.y, int(row))
+        return y
+
+
+def new_encoder():
+    return queue.RangeEncoder()
+
+
+def start_decoder(stream: bytes):
+    if len(stream) % 4:
+        raise AeoptError("the compressed stream is damaged (its length is not a whole number of words)")
+    return queue.RangeDecoder(np.frombuffer(stream, dtype=">u4").astype(np.uint32))
+
+
+def finish(enc) -> bytes:
+    return enc.get_compressed().astype(">u4").tobytes()
+
+
+def _encode_escapes(enc, values: np.ndarray) -> None:
+    u = np.where(values >= 0, 2 * values, -2 * values - 1)  # zigzag: small magnitudes, small numbers
+    bits = np.array([int(v).bit_length() for v in u], dtype=np.int64)
+    enc.encode(bits.astype(np.int32), cmodel.Uniform(ESCAPE_BITS + 1))
+    long = bits > 1
+    if long.any():
+        low_bits = u[long] - (1 << (bits[long] - 1))
+        enc.encode(low_bits.astype(np.int32), cmodel.Uniform(), (1 << (bits[long] - 1)).astype(np.int32))
+
+
+def _decode_escapes(dec, count: int) -> np.ndarray:
+    bits = np.asarray(dec.decode(cmodel.Uniform(ESCAPE_BITS + 1), count), dtype=np.int64)
+    u = np.where(bits == 1, 1, 0).astype(np.int64)
+    long = bits > 1
+    if long.any():
+        sizes = (1 << (bits[long] - 1)).astype(np.int32)
+        u[long] = sizes + np.asarray(dec.decode(cmodel.Uniform(), sizes), dtype=np.int64)
+    return np.where(u % 2 == 0, u // 2, -(u + 1) // 2)

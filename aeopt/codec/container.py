@@ -1,0 +1,174 @@
+"""The .aec container, format version 1: every byte accounted for, every field checked.
+
+    magic       2 bytes  AE C0 (0xAE first: not text, not another common format's signature)
+    version     1 byte   high 4 bits: FORMAT_VERSION (a reader refuses newer versions by name);
+      + flags            low 4 bits: bit 0 RGB (else grey), bit 1 many images, bit 2 the image(s)
+                         have the model's training size (no height/width fields), bit 3 must be 0
+    model       2 bytes  the first 2 bytes of the model's fingerprint (sha256 of weights + tables)
+    [height]    varint   (LEB128) absent with bit 2; with many images, the first image's size
+    [width]     varint
+    [count]     varint   many images only: how many
+    [others]    varint   many images only: how many images differ in size from the first, then
+                         for each: its index, height and width (varints)
+    stream      bytes    the range-coded stream of all images (coder.py), up to the checksum
+    checksum    4 bytes  CRC-32 (big-endian) of the model's full 32-byte fingerprint followed by
+                         every byte above: damage, truncation and another model's file all fail it
+
+Why so lean: on 28x28 images a learned codec's stream is a few dozen bytes, so a 16-byte header
+would be a third of the file. The 2-byte model id gives the "another model" message; the
+checksum, seeded with the whole 256-bit fingerprint, is what makes that check reliable (a file
+of another model passes with probability 2**-32). One image costs 9 bytes besides its stream
+(11 with its size), each further image of a many-image file one to three bytes. Sizes are capped
+(MAX_SIDE, MAX_PIXELS) before anything is allocated, so a hostile header cannot ask for gigabytes.
+"""
+from __future__ import annotations
+
+import zlib
+
+from ..errors import AeoptError
+
+MAGIC = b"\xae\xc0"
+FORMAT_VERSION = 1
+MAX_SIDE = 1 << 15
+MAX_PIXELS = 1 << 26  # 64 Mpixel over the whole file: the decoder's working memory stays a few GB at most
+MAX_IMAGES = 1 << 20
+# Decoding work must be in proportion to the file: past FREE_PIXELS, a file needs a stream byte per
+# PIXELS_PER_BYTE pixels (a real photo at 0.1 bpp has one per 80; a hostile 30-byte header claiming
+# 64 Mpixel would otherwise keep the decoder busy for minutes and allocate gigabytes).
+FREE_PIXELS, PIXELS_PER_BYTE = 1 << 20, 4096
+FLAG_RGB, FLAG_MANY, FLAG_MODEL_SIZE, FLAG_UNUSED = 1, 2, 4, 8
+HEADER_BYTES = 5  # magic, version + flags, model id
+CHECKSUM_BYTES = 4
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes, end: int, what: str):
+        self.data, self.pos, self.end, self.what = data, HEADER_BYTES, end, what
+
+    def varint(self, field: str) -> int:
+        value = shift = 0
+        while True:
+            if self.pos >= self.end:
+                raise AeoptError(f"{self.what} is truncated (it ends inside the {field} field)")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise AeoptError(f"{self.what} is damaged (the {field} field is not a valid number)")
+
+    def size(self) -> tuple[int, int]:
+        h, w = self.varint("height"), self.varint("width")
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise AeoptError(f"{self.what} declares a {h}x{w} image, outside 1..{MAX_SIDE} pixels a side: "
+                             "the file is damaged or not from aeopt")
+        return h, w
+
+
+def pack(sizes: list[tuple[int, int]], stream: bytes, *, rgb: bool, fingerprint: bytes,
+         model_size: tuple[int, int] | None = None) -> bytes:
+    """One .aec file; `model_size` (the model's training size) lets a file of that size skip its size."""
+    if not sizes:
+        raise AeoptError("no images to pack")
+    first = tuple(sizes[0])
+    implied = model_size is not None and first == tuple(model_size)
+    many = len(sizes) > 1
+    flags = (FLAG_RGB if rgb else 0) | (FLAG_MANY if many else 0) | (FLAG_MODEL_SIZE if implied else 0)
+    out = bytearray(MAGIC + bytes([FORMAT_VERSION << 4 | flags]) + fingerprint[:2])
+    if not implied:
+        out += _varint(first[0]) + _varint(first[1])
+    if many:
+        others = [(i, s) for i, s in enumerate(sizes) if tuple(s) != first]
+        out += _varint(len(sizes)) + _varint(len(others))
+        for i, (h, w) in others:
+            out += _varint(i) + _varint(h) + _varint(w)
+    out += stream
+    out += zlib.crc32(bytes(out), zlib.crc32(fingerprint)).to_bytes(CHECKSUM_BYTES, "big")
+    return bytes(out)
+
+
+def read_header(data: bytes, what: str = "the file") -> tuple[int, int, bytes]:
+    """(version, flags, model id) after the magic and version checks; no model needed yet."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise AeoptError(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) == 0:
+        raise AeoptError(f"{what} is empty (0 bytes): not an aeopt codec file")
+    if data[:2] != MAGIC[:len(data[:2])]:
+        raise AeoptError(f"{what} is not an aeopt codec file (wrong magic bytes {data[:2].hex()})")
+    if len(data) < HEADER_BYTES + CHECKSUM_BYTES:
+        raise AeoptError(f"{what} is truncated ({len(data)} bytes; an .aec file has at least "
+                         f"{HEADER_BYTES + CHECKSUM_BYTES})")
+    version, flags = data[2] >> 4, data[2] & 0x0F
+    if version > FORMAT_VERSION:
+        raise AeoptError(f"{what} uses .aec format version {version}; this aeopt reads versions up to "
+                         f"{FORMAT_VERSION}: upgrade aeopt to read it")
+    if version == 0:
+        raise AeoptError(f"{what} is damaged (format version 0 does not exist)")
+    if flags & FLAG_UNUSED:
+        raise AeoptError(f"{what} is damaged (unknown flag bits {flags:#04x})")
+    return version, flags, data[3:HEADER_BYTES]
+
+
+def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
+           model_size: tuple[int, int] | None = None) -> tuple[bool, list[tuple[int, int]], bytes]:
+    """(rgb, image sizes, stream) of a file written for the model with this fingerprint; AeoptError otherwise."""
+    _, flags, model_id = read_header(data, what)
+    data = bytes(data)
+    if model_id != fingerprint[:2]:
+        raise AeoptError(f"{what} was compressed with another model (id {model_id.hex()}, this run's is "
+                         f"{fingerprint[:2].hex()}); decompress it with the run that wrote it (--run)")
+    body_end = len(data) - CHECKSUM_BYTES
+    if zlib.crc32(data[:body_end], zlib.crc32(fingerprint)) != int.from_bytes(data[body_end:], "big"):
+        raise AeoptError(f"{what} is damaged or from another model: its checksum does not match "
+                         "(truncated or altered)")
+    reader = _Reader(data, body_end, what)
+    if flags & FLAG_MODEL_SIZE:
+        if model_size is None:
+            raise AeoptError(f"{what} relies on the model's image size, which this run does not record")
+        first = tuple(model_size)
+    else:
+        first = reader.size()
+    if first[0] * first[1] > MAX_PIXELS:
+        raise AeoptError(f"{what} declares a {first[0]}x{first[1]} image, over the limit of {MAX_PIXELS:,} "
+                         "pixels: the file is damaged or hostile")
+    if not flags & FLAG_MANY:
+        _check_work(first[0] * first[1], body_end - reader.pos, what)
+        return bool(flags & FLAG_RGB), [first], data[reader.pos:body_end]
+    count, n_others = reader.varint("image count"), reader.varint("size list")
+    pixels = (count - n_others) * first[0] * first[1]
+    if not 2 <= count <= MAX_IMAGES or n_others >= count or n_others > body_end or pixels > MAX_PIXELS:
+        raise AeoptError(f"{what} declares {count:,} images ({n_others:,} of other sizes) of {first[0]}x{first[1]} "
+                         f"pixels: over the limits ({MAX_IMAGES:,} images, {MAX_PIXELS:,} pixels) or inconsistent; "
+                         "the file is damaged or hostile")
+    others, last = {}, -1
+    for _ in range(n_others):
+        index = reader.varint("image index")
+        if not last < index < count:
+            raise AeoptError(f"{what} is damaged (image index {index} out of order or range)")
+        size = reader.size()
+        others[index], last = size, index
+        pixels += size[0] * size[1]
+        if pixels > MAX_PIXELS:
+            raise AeoptError(f"{what} declares more than {MAX_PIXELS:,} pixels: the file is damaged or hostile")
+    sizes = [others.get(i, first) for i in range(count)]
+    _check_work(sum(h * w for h, w in sizes), body_end - reader.pos, what)
+    return bool(flags & FLAG_RGB), sizes, data[reader.pos:body_end]
+
+
+def _check_work(pixels: int, stream_bytes: int, what: str) -> None:
+    if pixels > max(FREE_PIXELS, PIXELS_PER_BYTE * stream_bytes):
+        raise AeoptError(f"{what} declares {pixels:,} pixels for a {stream_bytes:,}-byte stream, more than "
+                         f"{PIXELS_PER_BYTE:,} pixels a byte: the file is damaged or hostile")

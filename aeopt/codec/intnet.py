@@ -1,0 +1,116 @@
+"""The hyperprior's h_s in integer arithmetic (after Ballé, Johnston & Minnen 2019, "Integer
+networks for data compression").
+
+Why: h_s's output chooses the CDF table of every element of y. If the encoder and the decoder
+computed it in floats, a different thread count, precision or CPU could round one value across a
+table boundary, and from there the range decoder reads garbage (the classic CompressAI
+cross-platform failure). Here weights are fixed point with W_BITS fractional bits, activations
+with A_BITS, the output log-scale is compared with integer thresholds, and every rescale is an
+arithmetic shift: the same z gives the same table rows on every machine.
+
+The products are summed by a float64 matrix product (BLAS) on integer-valued operands. That is
+exact, not approximate: every product and every partial sum is an integer below 2**53, which
+float64 represents exactly, so no summation order, blocking, FMA or thread count can change the
+result (numpy's own int64 matmul gives the same numbers, several times slower). The bounds that
+make it so are enforced, not assumed: activations are clipped to +-2**ACT_LIMIT_LOG2 after every
+layer, weights must be below 2**WEIGHT_LIMIT_LOG2 and a layer's fan-in below MAX_FAN_IN (both
+checked when the tables are built), so |sum| < 2**(24 + 16 + 12) = 2**52.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import AeoptError
+
+A_BITS, W_BITS = 12, 12
+ACT_LIMIT_LOG2, WEIGHT_LIMIT_LOG2 = 12, 4  # |activation| < 4096, |weight| < 16 (fixed point: 2**24, 2**16)
+MAX_FAN_IN = 1 << 12  # 9 x input channels: up to 455 channels
+
+
+@dataclass
+class IntConv:
+    weight: np.ndarray  # (O, C, 3, 3) int64, W_BITS fractional bits
+    bias: np.ndarray    # (O,) int64, A_BITS + W_BITS fractional bits
+    shuffle: bool       # PixelShuffle(2) and ReLU follow
+    relu: bool
+
+
+class IntNet:
+    def __init__(self, layers: list[IntConv], thresholds: np.ndarray):
+        self.layers, self.thresholds = layers, thresholds
+
+    @classmethod
+    def from_module(cls, hs: nn.Sequential, scales: torch.Tensor) -> "IntNet":
+        """Fixed-point copy of an h_s made of 3x3 Conv2d / PixelShuffle(2) / ReLU (transforms.py)."""
+        modules = list(hs)
+        layers = []
+        for i, m in enumerate(modules):
+            if not isinstance(m, nn.Conv2d):
+                continue
+            if m.kernel_size != (3, 3) or m.padding != (1, 1) or m.stride != (1, 1):
+                raise AeoptError("the integer h_s supports only 3x3 stride-1 convolutions with padding 1")
+            w = m.weight.detach().double()
+            if 9 * m.in_channels > MAX_FAN_IN:
+                raise AeoptError(f"the integer h_s takes at most {MAX_FAN_IN // 9} channels per layer; lower --width")
+            if w.abs().max() >= 2 ** WEIGHT_LIMIT_LOG2 or m.bias.detach().abs().max() >= 2 ** ACT_LIMIT_LOG2:
+                raise AeoptError("a hyper-decoder weight is too large for the integer h_s; retrain with a lower --lr")
+            following = modules[i + 1:i + 3]
+            shuffle = any(isinstance(f, nn.PixelShuffle) for f in following)
+            relu = any(isinstance(f, nn.ReLU) for f in following)
+            layers.append(IntConv(torch.round(w * 2 ** W_BITS).long().numpy(),
+                                  torch.round(m.bias.detach().double() * 2 ** (A_BITS + W_BITS)).long().numpy(),
+                                  shuffle, relu))
+        # Row k of the y table holds scale k; an element uses the first row whose scale is >= exp(r),
+        # i.e. the number of thresholds log(scale_k), k < last, that lie below r.
+        thresholds = torch.round(torch.log(scales[:-1]) * 2 ** A_BITS).long().numpy()
+        return cls(layers, thresholds)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        out = {f"{prefix}.thresholds": torch.from_numpy(self.thresholds)}
+        for i, layer in enumerate(self.layers):
+            out[f"{prefix}.{i}.weight"] = torch.from_numpy(layer.weight)
+            out[f"{prefix}.{i}.bias"] = torch.from_numpy(layer.bias)
+            out[f"{prefix}.{i}.flags"] = torch.tensor([int(layer.shuffle), int(layer.relu)])
+        return out
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "IntNet":
+        layers, i = [], 0
+        while f"{prefix}.{i}.weight" in t:
+            shuffle, relu = (bool(v) for v in t[f"{prefix}.{i}.flags"].tolist())
+            layers.append(IntConv(t[f"{prefix}.{i}.weight"].numpy().astype(np.int64),
+                                  t[f"{prefix}.{i}.bias"].numpy().astype(np.int64), shuffle, relu))
+            i += 1
+        return cls(layers, t[f"{prefix}.thresholds"].numpy().astype(np.int64))
+
+    def indices(self, z_hat: np.ndarray, y_shape: tuple[int, int]) -> np.ndarray:
+        """Table row of every element of y, (N, M, H, W) int64, from the integer z_hat (N, C, h, w)."""
+        limit = 2 ** (ACT_LIMIT_LOG2 + A_BITS)
+        a = np.clip(z_hat.astype(np.int64), -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2) << A_BITS
+        for layer in self.layers:
+            a = _conv3x3(a, layer.weight) + layer.bias[None, :, None, None]
+            a = (a + (1 << (W_BITS - 1))) >> W_BITS  # back to A_BITS; the shift floors identically everywhere
+            if layer.shuffle:
+                n, c, h, w = a.shape
+                a = a.reshape(n, c // 4, 2, 2, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // 4, 2 * h, 2 * w)
+            if layer.relu:
+                a = np.maximum(a, 0)
+            a = np.clip(a, -limit, limit)
+        r = a[..., :y_shape[0], :y_shape[1]]
+        return np.searchsorted(self.thresholds, r, side="left").astype(np.int64)
+
+
+def _conv3x3(a: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Exact 3x3 convolution of int64 arrays, zero padding 1 (cross-correlation, as torch's Conv2d):
+    im2col and one float64 matrix product on integers whose sums stay below 2**53 (see the module
+    docstring for why that is exact; nine per-tap products measured slower)."""
+    n, c, h, w = a.shape
+    padded = np.pad(a.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3)
+    cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, c * 9)
+    out = cols @ weight.reshape(len(weight), -1).T.astype(np.float64)
+    return out.astype(np.int64).reshape(n, h, w, -1).transpose(0, 3, 1, 2)

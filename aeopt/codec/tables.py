@@ -1,0 +1,130 @@
+"""Integer CDF tables: built once after training, stored in the run (codec_tables.safetensors).
+
+The coder never evaluates a float density: encoder and decoder read the same integer counts
+(PRECISION bits per table, every symbol >= 1, an escape symbol last), so the probabilities they
+hand to constriction are identical on every machine. Table rows:
+- factorized y and the hyperprior's z: one row per channel, symbols low[c] .. low[c] + n[c] - 1;
+- the hyperprior's y: one row per entry of the fixed scale table, symbols -L .. L.
+Values outside a row's range are coded as the escape symbol followed by the value (coder.py).
+The hyperprior's h_s, in integers (intnet.py), selects the row per element.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import AeoptError
+from ..models.codec.entropy import GaussianConditional, scale_table
+from ..models.codec.model import CodecModel
+from ..runs import load_tensors, save_tensors
+from . import intnet
+
+PRECISION = 16  # bits per table: 1/65536 is the smallest probability, far below the 1e-9 tails' cost
+TABLES_FILE = "codec_tables.safetensors"
+
+
+@dataclass
+class Table:
+    """A set of rows: row r codes symbols low[r] .. low[r] + n[r] - 1, then the escape (index n[r])."""
+
+    low: np.ndarray     # (R,) int64
+    n: np.ndarray       # (R,) int64, symbols per row before the escape
+    counts: np.ndarray  # (R, max n + 1) int64, zero-padded; row r sums to 2**PRECISION over n[r] + 1 entries
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.low": torch.from_numpy(self.low), f"{prefix}.n": torch.from_numpy(self.n),
+                f"{prefix}.counts": torch.from_numpy(self.counts)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str) -> "Table":
+        return cls(*(t[f"{prefix}.{k}"].numpy().astype(np.int64) for k in ("low", "n", "counts")))
+
+
+def integer_counts(pmf: np.ndarray) -> np.ndarray:
+    """pmf (n,) float64 (sum <= 1) -> n + 1 integer counts (the last = escape), each >= 1, sum 2**PRECISION."""
+    total = 1 << PRECISION
+    escape = max(0.0, 1.0 - float(pmf.sum()))
+    p = np.append(np.clip(pmf, 0, None), escape)
+    counts = np.floor(p * (total - len(p))).astype(np.int64) + 1
+    counts[np.argmax(counts)] += total - counts.sum()
+    if counts.min() < 1:
+        raise AeoptError("a CDF table cannot be built (a density is degenerate); train the codec longer")
+    return counts
+
+
+def table_from_pmf(low: torch.Tensor, pmf: torch.Tensor) -> Table:
+    pmf = pmf.numpy()
+    n = (pmf > 0).cumsum(1).argmax(1) + 1  # last nonzero entry + 1 (pmf is zero-padded at the end)
+    counts = np.zeros((len(pmf), pmf.shape[1] + 1), dtype=np.int64)
+    for r in range(len(pmf)):
+        counts[r, :n[r] + 1] = integer_counts(pmf[r, :n[r]])
+    return Table(low.numpy().astype(np.int64), n.astype(np.int64), counts)
+
+
+@dataclass
+class CodecTables:
+    y: Table
+    z: Table | None
+    hyper: intnet.IntNet | None
+    fingerprint: bytes  # sha256 of the weights and the tables: a file names the model it needs
+
+    @property
+    def short_id(self) -> str:
+        return self.fingerprint[:2].hex()  # the id a file header carries (container.py)
+
+
+def build_tables(model: CodecModel) -> CodecTables:
+    """Tables for a trained model (float64 densities -> integer counts; h_s -> fixed point)."""
+    model = model.cpu().eval()
+    if model.entropy == "hyperprior":
+        y = table_from_pmf(*GaussianConditional.pmf_table(scale_table()))
+        z = table_from_pmf(*model.z_density.pmf_table())
+        hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table())
+    else:
+        y, z, hyper = table_from_pmf(*model.y_density.pmf_table()), None, None
+    return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper)))
+
+
+def _table_tensors(y: Table, z: Table | None, hyper) -> dict[str, torch.Tensor]:
+    tensors = y.tensors("y")
+    if z is not None:
+        tensors.update(z.tensors("z"))
+        tensors.update(hyper.tensors("hs"))
+    return tensors
+
+
+def fingerprint(state: dict[str, torch.Tensor], tables: dict[str, torch.Tensor]) -> bytes:
+    h = hashlib.sha256()
+    for name, group in (("model", state), ("tables", tables)):
+        for key in sorted(group):
+            t = group[key].detach().cpu().contiguous()
+            h.update(f"{name}/{key}/{t.dtype}/{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.digest()
+
+
+def save_tables(run_dir: str | Path, tables: CodecTables) -> None:
+    save_tensors(Path(run_dir) / TABLES_FILE, _table_tensors(tables.y, tables.z, tables.hyper),
+                 metadata={"precision": str(PRECISION), "fingerprint": tables.fingerprint.hex()})
+
+
+def load_tables(run_dir: str | Path, model: CodecModel) -> CodecTables:
+    """The run's stored tables; their fingerprint is recomputed, so edited weights or tables are caught."""
+    path = Path(run_dir) / TABLES_FILE
+    if not path.is_file():
+        raise AeoptError(f"{run_dir} has no {TABLES_FILE}: it is not a trained codec run "
+                         f"(train one with `aeopt train --model codec`)")
+    t = load_tensors(path)
+    try:
+        y = Table.from_tensors(t, "y")
+        z = Table.from_tensors(t, "z") if "z.low" in t else None
+        hyper = intnet.IntNet.from_tensors(t, "hs") if z is not None else None
+    except KeyError as err:
+        raise AeoptError(f"{path} is incomplete (no {err}); rebuild it by retraining the run") from None
+    if (z is None) != (model.entropy == "factorized"):
+        raise AeoptError(f"{path} does not match the run's {model.entropy} model; the run directory is inconsistent")
+    return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper)))

@@ -1,0 +1,154 @@
+"""`aeopt train --model codec`: the one loop (aeopt.train.fit), then the integer tables, figures
+measured on real files, metrics.json and the report.
+
+Data: any image dataset spec (Fashion-MNIST, digits, idx/npy/npz, a same-size image folder), or,
+with `--patch P`, an `images:DIR` folder of any sizes: random PxP crops for training (PatchSource),
+PxP centre crops for validation, whole images for the test figures. If DIR has `train/` and `test/`
+subfolders (and optionally `val/`) they are the splits; otherwise its files are split by the seed
+like every other dataset (10% validation, 15% test). Registered with aeopt.train.api as the codec's
+trainer, so `aeopt.train(model="codec", ...)` and `aeopt train --model codec` both come here.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ..data import InMemorySource, load_data
+from ..data.patches import PatchSource, centre_crop, image_files, read_image
+from ..errors import AeoptError
+from ..models.codec import SMALL_IMAGE
+from ..runs import build_model, read_config, save_config, write_json
+from ..settings import Settings
+from ..train.api import TrainResult, resolve_settings
+from ..train.callbacks import Callback, StopAt
+from ..train.loop import fit, resolve_device
+from ..train.prepare import prepare_run_dir
+
+VAL_IMAGES = 64  # validation crops in --patch mode: enough to pick the best epoch
+PATCHES_PER_IMAGE = 4  # crops per image per epoch in --patch mode: an epoch of a few hundred photos stays short
+# Small images train on one thread unless --threads says otherwise: their ops are too small to split,
+# and two OpenMP threads on a busy 2-core machine measured far slower per step (spin-waits).
+SMALL_IMAGE_THREADS = 1
+
+
+def split_files(spec: str, seed: int) -> tuple[list[Path], list[Path], list[Path]]:
+    kind, _, folder = spec.partition(":")
+    if kind != "images" or not folder:
+        raise AeoptError(f"--patch takes crops from an image folder: pass --data images:DIR (got {spec!r})")
+    root = Path(folder).expanduser()
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train = image_files(root / "train")
+        val = image_files(root / "val") if (root / "val").is_dir() else train[-max(1, len(train) // 10):]
+        return train, val, image_files(root / "test")
+    files = image_files(root)
+    if len(files) < 3:
+        raise AeoptError(f"{folder} has {len(files)} images; --patch needs at least 3 (train, val, test)")
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val, n_test = max(1, len(files) // 10), max(1, round(len(files) * 0.15))
+    return ([files[i] for i in order[n_val + n_test:]], [files[i] for i in order[:n_val]],
+            [files[i] for i in order[n_val:n_val + n_test]])
+
+
+def _uint8(x: torch.Tensor) -> list[np.ndarray]:
+    return list(torch.round(x * 255).to(torch.uint8).numpy())
+
+
+def codec_data(settings: Settings, device, dataset=None):
+    """(train source, val source, test images as uint8, data_info) for a codec run."""
+    d = settings.dataset
+    if d.patch is not None:
+        train_files, val_files, test_files = split_files(d.data, d.seed)
+        mode = "L" if read_image(train_files[0]).shape[0] == 1 else "RGB"
+        train = PatchSource([read_image(f, mode) for f in train_files], d.patch, seed=d.seed,
+                            per_image=PATCHES_PER_IMAGE, device=device)
+        crops = [centre_crop(PatchSource._at_least(read_image(f, mode), d.patch), d.patch) for f in val_files[:VAL_IMAGES]]
+        val_x = torch.from_numpy(np.stack(crops)).float() / 255
+        test = [read_image(f, mode) for f in test_files]
+        shape, n_train = list(train.sample_shape), len(train_files)
+    else:
+        dataset = dataset or load_data(d.data, data_dir=d.data_dir, seed=d.seed, limit=d.limit)
+        if not dataset.is_image:
+            raise AeoptError(f"the codec compresses images; {d.data} is a table")
+        train = InMemorySource(dataset.x_train, seed=d.seed, device=device)
+        val_x, test = dataset.x_val, _uint8(dataset.x_test)
+        shape, n_train = list(dataset.sample_shape), len(dataset.x_train)
+    info = {"sample_shape": shape, "is_image": True, "output": "sigmoid", "scaler": None,
+            "n_train": n_train, "n_val": len(val_x), "n_test": len(test)}
+    return train, InMemorySource(val_x, seed=d.seed, device=device), test, info
+
+
+def train_codec(config: Settings | None = None, *, dataset=None, resume=None, overwrite: bool = False,
+                progress: bool = True, log: Callable[[str], None] = print, device: str | None = None,
+                callbacks: Iterable[Callback] = (), max_seconds: float | None = None, **settings) -> TrainResult:
+    """Train a codec run and write its directory (aeopt.train's arguments; `max_seconds`: a time budget)."""
+    if resume is not None:
+        raise AeoptError("codec runs cannot be resumed yet (their tables and test files are built at the end); "
+                         "train again with more --epochs")
+    if device is not None:
+        settings["device"] = device
+    config = resolve_settings(config, None, settings)
+    if config.optimization.lr == "auto":
+        raise AeoptError("--lr auto is not available for the codec; pass a number (e.g. 1e-3)")
+    torch_device = resolve_device(config.runtime.device)
+    train, val, test, info = codec_data(config, torch_device, dataset)
+    if config.runtime.threads is None and min(info["sample_shape"][1:]) < SMALL_IMAGE:
+        config = config.replace(threads=SMALL_IMAGE_THREADS)
+    torch.manual_seed(config.dataset.seed)
+    model = build_model(config, info)  # bad knobs fail here, before a directory exists
+    run_dir = prepare_run_dir(config.runtime.out, config, overwrite=overwrite)
+    config = config.replace(out=str(run_dir))
+    save_config(run_dir, config, info)
+    callbacks = list(callbacks) + ([StopAt(time.time() + max_seconds)] if max_seconds else [])
+    result = fit(model, model.objective(config), train, val, config, run_dir=run_dir, device=torch_device,
+                 callbacks=callbacks, log=log, progress=progress)
+    return finish_codec_run(run_dir, result.model.cpu(), test, result, log=log)
+
+
+def finish_codec_run(run_dir: Path, model, test: list[np.ndarray], result, *, log=print) -> TrainResult:
+    """Tables, figures measured on real files, metrics.json and the report."""
+    from .api import load_codec
+    from .evaluate import measure
+    from .report import write_codec_report
+    from .tables import build_tables, save_tables
+
+    started = time.perf_counter()
+    save_tables(run_dir, build_tables(model))
+    run = load_codec(run_dir)
+    metrics = {"test": measure(run, test), "params": sum(p.numel() for p in model.parameters()),
+               "train_seconds": result.train_seconds, "epochs": result.epochs, "best_epoch": result.best_epoch,
+               "best_val_loss": result.best_val, "entropy": model.entropy, "lmbda": model.lmbda,
+               "distortion": model.distortion, "model_id": run.tables.short_id, "threads": torch.get_num_threads(),
+               "precision": getattr(result, "precision", "fp32")}
+    write_json(run_dir / "metrics.json", metrics)
+    write_codec_report(run_dir, run, test, metrics)
+    log(f"tables, test files and report in {time.perf_counter() - started:.1f} s")
+    return TrainResult(run_dir, model, metrics, result.history)
+
+
+def load_test_images(config: Settings, channels: int, data: str | None = None,
+                     data_dir: str | None = None) -> list[np.ndarray]:
+    """The test split of a codec run's data (or of other data) as uint8 images."""
+    d = config.dataset
+    spec = data or d.data
+    if d.patch is not None and data is None:
+        mode = "L" if channels == 1 else "RGB"
+        return [read_image(f, mode) for f in split_files(spec, d.seed)[2]]
+    dataset = load_data(spec, data_dir=data_dir or d.data_dir, seed=d.seed)
+    if not dataset.is_image:
+        raise AeoptError(f"the codec compresses images; {spec} is a table")
+    return _uint8(dataset.x_test)
+
+
+def evaluate_codec(run_dir, *, data: str | None = None, data_dir: str | None = None) -> dict:
+    """`aeopt evaluate` on a codec run: the test figures measured on real encoded files."""
+    from .api import load_codec
+    from .evaluate import measure
+
+    config, _ = read_config(run_dir)
+    run = load_codec(run_dir)
+    return {"test": measure(run, load_test_images(config, run.channels, data, data_dir)), "data": data or config.data,
+            "model_id": run.tables.short_id}

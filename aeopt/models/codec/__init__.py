@@ -1,0 +1,67 @@
+"""`codec`: a learned image codec (Ballé 2017 factorized / 2018 scale hyperprior), registered here.
+
+Only the networks live in aeopt.models.codec; the bitstream (integer tables, entropy coding, the
+file container) and the commands are aeopt.codec.
+"""
+from __future__ import annotations
+
+import math
+
+from ...errors import AeoptError
+from ..registry import register_model
+from .model import CodecModel
+from .objective import CodecObjective
+
+ENTROPY_MODELS = ("factorized", "hyperprior")
+DISTORTIONS = ("mse", "ms-ssim")
+# CompressAI's bmshj2018 lambdas for quality 1..8 (R in bpp + lambda * 255^2 * MSE, or * (1 - MS-SSIM)).
+QUALITY_LMBDA = {"mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
+                 "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)}
+SMALL_IMAGE = 64  # images smaller than this get two stride-2 stages (28x28 -> 7x7), larger ones four
+
+
+def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> float:
+    """--lmbda wins; else --quality's preset; else quality 3 (about 0.3 bpp on photos)."""
+    if lmbda is not None:
+        if not (isinstance(lmbda, (int, float)) and math.isfinite(lmbda) and lmbda > 0):
+            raise AeoptError(f"--lmbda must be a positive number, got {lmbda!r}")
+        return float(lmbda)
+    if quality is None:
+        quality = 3
+    if not isinstance(quality, int) or not 1 <= quality <= 8:
+        raise AeoptError(f"--quality must be an integer 1..8, got {quality!r}")
+    return QUALITY_LMBDA[distortion][quality - 1]
+
+
+@register_model("codec", "learned image codec (Ballé 2017/2018): `aeopt compress` / `aeopt decompress`")
+def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
+          width=None, depth=None) -> CodecModel:
+    """Args (knobs):
+        entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior).
+        lmbda: rate-distortion trade-off, R [bpp] + lmbda * D; bigger = better quality, more bytes.
+        quality: 1..8, CompressAI's lambda presets (used when lmbda is not given); 6..8 also widen the
+            default width.
+        distortion: mse | ms-ssim.
+        width: channels of the transforms (N; default 32 for small images, 64 for photos; 48 / 96 at quality 6..8).
+        depth: stride-2 stages of g_a (default 2 below 64 pixels, else 4).
+        latent_dim is M, the channels of the spatial latent y.
+    """
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3):
+        raise AeoptError(f"the codec needs grey or RGB images (1 or 3 channels), got samples of shape "
+                         f"{tuple(input_shape)}")
+    for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS)):
+        if value not in known:
+            raise AeoptError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    lmbda = resolve_lmbda(lmbda, quality, distortion)
+    small = min(input_shape[1:]) < SMALL_IMAGE
+    if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)
+        width = (32 if small else 64) if quality is None or quality <= 5 else (48 if small else 96)
+    depth = (2 if small else 4) if depth is None else depth
+    for what, value in (("--width", width), ("--depth", depth)):
+        if not isinstance(value, int) or value < 1:
+            raise AeoptError(f"{what} must be a positive integer, got {value!r}")
+    return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
+                      lmbda=lmbda, distortion=distortion, output=output)
+
+
+__all__ = ["CodecModel", "CodecObjective", "codec"]

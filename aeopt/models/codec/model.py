@@ -1,0 +1,111 @@
+"""The learned image codec's network: g_a -> quantize -> entropy model -> g_s (Ballé 2017 / 2018).
+
+`entropy="factorized"`: y has one learned density per channel (EntropyBottleneck).
+`entropy="hyperprior"`: a second latent z = h_a(|y|) is coded with a factorized density, and
+h_s(z_hat) predicts a log-scale for every element of y (GaussianConditional). The model is fully
+convolutional: `forward` pads the image (edge-replicated, which costs almost no bits) to a
+multiple of the stride and crops the reconstruction back, so any size works; grey and RGB alike.
+
+Training quantization: additive uniform noise for the rate (the noisy density upper-bounds the
+discrete one) and straight-through rounding for the distortion, so g_s learns on the integers it
+will decode at test time (Minnen & Singh 2020's mixed scheme). In eval mode both use round().
+The bitstream side (integer tables, integer h_s, the container) is aeopt/codec/.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..base import Autoencoder
+from .entropy import SCALE_MAX, SCALE_MIN, EntropyBottleneck, GaussianConditional
+from .transforms import HYPER_STRIDE, analysis, hyper_analysis, hyper_synthesis, synthesis
+
+
+def quantize(y: torch.Tensor, mode: str) -> torch.Tensor:
+    if mode == "noise":
+        return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+    if mode == "ste":
+        return y + (torch.round(y) - y).detach()
+    return torch.round(y)
+
+
+class CodecModel(Autoencoder):
+    def __init__(self, input_shape: tuple[int, ...], *, entropy: str, width: int, latent: int, depth: int,
+                 lmbda: float, distortion: str, output: str):
+        channels = input_shape[0]
+        super().__init__(analysis(channels, width, latent, depth), synthesis(channels, width, latent, depth),
+                         input_shape, latent, output)
+        self.entropy, self.width, self.depth = entropy, width, depth
+        self.lmbda, self.distortion = lmbda, distortion
+        self.stride = 2 ** depth
+        if entropy == "hyperprior":
+            self.hyper_encoder = hyper_analysis(latent, width)
+            self.hyper_decoder = hyper_synthesis(latent, width)
+            self.z_density = EntropyBottleneck(width)
+            self.y_density = GaussianConditional()
+        else:
+            self.y_density = EntropyBottleneck(latent)
+
+    # --- shapes -----------------------------------------------------------------------------
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.stride, -w % self.stride
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+    @staticmethod
+    def pad_latent(y: torch.Tensor) -> torch.Tensor:
+        """y padded with zeros to a multiple of the hyper stride (h_a's input)."""
+        h, w = y.shape[-2:]
+        return F.pad(y, (0, -w % HYPER_STRIDE, 0, -h % HYPER_STRIDE))
+
+    # --- the pieces the coder calls -----------------------------------------------------------
+    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+        """y = g_a(x), unquantized, for an image batch in [0, 1]."""
+        return self.encoder(self.pad(x.float()))
+
+    def hyper_analyse(self, y: torch.Tensor) -> torch.Tensor:
+        return self.hyper_encoder(self.pad_latent(y.abs()))
+
+    def log_scales(self, z_hat: torch.Tensor, y_shape: torch.Size) -> torch.Tensor:
+        return self.hyper_decoder(z_hat)[..., :y_shape[-2], :y_shape[-1]]
+
+    def synthesise(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """x_hat in [0, 1], cropped to `size` (height, width)."""
+        return self.decoder(y_hat)[..., :size[0], :size[1]].clamp(0, 1)
+
+    # --- training / evaluation forward ---------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.analyse(x)
+        rate_mode, dist_mode = ("noise", "ste") if self.training else ("round", "round")
+        y_rate, y_dist = quantize(y, rate_mode), quantize(y, dist_mode)
+        likelihoods = {}
+        if self.entropy == "hyperprior":
+            z = self.hyper_analyse(y)
+            z_tilde = quantize(z, rate_mode)
+            log_scale = self.log_scales(z_tilde, y.shape)
+        with torch.autocast(x.device.type, enabled=False):  # densities in fp32 even in a bf16 run: tiny tails
+            if self.entropy == "hyperprior":
+                likelihoods["z"] = self.z_density.likelihood(z_tilde.float())
+                scale = torch.exp(log_scale.float()).clamp(SCALE_MIN, SCALE_MAX)
+                likelihoods["y"] = self.y_density.likelihood(y_rate.float(), scale)
+            else:
+                likelihoods["y"] = self.y_density.likelihood(y_rate.float())
+        logits = self.decoder(y_dist)[..., :x.shape[-2], :x.shape[-1]]
+        return {"x_hat": logits.clamp(0, 1), "logits": logits, "z": y, "likelihoods": likelihoods}
+
+    def objective(self, settings=None, *, in_unit_range: bool = True, steps_per_epoch: int = 0):
+        """The codec trains on R + lambda * D (CodecObjective), whatever --loss says."""
+        from .objective import CodecObjective
+
+        return CodecObjective(self.lmbda, self.distortion)
+
+    def densities(self) -> list[EntropyBottleneck]:
+        return [m for m in self.modules() if isinstance(m, EntropyBottleneck)]
+
+    def aux_loss(self) -> torch.Tensor:
+        return sum(d.aux_loss() for d in self.densities())
+
+    @torch.no_grad()
+    def reconstruct_quantized(self, x: torch.Tensor) -> torch.Tensor:
+        """What the decoder will output for x (float, before the 8-bit rounding): g_s(round(g_a(x)))."""
+        return self.synthesise(torch.round(self.analyse(x)), x.shape[-2:])

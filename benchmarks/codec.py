@@ -1,0 +1,283 @@
+"""The learned codec against PNG / JPEG / WebP / AVIF on whole files (every header counted).
+
+  flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-fmnist [--lambdas 0.0008,0.002,0.005,0.013] [--epochs 3]
+  flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--lmbda 0.0067]
+  flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
+  flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
+  python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files
+
+fmnist: scale-hyperprior codecs trained on Fashion-MNIST's train set (55k; 5k held out for the
+best epoch) at several lambdas, tested on all 10k test images, one .aec file per image (and one
+many-image file); the peers on the same 10k images; BD-rate (PCHIP Bjøntegaard) against each;
+batch encode + decode time per image for aeopt and WebP in the same run.
+photos: one hyperprior trained on 128x128 crops of BSDS500 train + val (300 images) for a fixed
+wall-clock budget, tested on the 200 test photos; and a 768x512 photo's encode + decode time.
+The train-* parts cache runs in benchmarks/.cache/codec/; fmnist and photos rebuild their tables
+(so a run trained before a table change is measured with the current code) and measure; each
+writes benchmarks/results/codec_<part>.json; `report` renders both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine_line  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import aeopt  # noqa: E402
+from aeopt.codec import compress, decompress_images, load_codec  # noqa: E402
+from aeopt.codec.bdrate import bd_rate  # noqa: E402
+from aeopt.codec.peers import decode_file, encode_file, measure_peers  # noqa: E402
+from aeopt.codec.report import strip_figure  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(__file__).resolve().parent / ".cache" / "codec"
+BSDS = Path(os.environ.get("AEOPT_BSDS", "/work/shared/data/bsds500"))  # train/, val/, test/ folders
+FM_PEERS = {"PNG": [None], "JPEG": [5, 10, 30, 50, 75], "WebP": [0, 10, 30, 50, 75], "AVIF": [0, 10, 30, 50]}
+PHOTO_PEERS = {"JPEG": [10, 30, 50, 75], "WebP": [0, 10, 30, 50, 75], "AVIF": [10, 30, 50]}  # AVIF: ~0.5 s a photo
+
+
+def _batch_timing(run, images: list[np.ndarray], threads: int) -> dict:
+    """aeopt batch mode: one many-image file for all images, encode then decode, per image."""
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    data = compress(run, images)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    decoded = decompress_images(run, data)
+    decode_s = time.perf_counter() - started
+    assert len(decoded) == len(images)
+    n = len(images)
+    return {"threads": threads, "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n,
+            "images_per_s": n / (encode_s + decode_s), "file_bytes": len(data)}
+
+
+def _peer_timing(images: list[np.ndarray], codec: str, setting) -> dict:
+    started = time.perf_counter()
+    files = [encode_file(im, codec, setting) for im in images]
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for f, im in zip(files, images):
+        decode_file(f, im.shape[0])
+    decode_s = time.perf_counter() - started
+    n = len(images)
+    return {"codec": codec, "setting": setting, "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n,
+            "images_per_s": n / (encode_s + decode_s)}
+
+
+def _bd_table(ours: list[dict], peers: list[dict], key: str = "bpp") -> dict:
+    out = {}
+    for codec in sorted({p["codec"] for p in peers if p["setting"] is not None}):
+        pts = [p for p in peers if p["codec"] == codec]
+        out[codec] = bd_rate([p["bpp"] for p in pts], [p["psnr"] for p in pts],
+                             [o[key] for o in ours], [o["psnr"] for o in ours])
+    return out
+
+
+def train_fmnist(args) -> None:
+    """Train one hyperprior per lambda into benchmarks/.cache/codec/fm-LAMBDA (measured by `fmnist`)."""
+    for lmbda in [float(v) for v in args.lambdas.split(",")]:
+        started = time.perf_counter()
+        result = aeopt.train(data="fashion-mnist", model="codec", entropy="hyperprior", lmbda=lmbda,
+                             latent_dim=args.latent, width=args.width, epochs=args.epochs, batch_size=64, lr=1e-3,
+                             threads=1, out=str(CACHE / f"fm-{lmbda:g}"), overwrite=True, progress=False, log=print,
+                             limit=args.limit)
+        print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
+              flush=True)
+
+
+def _rebuilt(run_dir: Path):
+    """The run with its tables rebuilt by this aeopt (the table code may be newer than the training)."""
+    from aeopt.codec.tables import build_tables, save_tables
+    from aeopt.runs import load_torch
+
+    save_tables(run_dir, build_tables(load_torch(run_dir).model))
+    return load_codec(run_dir)
+
+
+def part_fmnist(args) -> None:
+    from aeopt.codec.evaluate import measure
+
+    load_before = os.getloadavg()
+    lambdas = [float(v) for v in args.lambdas.split(",")]
+    data = aeopt.load_data("fashion-mnist")
+    test = list((data.x_test * 255).round().byte().numpy())[:args.test]
+    points, runs = [], []
+    torch.set_num_threads(1)
+    for lmbda in lambdas:
+        run_dir = CACHE / f"fm-{lmbda:g}"
+        run = _rebuilt(run_dir)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        t = measure(run, test)
+        points.append({"lmbda": lmbda, "bpp": t["bpp"], "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"],
+                       "ms_ssim": t["ms_ssim"], "batch_bpp": t["batch_file"]["bpp"],
+                       "batch_bytes_per_image": t["batch_file"]["bytes_per_image"],
+                       "encode_ms": t["encode_ms_per_image"], "decode_ms": t["decode_ms_per_image"],
+                       "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
+                       "params": metrics["params"]})
+        runs.append(run)
+        print(json.dumps(points[-1]), flush=True)
+    peers = measure_peers(test, FM_PEERS)
+    mid = runs[len(runs) // 2]
+    strip_figure(mid.path / "strip.png", mid, test)  # with this code's tables (the run's own may be older)
+    timing = [_batch_timing(mid, test, 1), _batch_timing(mid, test, 2)]
+    peer_timing = [_peer_timing(test, "WebP", 10), _peer_timing(test, "JPEG", 50)]
+    result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
+              "test_images": len(test), "settings": vars(args), "aeopt": points, "peers": peers,
+              "bd_rate_per_file": _bd_table(points, peers), "bd_rate_batch_file": _bd_table(points, peers, "batch_bpp"),
+              "timing": {"aeopt_lmbda": lambdas[len(lambdas) // 2], "aeopt": timing, "peers": peer_timing}}
+    (RESULTS / "codec_fmnist.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["bd_rate_per_file"]), json.dumps(result["timing"]))
+
+
+def train_photos(args) -> None:
+    """One hyperprior on BSDS500 train + val crops for --minutes into benchmarks/.cache/codec/photos."""
+    from aeopt.codec.train import finish_codec_run
+    from aeopt.data import InMemorySource
+    from aeopt.data.patches import PatchSource, centre_crop, image_files, read_image
+    from aeopt.models import create_model
+    from aeopt.runs import save_config
+    from aeopt.settings import Settings
+    from aeopt.train.callbacks import StopAt
+    from aeopt.train.loop import fit
+    from aeopt.train.prepare import prepare_run_dir
+
+    torch.manual_seed(0)
+    train = PatchSource.from_folders([BSDS / "train", BSDS / "val"], args.patch, seed=0, per_image=4, mode="RGB")
+    val = torch.stack([torch.from_numpy(np.ascontiguousarray(centre_crop(read_image(f, "RGB"), args.patch)))
+                       for f in image_files(BSDS / "val")[:32]]).float() / 255
+    test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:8]
+    config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy="hyperprior", lmbda=args.lmbda,
+                                latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
+                                lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=10_000, patience=0,
+                                threads=args.threads, out=str(CACHE / args.name)).validate()
+    info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
+            "n_train": len(train), "n_val": len(val), "n_test": 200}
+    model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy="hyperprior", lmbda=args.lmbda,
+                         width=args.width)
+    if args.init:  # warm start from another lambda's run (the standard way to get a second RD point cheaply)
+        from aeopt.runs import load_tensors
+
+        model.load_state_dict(load_tensors(CACHE / args.init / "model.safetensors"))
+    run_dir = prepare_run_dir(config.runtime.out, config, overwrite=True)
+    save_config(run_dir, config, info)
+    fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,
+                     callbacks=[StopAt(time.time() + 60 * args.minutes)], progress=False)
+    finish_codec_run(run_dir, fit_result.model.cpu(), test, fit_result)  # a first look on 8 photos; `photos` measures
+    (run_dir / "training.json").write_text(json.dumps({
+        "train_seconds": fit_result.train_seconds, "epochs": fit_result.epochs, "steps_about": fit_result.loop.step,
+        "threads": args.threads, "patch": args.patch, "batch": args.batch, "init": args.init,
+        "history": fit_result.history},
+        indent=2) + "\n")
+
+
+def part_photos(args) -> None:
+    from aeopt.codec.evaluate import measure
+    from aeopt.data.patches import image_files, read_image
+
+    load_before = os.getloadavg()
+    torch.set_num_threads(2)
+    test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.test]
+    ours, trainings = [], []
+    for name in args.runs.split(","):
+        run_dir = CACHE / name
+        run = _rebuilt(run_dir)
+        training = json.loads((run_dir / "training.json").read_text())
+        t = measure(run, test)
+        ours.append({"run": name, "lmbda": run.model.lmbda, "bpp": t["bpp"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
+                     "bytes_per_image": t["bytes_per_image"], "encode_ms": t["encode_ms_per_image"],
+                     "decode_ms": t["decode_ms_per_image"], "train_seconds": training["train_seconds"],
+                     "steps": training["steps_about"], "train_threads": training["threads"],
+                     "init": training.get("init")})
+        trainings.append(training)
+        print(json.dumps(ours[-1]), flush=True)
+    first = _rebuilt(CACHE / args.runs.split(",")[0])
+    strip_figure(first.path / "strip.png", first, test)
+    peers = measure_peers(test, PHOTO_PEERS if args.avif else {k: v for k, v in PHOTO_PEERS.items() if k != "AVIF"})
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(test[0].transpose(1, 2, 0)).resize((768, 512), Image.Resampling.BICUBIC))
+    big = big.transpose(2, 0, 1).copy()
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        data = compress(first, big)
+        mid = time.perf_counter()
+        decompress_images(first, data)
+        times.append((mid - started, time.perf_counter() - mid))
+    enc, dec = min(times, key=sum)
+    training = trainings[0]
+    result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
+              "settings": {**vars(args), "width": first.model.width, "latent": first.model.latent_dim,
+                           "lmbda": first.model.lmbda, "patch": training["patch"], "batch": training["batch"]},
+              "train_seconds": training["train_seconds"], "epochs": training["epochs"],
+              "steps_about": training["steps_about"], "train_threads": training["threads"],
+              "params": sum(p.numel() for p in first.model.parameters()),
+              "test_images": len(test), "aeopt": ours, "peers": peers, "bd_rate": _bd_table(ours, peers),
+              "photo_768x512": {"encode_s": enc, "decode_s": dec, "bytes": len(data), "threads": 2}}
+    (RESULTS / "codec_photos.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("aeopt", "bd_rate", "photo_768x512")}))
+
+
+def main() -> None:
+    global RESULTS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="part", required=True)
+    for name in ("train-fmnist", "fmnist"):
+        p = sub.add_parser(name)
+        p.add_argument("--lambdas", default="0.0008,0.002,0.005,0.013")
+        p.add_argument("--epochs", type=int, default=3)
+        p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
+        p.add_argument("--latent", type=int, default=32)
+        p.add_argument("--width", type=int, default=48)
+        p.add_argument("--test", type=int, default=10_000)
+    p = sub.add_parser("train-photos")
+    p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--lmbda", type=float, default=0.0067)
+    p.add_argument("--latent", type=int, default=64)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--name", default="photos", help="the run's folder in benchmarks/.cache/codec")
+    p.add_argument("--init", help="warm start from this cached run's weights")
+    p = sub.add_parser("photos")
+    p.add_argument("--runs", default="photos", help="cached runs to measure, comma-separated")
+    p.add_argument("--test", type=int, default=200)
+    p.add_argument("--avif", action=argparse.BooleanOptionalAction, default=True)
+    p = sub.add_parser("report")
+    p.add_argument("--note", default="", help="how this run was made, printed under the title")
+    parser.add_argument("--results", default=str(RESULTS), help="where the JSON/markdown/figure go")
+    args = parser.parse_args()
+    RESULTS = Path(args.results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if args.part == "report":
+        import shutil
+
+        from benchmarks.codec_report import write_report
+
+        fm_path = RESULTS / "codec_fmnist.json"
+        if fm_path.is_file():  # the middle lambda's strip (original | aeopt | WebP | JPEG) beside the table
+            mid = json.loads(fm_path.read_text())["timing"]["aeopt_lmbda"]
+            if (CACHE / f"fm-{mid:g}" / "strip.png").is_file():
+                shutil.copyfile(CACHE / f"fm-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
+        if (CACHE / "photos" / "strip.png").is_file():
+            shutil.copyfile(CACHE / "photos" / "strip.png", RESULTS / "codec_strip_photos.png")
+        write_report(RESULTS, args.note)
+    else:
+        {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "train-photos": train_photos,
+         "photos": part_photos}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Render benchmarks/results/codec.md and codec_rd.png from codec_fmnist.json / codec_photos.json."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+STYLE = {"JPEG": "s-", "WebP": "o-", "AVIF": "^-"}
+
+
+def _fmt(v, digits=1, unit=""):
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}{unit}"
+
+
+def _rate_delta(peers, codec, ours) -> float | None:
+    """Percent rate difference of one aeopt point against a peer's RD curve at the same PSNR."""
+    import numpy as np
+
+    pts = sorted((p["psnr"], math.log(p["bpp"])) for p in peers if p["codec"] == codec and math.isfinite(p["psnr"]))
+    if len(pts) < 2 or not pts[0][0] <= ours["psnr"] <= pts[-1][0]:
+        return None
+    psnr, log_rate = zip(*pts)
+    return 100 * (ours["bpp"] / math.exp(np.interp(ours["psnr"], psnr, log_rate)) - 1)
+
+
+def _peer_rows(peers):
+    return [f"| {p['codec']} | {p['setting'] if p['setting'] is not None else 'optimize'} | {p['bytes_per_image']:.1f} | "
+            f"{p['bpp']:.4f} | {_fmt(p['psnr'], 2)} | {p['encode_ms_per_image']:.2f} | {p['decode_ms_per_image']:.2f} |"
+            for p in peers]
+
+
+def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, d) for name, d in (("Fashion-MNIST test", fm), ("BSDS500 test photos", ph)) if d]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    for ax, (name, d) in zip(axes[0], panels):
+        for codec, style in STYLE.items():
+            pts = sorted((p["bpp"], p["psnr"]) for p in d["peers"] if p["codec"] == codec)
+            if pts:
+                ax.plot(*zip(*pts), style, label=codec, ms=4)
+        for p in d["peers"]:
+            if p["codec"] == "PNG":
+                ax.axvline(p["bpp"], color="k", ls=":", lw=1, label=f"PNG lossless ({p['bpp']:.2f} bpp)")
+        ours = sorted((o["bpp"], o["psnr"]) for o in d["aeopt"])
+        ax.plot(*zip(*ours), "D-", color="C3", label="aeopt (one file per image)", ms=5)
+        if "batch_bpp" in d["aeopt"][0]:
+            batch = sorted((o["batch_bpp"], o["psnr"]) for o in d["aeopt"])
+            ax.plot(*zip(*batch), "D--", color="C3", alpha=0.5, label="aeopt (one many-image file)", ms=4)
+        ax.set_title(f"{name} ({d['test_images' if 'test_images' in d else 'test']} images, whole files)", fontsize=9)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        if name.startswith("Fashion"):
+            ax.set_xlim(0, 5.5)
+        else:
+            ax.set_xlim(0, 2.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: Path, note: str = "") -> None:
+    fm_path, ph_path = results / "codec_fmnist.json", results / "codec_photos.json"
+    fm = json.loads(fm_path.read_text()) if fm_path.is_file() else None
+    ph = json.loads(ph_path.read_text()) if ph_path.is_file() else None
+    lines = ["# Learned codec vs PNG / JPEG / WebP / AVIF (whole files, every header counted)", "",
+             "`benchmarks/codec.py` (fmnist, photos, report). PSNR from the mean MSE over all test pixels "
+             "(peak 255); bpp = 8 x file bytes / pixels. BD-rate: Bjøntegaard delta rate with PCHIP "
+             "interpolation over the PSNR range both curves cover (negative = aeopt needs fewer bytes).", ""]
+    if note:
+        lines += [f"**How this run was made:** {note}", ""]
+    if fm:
+        s = fm["settings"]
+        lines += ["## Fashion-MNIST", "",
+                  f"Machine: {fm['machine']}. Load average before {fm['load_before'][0]:.1f}, after "
+                  f"{fm['load_after'][0]:.1f} (the machine is shared).", "",
+                  f"aeopt: scale hyperprior, width {s['width']}, latent {s['latent']} channels, "
+                  f"{fm['aeopt'][0]['params']:,} parameters, trained {s['epochs']} epochs per lambda on the 55k "
+                  f"training images (one thread, batch 64, Adam 1e-3); tested on {fm['test_images']:,} test images.",
+                  "",
+                  "| lambda | bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | MS-SSIM | "
+                  "train s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {o['lmbda']:g} | {o['bytes_per_image']:.1f} | {o['batch_bytes_per_image']:.1f} | {o['bpp']:.4f} | "
+                  f"{o['psnr']:.2f} | {o['ms_ssim']:.4f} | {o['train_seconds']:.0f} |" for o in fm["aeopt"]]
+        lines += ["", "Peers on the same images:", "",
+                  "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(fm["peers"])
+        lines += ["", "| BD-rate of aeopt vs | one file per image | one many-image file |", "| --- | --- | --- |"]
+        lines += [f"| {c} | {_fmt(v, unit='%')} | {_fmt(fm['bd_rate_batch_file'][c], unit='%')} |"
+                  for c, v in fm["bd_rate_per_file"].items()]
+        webp0 = next(p for p in fm["peers"] if p["codec"] == "WebP" and p["setting"] == 0)
+        beat = [o for o in fm["aeopt"] if o["bytes_per_image"] < webp0["bytes_per_image"] and o["psnr"] >= webp0["psnr"]]
+        lines += ["", f"WebP's smallest file (q0): {webp0['bytes_per_image']:.1f} B at {webp0['psnr']:.2f} dB. aeopt "
+                  + (f"points smaller at equal or better PSNR: " + ", ".join(
+                      f"lambda {o['lmbda']:g} ({o['bytes_per_image']:.1f} B, {o['psnr']:.2f} dB)" for o in beat)
+                     if beat else "has no point that is smaller at equal or better PSNR") + ".", ""]
+        t = fm["timing"]
+        lines += [f"Batch mode throughput ({fm['test_images']:,} images, encode then decode; aeopt lambda "
+                  f"{t['aeopt_lmbda']:g}, one many-image file):", "",
+                  "| codec | encode ms/image | decode ms/image | images/s (encode + decode) |", "| --- | --- | --- | --- |"]
+        lines += [f"| aeopt ({a['threads']} thread{'s' if a['threads'] > 1 else ''}) | {a['encode_ms']:.3f} | "
+                  f"{a['decode_ms']:.3f} | {a['images_per_s']:.0f} |" for a in t["aeopt"]]
+        lines += [f"| {p['codec']} q{p['setting']} | {p['encode_ms']:.3f} | {p['decode_ms']:.3f} | {p['images_per_s']:.0f} |"
+                  for p in t["peers"]]
+        lines.append("")
+    if ph:
+        s = ph["settings"]
+        lines += ["## Photographs (BSDS500)", "",
+                  f"Machine: {ph['machine']}. Load average before {ph['load_before'][0]:.1f}, after "
+                  f"{ph['load_after'][0]:.1f}.", "",
+                  f"aeopt: scale hyperpriors (width {s['width']}, latent {s['latent']}, {ph['params']:,} parameters) "
+                  f"trained on 1 CPU thread on random {s['patch']}x{s['patch']} crops (batch {s['batch']}) of the 300 "
+                  "train + val photos, for minutes, not the days on GPUs published models get: read it as where a "
+                  "short CPU run lands, not what the architecture can do. The second lambda is warm-started from the "
+                  "first run's weights.", "",
+                  f"Test ({ph['test_images']} photos, one .aec file each, every byte counted):", "",
+                  "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {o['run']} | {o['lmbda']:g} | {o['train_seconds'] / 60:.0f} min, {o['steps']:,} steps"
+                  f"{' (warm start: ' + o['init'] + ')' if o.get('init') else ''} | {o['bpp']:.4f} | {o['psnr']:.2f} | "
+                  f"{o['ms_ssim']:.4f} | {o['encode_ms']:.0f} | {o['decode_ms']:.0f} |" for o in ph["aeopt"]]
+        lines += ["", "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(ph["peers"])
+        lines += ["", "BD-rate of aeopt vs: " + ", ".join(f"{c} {_fmt(v, unit='%')}" for c, v in ph["bd_rate"].items())
+                  + " (positive: aeopt needs more bits at equal PSNR; n/a: no common PSNR range).", ""]
+        b = ph["photo_768x512"]
+        lines += [f"A 768x512 photo: encode {b['encode_s']:.2f} s + decode {b['decode_s']:.2f} s = "
+                  f"{b['encode_s'] + b['decode_s']:.2f} s on {b['threads']} threads ({b['bytes']:,} bytes).", ""]
+    lines += ["![RD curves](codec_rd.png)", ""]
+    for name in ("codec_strip_fmnist.png", "codec_strip_photos.png"):
+        if (results / name).is_file():
+            lines += [f"![original, aeopt, WebP and JPEG at about the same size]({name})", ""]
+    (results / "codec.md").write_text("\n".join(lines))
+    _figure(results / "codec_rd.png", fm, ph)

@@ -1,0 +1,158 @@
+"""Property-based fuzzing of `aeopt decompress` input: >= 10,000 hostile files, each must give one
+AeoptError line (or, behind a valid checksum, some images), never another exception, a hang or a
+large allocation.
+
+  python benchmarks/fuzz_codec.py [--examples 2500] [--run RUN]     # 4 x 2,500 = 10,000 cases
+
+Without --run it trains a tiny hyperprior codec on digits first (~20 s). Four families of input,
+`--examples` each: random bytes (bare, after the magic, and resealed with a valid checksum),
+mutations of real files (bit flips, truncations, insertions), damage behind a valid checksum
+(reaches the range decoder and the integer h_s), and random headers with valid checksums.
+Writes benchmarks/results/fuzz_codec.md.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine_line  # noqa: E402
+
+import numpy as np  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import aeopt  # noqa: E402
+from aeopt.codec import compress, container, decompress_images, load_codec  # noqa: E402
+from aeopt.errors import AeoptError  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MAX_SECONDS_PER_CASE = 2.0
+
+
+def _tiny_run(root: Path) -> Path:
+    aeopt.train(data="digits", model="codec", entropy="hyperprior", lmbda=0.05, latent_dim=8, width=16, epochs=3,
+                batch_size=16, lr=1e-2, threads=1, out=str(root / "run"), progress=False, log=lambda m: None)
+    return root / "run"
+
+
+class Tally:
+    def __init__(self):
+        self.cases = self.errors = self.decoded = 0
+        self.slowest = 0.0
+        self.failures: list[str] = []
+
+    def check(self, run, blob: bytes, may_decode: bool) -> None:
+        self.cases += 1
+        started = time.perf_counter()
+        try:
+            images = decompress_images(run, blob)
+        except AeoptError as err:
+            self.errors += 1
+            if "\n" in str(err) or not str(err):
+                self.failures.append(f"multi-line or empty message: {str(err)[:100]!r}")
+        except Exception as err:  # noqa: BLE001  (the point: anything else is a bug)
+            self.failures.append(f"{type(err).__name__}: {str(err)[:100]} on {blob[:24].hex()}")
+        else:
+            self.decoded += 1
+            if not may_decode:
+                self.failures.append(f"decoded a file that should have been refused: {blob[:24].hex()}")
+            elif not all(im.dtype == np.uint8 for im in images):
+                self.failures.append("decoded images are not uint8")
+        self.slowest = max(self.slowest, time.perf_counter() - started)
+
+
+def _reseal(body: bytes, fingerprint: bytes) -> bytes:
+    return body + zlib.crc32(body, zlib.crc32(fingerprint)).to_bytes(4, "big")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=2_500, help="cases per family (four families)")
+    parser.add_argument("--run", help="a codec run (default: train a tiny one on digits)")
+    args = parser.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    run = load_codec(args.run or _tiny_run(Path(tmp.name)))
+    fp = run.tables.fingerprint
+    rng = np.random.default_rng(0)
+    seeds = [compress(run, (rng.random((1, 8, 8)) * 255).astype(np.uint8)),
+             compress(run, (rng.random((5, 1, 8, 8)) * 255).astype(np.uint8)),
+             compress(run, [(rng.random((1, h, w)) * 255).astype(np.uint8) for h, w in ((8, 8), (13, 5), (8, 8))])]
+    tally = {name: Tally() for name in ("random", "mutated", "behind-checksum", "random-header")}
+    common = settings(max_examples=args.examples, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+    started = time.perf_counter()
+
+    @common
+    @given(st.binary(max_size=200), st.sampled_from(["bare", "magic", "resealed"]))
+    def random_bytes(data, how):
+        blob = {"bare": data, "magic": container.MAGIC + data,
+                "resealed": _reseal(container.MAGIC + bytes([0x10 | (data[:1] or b"\0")[0] & 7]) + fp[:2] + data[1:],
+                                    fp)}[how]
+        tally["random"].check(run, blob, may_decode=how == "resealed")
+
+    @common
+    @given(st.sampled_from(seeds), st.sampled_from(["flip", "truncate", "insert", "delete"]), st.data())
+    def mutated(seed, kind, data):
+        blob = bytearray(seed)
+        if kind == "flip":
+            for _ in range(data.draw(st.integers(1, 4))):
+                blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "truncate":
+            blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
+        elif kind == "insert":
+            pos = data.draw(st.integers(0, len(blob)))
+            blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+        else:
+            pos = data.draw(st.integers(0, len(blob) - 1))
+            del blob[pos:pos + data.draw(st.integers(1, 8))]
+        tally["mutated"].check(run, bytes(blob), may_decode=bytes(blob) == seed)  # (a flip undone by a second)
+
+    @common
+    @given(st.sampled_from(seeds), st.data())
+    def behind_checksum(seed, data):
+        body = bytearray(seed[:-4])
+        for _ in range(data.draw(st.integers(1, 6))):
+            body[data.draw(st.integers(container.HEADER_BYTES, len(body) - 1))] = data.draw(st.integers(0, 255))
+        if data.draw(st.booleans()):
+            body += data.draw(st.binary(max_size=64))
+        tally["behind-checksum"].check(run, _reseal(bytes(body), fp), may_decode=True)
+
+    @common
+    @given(st.integers(0, 15), st.lists(st.integers(0, 2 ** 35), max_size=8), st.binary(max_size=64))
+    def random_header(flags, numbers, stream):
+        body = bytearray(container.MAGIC + bytes([0x10 | flags]) + fp[:2])
+        for v in numbers:
+            body += container._varint(v)
+        tally["random-header"].check(run, _reseal(bytes(body) + stream, fp), may_decode=True)
+
+    for test in (random_bytes, mutated, behind_checksum, random_header):
+        test()
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = sum(t.cases for t in tally.values())
+    failures = [f for t in tally.values() for f in t.failures]
+    lines = ["# Fuzzing `aeopt decompress` input (benchmarks/fuzz_codec.py)", "",
+             f"Machine: {machine_line()}. {total:,} cases in {seconds:.0f} s; peak memory of the whole process "
+             f"{peak_mb:.0f} MB (tiny digits codec, 8x8 grey).", "",
+             "| family | cases | one-line AeoptError | decoded (behind a valid checksum) | slowest case s |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {t.cases:,} | {t.errors:,} | {t.decoded:,} | {t.slowest:.3f} |" for name, t in tally.items()]
+    lines += ["", f"Failures (any other exception, a multi-line message, a mutated file accepted): **{len(failures)}**"]
+    lines += [f"- {f}" for f in failures[:20]]
+    lines.append("")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fuzz_codec.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    if failures or max(t.slowest for t in tally.values()) > MAX_SECONDS_PER_CASE:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The .aec container and the stream decoder under hostile input: one AeoptError, never a crash."""
+import re
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aeopt.codec import container
+from aeopt.codec.api import decompress_images, load_codec
+from aeopt.errors import AeoptError
+
+FP = bytes(range(32))
+OTHER = bytes(range(1, 33))
+
+
+def _file(sizes, stream=b"\x01\x02\x03\x04", **kw):
+    return container.pack(sizes, stream, rgb=False, fingerprint=FP, **kw)
+
+
+def _resealed(body: bytes) -> bytes:
+    """A body with a valid checksum, so the parser behind the checksum gets exercised too."""
+    return body + zlib.crc32(body, zlib.crc32(FP)).to_bytes(4, "big")
+
+
+def test_round_trip_single_and_many_with_sizes():
+    assert container.unpack(_file([(28, 28)]), fingerprint=FP) == (False, [(28, 28)], b"\x01\x02\x03\x04")
+    sizes = [(28, 28), (5, 300), (28, 28), (1, 1)]
+    assert container.unpack(_file(sizes, b"abcdefgh"), fingerprint=FP) == (False, sizes, b"abcdefgh")
+    implied = _file([(28, 28)], model_size=(28, 28))
+    assert len(implied) == len(_file([(28, 28)])) - 2 == 9 + 4
+    assert container.unpack(implied, fingerprint=FP, model_size=(28, 28))[1] == [(28, 28)]
+
+
+def test_many_image_files_cost_no_bytes_per_same_size_image():
+    data = _file([(28, 28)] * 10_000, b"x" * 400_000, model_size=(28, 28))
+    assert len(data) - 400_000 == 5 + 4 + 2 + 1  # header, checksum, the count (2 bytes), "0 other sizes"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "is empty"),
+    (b"PK\x03\x04" + b"\0" * 20, "wrong magic"),
+    (b"\xae", "truncated"),
+    (b"\xae\xc0\x10\x00\x01", "truncated"),
+    (b"\xae\xc0\x20\x00\x01" + b"\0" * 10, "format version 2; this aeopt reads versions up to 1: upgrade"),
+    (b"\xae\xc0\xf0\x00\x01" + b"\0" * 10, "format version 15"),
+    (b"\xae\xc0\x00\x00\x01" + b"\0" * 10, "version 0 does not exist"),
+    (b"\xae\xc0\x18" + FP[:2] + b"\0" * 10, "unknown flag bits"),
+])
+def test_bad_headers_name_the_problem(data, message):
+    with pytest.raises(AeoptError, match=re.escape(message)):
+        container.unpack(data, fingerprint=FP)
+
+
+def test_another_models_file_and_a_bad_checksum():
+    data = _file([(8, 8)])
+    with pytest.raises(AeoptError, match="another model"):
+        container.unpack(data, fingerprint=OTHER)
+    flipped = bytearray(data)
+    flipped[-6] ^= 0x10
+    with pytest.raises(AeoptError, match="checksum does not match"):
+        container.unpack(bytes(flipped), fingerprint=FP)
+
+
+@pytest.mark.parametrize("body, message", [
+    (container.MAGIC + b"\x10" + FP[:2] + b"\xff\xff\x7f\x05", "declares a 2097151x5 image"),
+    (container.MAGIC + b"\x10" + FP[:2] + b"\x80\x80\x02\x80\x80\x02", "over the limit of 67,108,864 pixels"),
+    (container.MAGIC + b"\x12" + FP[:2] + b"\x08\x08\xff\xff\xff\xff\x0f\x00", "declares 4,294,967,295 images"),
+    (container.MAGIC + b"\x12" + FP[:2] + b"\x80\x08\x80\x08\x80\x02\x00", "over the limits"),
+    (container.MAGIC + b"\x12" + FP[:2] + b"\x08\x08\x03\x03", "inconsistent"),
+    (container.MAGIC + b"\x12" + FP[:2] + b"\x08\x08\x03\x02\x01\x04\x04\x01\x04\x04", "out of order"),
+    (container.MAGIC + b"\x12" + FP[:2] + b"\x08\x08\x03\x01\x05\x04\x04", "out of order or range"),
+    (container.MAGIC + b"\x12" + FP[:2] + b"\x01\x01\x03\x01\x01\xff\x7f\xff\x7f", "more than 67,108,864"),
+    (container.MAGIC + b"\x10" + FP[:2] + b"\x80\x10\x80\x10" + b"\0" * 8, "pixels for a 8-byte stream"),
+    (container.MAGIC + b"\x10" + FP[:2] + b"\x08", "truncated (it ends inside the width field)"),
+    (container.MAGIC + b"\x10" + FP[:2] + b"\xff" * 8, "not a valid number"),
+])
+def test_huge_or_inconsistent_declared_sizes_are_refused_before_allocating(body, message):
+    with pytest.raises(AeoptError, match=re.escape(message)):
+        container.unpack(_resealed(body), fingerprint=FP)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=80))
+def test_fuzz_random_bytes_only_aeopt_errors(data):
+    for candidate in (data, container.MAGIC + data, _resealed(container.MAGIC + data)):
+        try:
+            container.unpack(candidate, fingerprint=FP)
+        except AeoptError as err:
+            assert "\n" not in str(err)
+
+
+@pytest.fixture(scope="module")
+def hyper_run(codec_runs):
+    from aeopt.codec import compress
+
+    run = load_codec(codec_runs["hyperprior"])
+    images = list((np.random.default_rng(0).random((3, 1, 8, 8)) * 255).astype(np.uint8))
+    return run, compress(run, images), compress(run, images[0])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_mutated_files_never_crash_or_hang(hyper_run, data):
+    run, many, one = hyper_run
+    original = data.draw(st.sampled_from([many, one]))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "reseal"]))
+    blob = bytearray(original)
+    if kind == "flip":
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        blob[pos] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
+    elif kind == "insert":
+        pos = data.draw(st.integers(0, len(blob)))
+        blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    else:  # damage behind a valid checksum: the stream decoder itself must cope
+        body = bytearray(original[:-4])
+        pos = data.draw(st.integers(container.HEADER_BYTES, len(body) - 1))
+        body[pos] = data.draw(st.integers(0, 255))
+        blob = bytearray(zlib.crc32(bytes(body), zlib.crc32(run.tables.fingerprint)).to_bytes(4, "big"))
+        blob = body + blob
+    try:
+        images = decompress_images(run, bytes(blob))
+    except AeoptError as err:
+        assert "\n" not in str(err)
+    else:
+        assert kind == "reseal" or bytes(blob) == original
+        assert all(im.dtype == np.uint8 and im.shape[0] == 1 for im in images)

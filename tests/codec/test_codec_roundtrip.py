@@ -1,0 +1,194 @@
+"""What a codec run guarantees: bit-exact decoding, thread-independence, honest figures, the CLI."""
+import copy
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import aeopt
+from aeopt.cli import main
+from aeopt.codec import compress, decompress, decompress_images, load_codec
+from aeopt.codec.api import _decode_chunk, encode_latents
+from aeopt.codec.coder import start_decoder
+from aeopt.data import load_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _images(n, h=8, w=8, seed=0):
+    return (np.random.default_rng(seed).random((n, 1, h, w)) * 255).astype(np.uint8)
+
+
+def _digits_test():
+    return list((load_data("digits", seed=0).x_test * 255).round().byte().numpy())
+
+
+@pytest.mark.parametrize("entropy", ["factorized", "hyperprior"])
+def test_round_trip_is_bit_exact_against_the_models_quantized_reconstruction(codec_runs, entropy):
+    run = load_codec(codec_runs[entropy])
+    torch.set_num_threads(1)
+    for images in (np.stack(_digits_test()[:40]), _images(3, 13, 21, seed=1)):
+        data = compress(run, images)
+        decoded = decompress(run, data)
+        x = torch.from_numpy(images).float() / 255
+        expected = torch.round(run.model.reconstruct_quantized(x) * 255).to(torch.uint8).numpy()
+        assert decoded.dtype == np.uint8 and decoded.shape == images.shape
+        assert np.array_equal(decoded, expected)
+    single = compress(run, images[0])
+    assert np.array_equal(decompress(run, single)[0], decoded[0])
+
+
+_ENCODE_2_THREADS = """
+import sys, numpy as np, torch
+torch.set_num_threads(2)
+from aeopt.codec import compress, load_codec, decompress
+from aeopt.codec.api import encode_latents
+run = load_codec(sys.argv[1])
+images = np.load(sys.argv[2])
+open(sys.argv[3], "wb").write(compress(run, images))
+y, z = encode_latents(run, torch.from_numpy(images).float() / 255)
+np.save(sys.argv[4], y)
+np.save(sys.argv[5], decompress(run, open(sys.argv[3], "rb").read()))
+"""
+
+
+def test_encoded_with_2_threads_decodes_identically_with_1_thread(codec_runs, tmp_path):
+    """The CompressAI failure: encoder and decoder disagree on a CDF and decode garbage. Here the
+    table choice is integer arithmetic, so the latents come back exactly; the pixels too."""
+    run_dir = codec_runs["hyperprior"]
+    images = np.concatenate([np.stack(_digits_test()[:64]), _images(8, seed=3)])
+    np.save(tmp_path / "x.npy", images)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", _ENCODE_2_THREADS, str(run_dir), str(tmp_path / "x.npy"),
+                    str(tmp_path / "x.aec"), str(tmp_path / "y.npy"), str(tmp_path / "d2.npy")],
+                   check=True, env=env, timeout=120)
+    torch.set_num_threads(1)
+    run = load_codec(run_dir)
+    data = (tmp_path / "x.aec").read_bytes()
+    sizes, stream = run.unpack(data, "x.aec")
+    y = _decode_chunk(run, [start_decoder(stream)], sizes[0], len(sizes))
+    assert np.array_equal(y, np.load(tmp_path / "y.npy"))
+    assert np.array_equal(decompress(run, data), np.load(tmp_path / "d2.npy"))
+
+
+def test_integer_hyper_decoder_matches_float_within_table_rounding(codec_runs):
+    run = load_codec(codec_runs["hyperprior"])
+    images = torch.from_numpy(np.stack(_digits_test()[:100])).float() / 255
+    y, z = encode_latents(run, images)
+    rows = run.tables.hyper.indices(z, y.shape[-2:])
+    reference = copy.deepcopy(run.model).double()
+    with torch.no_grad():
+        r = reference.log_scales(torch.from_numpy(z).double(), y.shape).numpy()
+    float_rows = np.searchsorted(run.tables.hyper.thresholds / 2 ** 12, r, side="left")
+    assert np.mean(rows == float_rows) > 0.99
+    assert np.abs(rows - float_rows).max() <= 1
+
+
+def test_metrics_bpp_is_eight_times_file_bytes_over_pixels(codec_runs):
+    run_dir = codec_runs["factorized"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert {"bpp", "psnr", "ms_ssim", "bytes_per_image"} <= set(metrics)
+    run = load_codec(run_dir)
+    test = _digits_test()
+    sizes = [len(compress(run, im)) for im in test]
+    assert metrics["bytes"] == sum(sizes)
+    assert metrics["bpp"] == 8 * sum(sizes) / (len(test) * 64)
+    assert metrics["bytes_per_image"] == sum(sizes) / len(test)
+    decoded = np.stack([decompress(run, compress(run, im))[0] for im in test]).astype(np.float64)
+    mse = np.mean((decoded - np.stack(test)) ** 2)
+    assert metrics["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-9)
+    assert aeopt.evaluate(str(run_dir))["test"]["bpp"] == metrics["bpp"]
+
+
+def test_codec_trained_on_digits_beats_png_at_the_psnr_it_reaches(codec_runs):
+    test = _digits_test()
+    png = 0
+    for im in test:
+        buf = io.BytesIO()
+        Image.fromarray(im[0]).save(buf, "PNG", optimize=True)
+        png += len(buf.getvalue())
+    for entropy, run_dir in codec_runs.items():
+        metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+        assert metrics["psnr"] > 20, entropy  # a real reconstruction, not a flat grey
+        assert metrics["bytes"] < png / 2, entropy
+        assert (run_dir / "rd.png").is_file() and (run_dir / "strip.png").is_file()
+
+
+def test_cli_compress_decompress_round_trip(codec_runs, tmp_path, capsys):
+    run_dir = codec_runs["hyperprior"]
+    images = _images(2, 11, 9, seed=5)
+    np.save(tmp_path / "batch.npy", images)
+    Image.fromarray(images[0, 0]).save(tmp_path / "one.png")
+    assert main(["compress", str(run_dir), str(tmp_path / "one.png"), str(tmp_path / "batch.npy"),
+                 "--out", str(tmp_path / "aec"), "--quiet"]) == 0
+    line = capsys.readouterr().out
+    assert "compressed 3 image(s) into 2 file(s)" in line and "bpp" in line and "PSNR" in line
+    assert main(["decompress", str(tmp_path / "aec" / "one.aec"), str(tmp_path / "aec" / "batch.aec"),
+                 "--out", str(tmp_path / "png"), "--quiet"]) == 0  # run found in aeopt-run.json
+    names = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert names == ["batch_00000.png", "batch_00001.png", "one.png"]
+    run = load_codec(run_dir)
+    expected = decompress_images(run, (tmp_path / "aec" / "batch.aec").read_bytes())
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "png" / "batch_00001.png")), expected[1][0])
+    assert main(["compress", str(run_dir), str(tmp_path / "one.png"), "--out", str(tmp_path / "aec")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["compress", str(run_dir), "--data", "digits", "--split", "test", "--out",
+                 str(tmp_path / "digits.aec"), "--quiet"]) == 0
+    assert len(decompress(run, (tmp_path / "digits.aec").read_bytes())) == len(_digits_test())
+
+
+def _hostile(good: bytes, other: bytes) -> dict:
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 4
+    future = bytearray(good)
+    future[2] = (2 << 4) | (future[2] & 15)
+    return {"truncated": (good[:len(good) - 3], "checksum"), "bit-flipped": (bytes(flipped), "checksum"),
+            "wrong-magic": (b"\x89PNG" + good[4:], "wrong magic"),
+            "zero-length": (b"", "empty"),
+            "huge-size": (good[:5] + b"\xff\xff\x03\xff\xff\x03" + good[5:], "damaged or from another model"),
+            "future-version": (bytes(future), "format version 2; this aeopt reads versions up to 1"),
+            "other-model": (other, "another model")}
+
+
+def test_cli_hostile_files_exit_2_with_one_line_and_write_nothing(codec_runs, tmp_path, capsys):
+    run_f, run_h = codec_runs["factorized"], codec_runs["hyperprior"]
+    good = compress(load_codec(run_h), _images(1, 7, 7)[0])
+    other = compress(load_codec(run_f), _images(1, 7, 7)[0])
+    for name, (data, message) in _hostile(good, other).items():
+        path = tmp_path / f"{name}.aec"
+        path.write_bytes(data)
+        out = tmp_path / f"out-{name}"
+        assert main(["decompress", str(path), "--run", str(run_h), "--out", str(out)]) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (name, err)
+        assert not out.exists(), name
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert main(["compress", str(run_h), str(tmp_path / "bad.png"), "--out", str(tmp_path / "c")]) == 2
+    assert "cannot read image" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 8, 8), np.uint8))
+    assert main(["compress", str(run_h), str(tmp_path / "rgb.npy"), "--out", str(tmp_path / "c")]) == 2
+    assert "codes grey images" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_cli_trains_a_codec_on_patches_of_images_of_any_sizes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 2)):
+        (tmp_path / "photos" / split).mkdir(parents=True)
+        for i in range(count):
+            h, w = rng.integers(20, 48, size=2)
+            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / split / f"{i}.png")
+    assert main(["train", "--model", "codec", "--entropy", "hyperprior", "--lmbda", "0.01", "--data",
+                 f"images:{tmp_path / 'photos'}", "--patch", "16", "--latent-dim", "4", "--width", "8", "--depth", "2",
+                 "--epochs", "1", "--batch-size", "4", "--threads", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "bytes/image (whole .aec files)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert metrics["images"] == 2 and metrics["bpp"] > 0
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert f"{metrics['bpp']:.4f} bpp" in capsys.readouterr().out
