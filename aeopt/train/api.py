@@ -93,12 +93,12 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
     if config.objective.loss == "auto":
         log(f"loss auto -> {choose_auto_loss(dataset.in_unit_range)[1]}")
     build_model(config, data_info(dataset))  # fail on bad model settings before any directory exists
+    build_loss(config.objective.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.objective.sparse_l1)
     inputs = math.prod(dataset.sample_shape)
     if config.architecture.latent_dim >= inputs:
         log(f"warning: --latent-dim {config.architecture.latent_dim} is at least the {inputs} values of a sample: "
             f"the code can copy the input, so nothing is compressed or learned (PCA is already exact there); "
             f"pick a latent below {inputs}")
-    build_loss(config.objective.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.objective.sparse_l1)
     if group is not None and config.optimization.lr == "auto":
         raise AeoptError("--lr auto runs the range test in one process; run `aeopt lr-find` first and pass --lr")
     run_dir = Path(resume) if resume is not None else run_dir_for(config.runtime.out, config, overwrite=overwrite)
