@@ -11,7 +11,6 @@ bad input leaves no partial output.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path

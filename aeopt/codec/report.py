@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluate.figures import pyplot
 from ..runs import atomic_write_text
 from .api import CodecRun, compress, decompress_images
 from .evaluate import measure
@@ -26,10 +27,7 @@ def report_images(test: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def rd_figure(path: Path, peers: list[dict], ours: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for codec in ("JPEG", "WebP", "AVIF"):
@@ -53,10 +51,7 @@ def rd_figure(path: Path, peers: list[dict], ours: list[dict], title: str) -> No
 
 def strip_figure(path: Path, run: CodecRun, images: list[np.ndarray]) -> None:
     """Rows of original | aeopt | WebP | JPEG, the peers at the setting closest to aeopt's bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = images[:STRIP_IMAGES]
     fig, axes = plt.subplots(len(rows), 4, figsize=(8, 2.1 * len(rows)), squeeze=False)

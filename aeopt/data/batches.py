@@ -31,6 +31,11 @@ class BatchSource(Protocol):
         over all processes each sample is seen once."""
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1] (the same values as numpy's x / 255); other tensors unchanged."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The permutation of epoch `epoch`: the same on every process and on every resume."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -60,15 +65,12 @@ class InMemorySource:
     def batches(self, epoch: int, batch_size: int) -> Iterator[torch.Tensor]:
         order = shard(epoch_order(len(self.x), self.seed, epoch), self.rank, self.world_size).to(self.x.device)
         for start in range(0, len(order), batch_size):
-            yield self._float(self.x.index_select(0, order[start:start + batch_size]))
-
-    def _float(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.float().div_(255) if batch.dtype == torch.uint8 else batch
+            yield as_float(self.x.index_select(0, order[start:start + batch_size]))
 
     def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
         x = self.x if self.world_size == 1 else self.x[self.rank::self.world_size]  # every sample, on some rank
         for start in range(0, len(x), batch_size):
-            yield self._float(x[start:start + batch_size])
+            yield as_float(x[start:start + batch_size])
 
 
 class MmapSource:

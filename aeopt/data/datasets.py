@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import AeoptError
-from .batches import InMemorySource, MmapSource
+from .batches import InMemorySource, MmapSource, as_float
 from .shards import Releaser, ShardedArray, gather, read_shards, release
 from .readers import (GREY_MODES, NPY_MAGIC, has_magic, load_csv, load_digits, load_fashion, load_image_dir,
                       load_npy, load_npy_mapped, load_npz, read_idx, require_file)
@@ -83,8 +83,7 @@ def in_memory(x, limit: int | None = None) -> torch.Tensor:
     """A stored split (`Dataset.train_split`) as float32 samples: the first `limit` rows (all if None)."""
     if isinstance(x, MappedSplit):
         return x[:limit] if limit is not None else x[:]
-    x = x if limit is None else x[:limit]
-    return x.float().div_(255) if x.dtype == torch.uint8 else x
+    return as_float(x if limit is None else x[:limit])
 
 
 def batch_source(x, *, seed: int, device, rank: int = 0, world_size: int = 1):
@@ -145,9 +144,7 @@ class Dataset:
 
 def _read_x_train(self):
     stored = self.__dict__["_x_train"]
-    if isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8:
-        return stored.float().div_(255)  # the same float32 values as numpy's x / 255
-    return stored
+    return as_float(stored) if isinstance(stored, torch.Tensor) else stored
 
 
 def _write_x_train(self, value) -> None:

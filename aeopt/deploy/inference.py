@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data import load_array_file, load_data, standardize
+from ..data import Dataset, load_array_file, load_data, standardize
 from ..errors import AeoptError
 from ..evaluate.evaluate import evaluate_model, reconstruct
 from ..runs import LoadedRun, atomic_write_bytes, load_torch, read_run_record

@@ -7,14 +7,11 @@ import numpy as np
 import torch
 
 from ..data import Dataset
-from ..data.datasets import MappedSplit, in_memory
 from ..metrics import mse_per_sample, psnr, ssim_per_sample
 from ..models.noise import EVAL_SEED as NOISE_EVAL_SEED
 from ..models.noise import Noise, parse_noise
-from .probe import latent_metrics
+from .probe import latent_metrics, pca_training_rows
 
-PCA_FIT_MAX = 200_000        # PCA's training rows: all of them up to here (a split beyond: its head)
-MAPPED_PCA_MAX_BYTES = 8 << 20  # a mapped split (data larger than memory): at most this many bytes of rows
 
 
 def reconstruct(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
@@ -52,10 +49,7 @@ def pca_reconstruction(dataset: Dataset, k: int, x: torch.Tensor) -> torch.Tenso
     """PCA with k components fitted on the training data: the best linear autoencoder of size k."""
     from sklearn.decomposition import PCA
 
-    rows = PCA_FIT_MAX
-    if isinstance(dataset.train_split, MappedSplit):
-        rows = max(1, min(rows, MAPPED_PCA_MAX_BYTES // (4 * int(np.prod(dataset.sample_shape)))))
-    train = in_memory(dataset.train_split, rows if dataset.n_train > rows else None).flatten(1).numpy()
+    train = pca_training_rows(dataset)
     k = min(k, *train.shape)
     pca = PCA(n_components=k, svd_solver="randomized" if k < min(train.shape) // 2 else "full", random_state=0)
     pca.fit(train)

@@ -11,14 +11,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.datasets import in_memory
+from ..data.datasets import MappedSplit, in_memory
 from ..runs import atomic_write_bytes
-from .figures import figure_bytes
+from .figures import figure_bytes, pyplot
 
 PROBE_TRAIN_MAX = 10_000  # probes fit on at most this many training codes (seconds, not minutes)
 NEAR_ZERO = 0.05          # |z| below this counts as a silent code unit
 KNN_K = 5
-PCA_FIT_MAX = 200_000     # PCA codes are fitted on at most this many training rows
+PCA_FIT_MAX = 200_000          # PCA is fitted on all training rows up to here (a split beyond: its head)
+MAPPED_PCA_MAX_BYTES = 8 << 20  # a mapped split (data larger than memory): at most this many bytes of rows
+
+
+def pca_training_rows(dataset) -> np.ndarray:
+    """The training rows PCA is fitted on, flattened: the baseline and the PCA probe use the same ones."""
+    rows = PCA_FIT_MAX
+    if isinstance(dataset.train_split, MappedSplit):
+        rows = max(1, min(rows, MAPPED_PCA_MAX_BYTES // (4 * int(np.prod(dataset.sample_shape)))))
+    return in_memory(dataset.train_split, rows if dataset.n_train > rows else None).flatten(1).numpy()
 
 
 def codes(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
@@ -66,7 +75,7 @@ def latent_metrics(model: torch.nn.Module, dataset, *, device: torch.device | st
         from sklearn.decomposition import PCA
 
         k = min(z_test.shape[1], *x_train.flatten(1).shape)
-        fitted = PCA(n_components=k, random_state=0).fit(in_memory(dataset.train_split, PCA_FIT_MAX).flatten(1).numpy())
+        fitted = PCA(n_components=k, random_state=0).fit(pca_training_rows(dataset))
         metrics["pca_probe"] = probe_accuracy(fitted.transform(x_train.flatten(1).numpy()), y_train,
                                               fitted.transform(dataset.x_test.flatten(1).numpy()), y_test)
     return metrics
@@ -74,10 +83,7 @@ def latent_metrics(model: torch.nn.Module, dataset, *, device: torch.device | st
 
 def plot_latent(z: torch.Tensor, y: torch.Tensor, path, title: str) -> None:
     """2-D PCA projection of the codes, one colour per label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from sklearn.decomposition import PCA
 
     flat = z.numpy()

@@ -10,15 +10,12 @@ from ..data import Dataset
 from ..metrics import mse_per_sample
 from ..runs import atomic_write_bytes, atomic_write_text
 from .evaluate import reconstruct
-from .figures import figure_bytes
+from .figures import figure_bytes, pyplot
 from .probe import codes, plot_latent
 
 
 def plot_loss(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [row["epoch"] for row in history]
@@ -41,10 +38,7 @@ def _as_image(t: torch.Tensor):
 
 def plot_reconstructions(x: torch.Tensor, x_hat: torch.Tensor, path: Path, n: int = 8) -> None:
     """Rows: best originals, their reconstructions, worst originals, their reconstructions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     errors = mse_per_sample(x_hat, x)
     order = torch.argsort(errors)

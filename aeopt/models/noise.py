@@ -7,7 +7,6 @@ resumed run replays the same corruption; evaluation uses its own seeded generato
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..evaluate.figures import pyplot
 from ..runs import atomic_write_bytes, atomic_write_text
 from .objectives import COST_KEYS, COSTS, Objectives
 from .space import describe
@@ -23,10 +24,7 @@ def plot_front(path: Path, trials: list[dict[str, Any]], front: list[dict[str, A
     """Error vs the first cost (log scale): search trials, the retrained front, reference points."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     error, cost_key = objectives.error, COST_KEYS[objectives.costs[0]]
     fig, ax = plt.subplots(figsize=(7, 4.5))

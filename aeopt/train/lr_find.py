@@ -18,7 +18,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import AeoptError
-from ..evaluate.report import figure_bytes
+from ..evaluate.figures import figure_bytes, pyplot
 from ..runs import atomic_write_bytes, atomic_write_text
 from ..settings import Settings
 from .loop import Loop, resolve_device
@@ -96,10 +96,7 @@ def lr_range_test(config: Settings, dataset: Dataset, run_dir: Path, *, device: 
 
 
 def _write_sweep(run_dir: Path, lrs: list[float], losses: list[float], suggestion: float, plot: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     atomic_write_text(run_dir / "lr_find.csv",
                       "lr,smoothed_loss\n" + "".join(f"{lr},{loss}\n" for lr, loss in zip(lrs, losses)))

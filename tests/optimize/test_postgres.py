@@ -81,5 +81,4 @@ def test_four_workers_share_one_postgres_study_without_losing_or_duplicating(pos
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(8)), numbers  # 4 x 2 trials: none lost, none twice
     assert all(t.state.is_finished() for t in trials)
-    runs = [(t.user_attrs.get("run"), t.number) for t in trials]
-    assert len({t.number for t in trials}) == 8 and len(runs) == 8
+    assert all(t.state == optuna.trial.TrialState.COMPLETE or "stopped" in t.user_attrs for t in trials)
