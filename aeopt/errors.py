@@ -7,6 +7,11 @@ class AeoptError(ValueError):
     The message must say what is wrong and how to fix it, in one line.
     """
 
+    def __init__(self, message: str = "") -> None:
+        # One line whatever the input put into it: a newline inside a quoted file name, key or cell is
+        # escaped, so the CLI's one line says all of it.
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
 
 def describe_failure(err: Exception) -> str:
     """`Type: first line of the message` (at most 200 characters), for one-line fallback warnings."""

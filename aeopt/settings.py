@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types as types_module
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,31 @@ def parse_lr(value: Any) -> Any:
         except ValueError:
             return value
     return "auto" if isinstance(value, str) else value
+
+
+_PLAIN = {str: "text", int: "a whole number", float: "a number", bool: "true or false", type(None): "empty"}
+
+
+def _hint_types(hint) -> tuple:
+    """The plain types a field's hint allows (`int | None` -> (int, NoneType)); () for any other hint."""
+    types = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types_module.UnionType) else (hint,)
+    return types if all(t in _PLAIN for t in types) else ()
+
+
+def _of_type(value, hint) -> bool:
+    """True when `value` is one of the hint's plain types (an int is a float; a bool is no number)."""
+    allowed = _hint_types(hint)
+    if not allowed:
+        return True
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    return any(isinstance(value, t) for t in allowed if t is not bool)
+
+
+def _type_name(hint) -> str:
+    return " or ".join(_PLAIN[t] for t in _hint_types(hint))
 
 
 def _is_int(v) -> bool:
@@ -225,6 +251,12 @@ class Settings:
         """Check every field (its own rule), then the rules that join fields; returns self, normalized
         (`lr` parsed, `patience` 0 -> None)."""
         self.optimization.lr = parse_lr(self.optimization.lr)
+        for name, f, hint in setting_fields():
+            section = getattr(self, name)
+            check, value = f.metadata.get("check"), getattr(section, f.name)
+            if not _of_type(value, hint):  # a YAML list or number where text belongs, before any use of it
+                flag = "--" + f.name.replace("_", "-")
+                raise AeoptError(f"{flag} must be {f.metadata['expect'] or _type_name(hint)} (got {value!r})")
         for name in SECTIONS:
             section = getattr(self, name)
             for f in dataclasses.fields(section):
@@ -285,20 +317,54 @@ def flat_names(values: dict[str, Any], source: str) -> dict[str, Any]:
     return flat
 
 
+YAML_MAX_VALUES = 10_000  # a settings or search-space file holds ~100 values; aliases must not expand beyond this
+YAML_MAX_BYTES = 256 << 10  # ... and a few KB: PyYAML reads ~70 KB/s, so this bounds a read to a few seconds
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from a file, with one-line errors for missing or malformed files."""
+    """A YAML mapping from a file, with one-line errors for missing or malformed files.
+
+    Aliases are shared, not copied, by the loader, so a few lines can stand for billions of values
+    ("billion laughs"): a document whose values, counted with aliases expanded, exceed YAML_MAX_VALUES
+    is refused here, before a message or a check walks it.
+    """
     path = Path(path)
     if not path.is_file():
         raise AeoptError(f"no such config file: {path}")
+    if path.stat().st_size > YAML_MAX_BYTES:
+        raise AeoptError(f"{path} is {path.stat().st_size:,} bytes, more than the {YAML_MAX_BYTES:,} a settings "
+                         "file needs: is it the right file?")
     try:
         values = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise AeoptError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:  # a constructor's (bad date, 5000 digits)
+        raise AeoptError(f"{path} is not valid YAML ({type(err).__name__}: {str(err).splitlines()[0][:100]}); "
+                         "fix the file") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise AeoptError(f"{path} must hold a mapping of settings (key: value), not a {type(values).__name__}")
+    if _expanded_size(values, {}, set()) > YAML_MAX_VALUES:
+        raise AeoptError(f"{path}: its aliases (&name / *name) expand to more than {YAML_MAX_VALUES:,} values; "
+                         "write the settings out without nested aliases")
     return values
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values `value` holds with aliases expanded (memoized by identity, so shared parts cost one
+    visit); a structure that contains itself counts as unbounded."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in open_:
+        return YAML_MAX_VALUES + 1
+    if key not in sizes:
+        open_.add(key)
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        sizes[key] = 1 + sum(_expanded_size(child, sizes, open_) for child in children)
+        open_.discard(key)
+    return sizes[key]
 
 
 TrainConfig = Settings.from_flat  # the flat constructor, as the Python API has always offered it

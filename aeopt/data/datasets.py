@@ -359,6 +359,11 @@ def _to_samples(x: np.ndarray, where: str) -> np.ndarray:
     """Check dtype and values; bring images to (N, C, H, W) and leave tables (N, F)."""
     if x.dtype.kind not in "biuf":
         raise AeoptError(f"{where}: unsupported dtype {x.dtype}: save a numeric (integer or float) array")
+    if x.ndim < 2:  # before any pass over the rows: a 0-d array has none
+        raise AeoptError(f"{where}: array of shape {x.shape} is neither a table (N, F) nor images: reshape it")
+    if 0 in x.shape[1:]:
+        raise AeoptError(f"{where}: array of shape {x.shape} has samples without values: save at least one "
+                         "feature or pixel per sample")
     if x.dtype.kind == "f":
         bad = sum(chunk.size - int(np.count_nonzero(np.isfinite(chunk))) for _, chunk in chunks_of(x))
         if bad:

@@ -8,7 +8,12 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import os
+import tokenize
+import warnings
+import zipfile
 import zlib
+from array import array
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +33,9 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _LABEL_COLUMNS = ("label", "class", "y")
 NPY_MAGIC = b"\x93NUMPY"
+MAX_DEFLATE_RATIO = 1032  # DEFLATE (gzip, zip) cannot expand more: a header claiming more is corrupt
+READ_PIECE = 16 << 20    # compressed data is read this much at a time
+MAX_PIXELS_PER_BYTE = 8 * MAX_DEFLATE_RATIO  # 1-bit PNG pixels after DEFLATE: no image file holds more
 
 
 def require_file(path: str) -> Path:
@@ -79,62 +87,137 @@ def load_fashion(data_dir: str | None, seed: int) -> tuple[np.ndarray, np.ndarra
 
 
 def read_idx(path: str, role: str, where: str) -> np.ndarray:
-    """Parse an MNIST-style IDX file (gzipped or not) into an array of the header's shape."""
-    raw = require_file(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic: detect by content, not by extension
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise AeoptError(f"{where}: corrupt or truncated gzip data ({e}): "
-                             "re-download the file or check it with gunzip -t") from None
+    """Parse an MNIST-style IDX file (gzipped or not) into an array of the header's shape.
+
+    The declared shape is checked against what the file can hold before any data is read, so a corrupt
+    header (2^31 rows in a few bytes) is refused instead of allocated; gzip data is read in pieces, at most
+    the declared size plus one byte, so a decompression bomb cannot outgrow its header either.
+    """
+    file = require_file(path)
+    size, gz = file.stat().st_size, has_magic(file, b"\x1f\x8b")  # gzip: detect by content, not by extension
+    try:
+        with (gzip.open(file, "rb") if gz else open(file, "rb")) as f:
+            return _parse_idx(f, role, where, most=size * MAX_DEFLATE_RATIO if gz else size, gz=gz)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        if not gz:
+            raise AeoptError(f"{where}: cannot read the file ({e}): check its permissions") from None
+        raise AeoptError(f"{where}: corrupt or truncated gzip data ({e}): "
+                         "re-download the file or check it with gunzip -t") from None
+
+
+def _parse_idx(f, role: str, where: str, most: int, gz: bool) -> np.ndarray:
+    """The IDX array of an open stream of at most `most` bytes."""
+    head = f.read(4)
     # Header: two zero bytes, a type byte, the number of dimensions, then one uint32 per dimension.
-    if len(raw) < 4 or raw[0] or raw[1] or raw[3] == 0:
-        raise AeoptError(f"{where}: wrong magic number 0x{int.from_bytes(raw[:4], 'big'):04X} (expected "
+    if len(head) < 4 or head[0] or head[1] or head[3] == 0:
+        raise AeoptError(f"{where}: wrong magic number 0x{int.from_bytes(head[:4], 'big'):04X} (expected "
                          f"0x{0x0803 if role == 'images' else 0x0801:04X} for {role}): "
                          "is this an MNIST-style IDX file?")
-    if raw[2] not in _IDX_DTYPES:
-        raise AeoptError(f"{where}: unsupported IDX data type 0x{raw[2]:02X}: convert the file to one of "
+    if head[2] not in _IDX_DTYPES:
+        raise AeoptError(f"{where}: unsupported IDX data type 0x{head[2]:02X}: convert the file to one of "
                          + ", ".join(f"0x{t:02X}" for t in _IDX_DTYPES))
-    dtype, header = _IDX_DTYPES[raw[2]], 4 + 4 * raw[3]
-    if len(raw) < header:
-        raise AeoptError(f"{where}: truncated IDX header ({len(raw)} of {header} bytes): re-download it")
-    dims = tuple(int.from_bytes(raw[i:i + 4], "big") for i in range(4, header, 4))
-    need, have = math.prod(dims) * dtype.itemsize, len(raw) - header
-    if have != need:
-        raise AeoptError(f"{where}: {'truncated' if have < need else 'has trailing bytes'}: shape {dims} "
+    if head[3] > 4:  # images are (N, H, W) or (N, H, W, C), labels (N,)
+        raise AeoptError(f"{where}: the header declares {head[3]} dimensions, more than the 4 of (N, H, W, C) "
+                         "images: is this an MNIST-style IDX file?")
+    dtype, header = _IDX_DTYPES[head[2]], 4 + 4 * head[3]
+    raw_dims = f.read(header - 4)
+    if len(raw_dims) < header - 4:
+        raise AeoptError(f"{where}: truncated IDX header ({4 + len(raw_dims)} of {header} bytes): re-download it")
+    dims = tuple(int.from_bytes(raw_dims[i:i + 4], "big") for i in range(0, header - 4, 4))
+    need = math.prod(dims) * dtype.itemsize
+    if need > most - header or math.prod(d for d in dims if d) > np.iinfo(np.intp).max:
+        have = (f"a {most // MAX_DEFLATE_RATIO}-byte gzip file can hold at most {most - header}" if gz
+                else f"the file has {most - header}")
+        raise AeoptError(f"{where}: truncated or corrupt: shape {dims} needs {need} data bytes but {have}: "
+                         "re-download or re-create it")
+    body = _read_at_most(f, need + 1)
+    if len(body) != need:
+        if gz:
+            _drain(f)  # a damaged gzip stream is said as such, not as a wrong size
+        have = len(body) if len(body) < need else (most - header if not gz else f"more than {need}")
+        raise AeoptError(f"{where}: {'truncated' if len(body) < need else 'has trailing bytes'}: shape {dims} "
                          f"needs {need} data bytes but the file has {have}: re-download or re-create it")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
+
+
+def _read_at_most(f, n: int) -> bytearray:
+    """Up to `n` bytes of a stream, read in pieces: memory grows with what is there, not with `n`."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(n - len(buf), READ_PIECE))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _drain(f, most: int = 64 << 20) -> None:
+    """Read on (discarding) up to `most` bytes, so a corrupt compressed stream raises its own error."""
+    while most > 0 and (chunk := f.read(READ_PIECE)):
+        most -= len(chunk)
+
+
+def _npy_header(f, where: str) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """(dtype, shape, fortran_order) of a .npy stream, left at the first data byte; numpy's own parser,
+    with everything it raises on a damaged header said in one line, and object dtypes refused."""
+    from numpy.lib import format as npformat
+
+    try:
+        version = npformat.read_magic(f)
+        if version not in ((1, 0), (2, 0)):  # 3.0 is only written for structured dtypes, which aeopt does not read
+            raise AeoptError(f"{where}: .npy format version {version[0]}.{version[1]} is not supported: "
+                             "save a plain numeric array with numpy.save")
+        reader = npformat.read_array_header_1_0 if version == (1, 0) else npformat.read_array_header_2_0
+        shape, fortran, dtype = reader(f)
+    except AeoptError:
+        raise
+    except (ValueError, SyntaxError, TypeError, OverflowError, RecursionError, MemoryError, EOFError,
+            tokenize.TokenError) as e:
+        raise AeoptError(f"{where}: corrupt .npy header ({str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         "): re-save the array with numpy.save") from None
+    if dtype.hasobject:
+        raise AeoptError(f"{where}: object arrays are not supported; save a numeric array (e.g. x.astype('float32'))")
+    if dtype.itemsize == 0 or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise AeoptError(f"{where}: corrupt .npy header (dtype {dtype}, shape {shape}): re-save it with numpy.save")
+    return dtype, shape, fortran
 
 
 def _np_error(e: Exception, where: str) -> AeoptError:
-    """Turn an error from reading a .npy/.npz into a user-facing one."""
+    """Turn an error from reading a .npy into a user-facing one."""
     if "object arrays" in str(e).lower():  # what numpy says when allow_pickle=False meets objects
         return AeoptError(f"{where}: object arrays are not supported; save a numeric array "
                           "(e.g. x.astype('float32'))")
     return AeoptError(f"{where}: cannot read the array ({e}): re-save it with numpy")
 
 
-def _np_load(file: Path, where: str):
-    """np.load that never unpickles, with its errors turned into AeoptError."""
+def _checked_npy(path: str, where: str) -> Path:
+    """The file, once its .npy header is known to be sound and its data all there: numpy is then never
+    asked to allocate (or map) a declared shape the file does not hold."""
+    file = require_file(path)
+    if not has_magic(file, NPY_MAGIC):
+        raise AeoptError(f"{where}: not a .npy file: save it with numpy.save (use npz:PATH for .npz)")
+    with open(file, "rb") as f:
+        dtype, shape, _ = _npy_header(f, where)
+        have = file.stat().st_size - f.tell()
+    need = math.prod(shape) * dtype.itemsize
+    if need > have:
+        raise AeoptError(f"{where}: truncated: shape {shape} of {dtype} needs {need} data bytes but the file has "
+                         f"{have}: re-save it with numpy.save")
+    return file
+
+
+def load_npy(path: str, where: str) -> np.ndarray:
+    """Load a .npy file; anything else (pickles, .npz) is refused."""
+    file = _checked_npy(path, where)
     try:
         return np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise _np_error(e, where) from None
 
 
-def load_npy(path: str, where: str) -> np.ndarray:
-    """Load a .npy file; anything else (pickles, .npz) is refused."""
-    file = require_file(path)
-    if not has_magic(file, NPY_MAGIC):
-        raise AeoptError(f"{where}: not a .npy file: save it with numpy.save (use npz:PATH for .npz)")
-    return _np_load(file, where)
-
-
 def load_npy_mapped(path: str, where: str) -> np.ndarray:
     """A .npy file as a read-only memory map (nothing is read until used); never unpickles."""
-    file = require_file(path)
-    if not has_magic(file, NPY_MAGIC):
-        raise AeoptError(f"{where}: not a .npy file: save it with numpy.save (use npz:PATH for .npz)")
+    file = _checked_npy(path, where)
     try:
         return np.load(file, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -142,24 +225,56 @@ def load_npy_mapped(path: str, where: str) -> np.ndarray:
 
 
 def load_npz(path: str, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load data ``x`` (or ``X``, ``images``, or the only array) and labels ``y``/``labels``."""
+    """Load data ``x`` (or ``X``, ``images``, or the only array) and labels ``y``/``labels``.
+
+    Read with zipfile, member by member, rather than numpy's NpzFile: a damaged archive raises a dozen
+    exception types there, and a member's declared shape would be allocated before its data is read.
+    """
     file = require_file(path)
     if not has_magic(file, b"PK"):  # .npz is a zip archive
         raise AeoptError(f"{where}: not a .npz archive: save it with numpy.savez (use npy:PATH for .npy)")
-    with _np_load(file, where) as archive:
-        keys = archive.files
-        x_key = next((k for k in ("x", "X", "images") if k in keys), keys[0] if len(keys) == 1 else None)
-        if x_key is None:
-            raise AeoptError(f"{where}: cannot tell which of the arrays {keys} is the data: "
-                             "name it 'x' (and the labels 'y')")
-        y_key = next((k for k in ("y", "labels") if k in keys and k != x_key), None)
-        try:  # members are read lazily, so bad (e.g. object) arrays only fail here
-            x, y = archive[x_key], (archive[y_key] if y_key else None)
-        except (ValueError, OSError, EOFError) as e:
-            raise _np_error(e, where) from None
-    if not all(isinstance(a, np.ndarray) for a in (x, y) if a is not None):  # non-.npy zip members
-        raise AeoptError(f"{where}: {x_key!r} is not a numpy array: save the archive with numpy.savez")
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = {(n[:-4] if n.endswith(".npy") else n): n for n in archive.namelist()}
+            keys = list(members)
+            x_key = next((k for k in ("x", "X", "images") if k in keys), keys[0] if len(keys) == 1 else None)
+            if x_key is None:
+                raise AeoptError(f"{where}: cannot tell which of the arrays {keys} is the data: "
+                                 "name it 'x' (and the labels 'y')")
+            y_key = next((k for k in ("y", "labels") if k in keys and k != x_key), None)
+            x = _npz_member(archive, members[x_key], where, file.stat().st_size)
+            y = _npz_member(archive, members[y_key], where, file.stat().st_size) if y_key else None
+    except AeoptError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError,
+            NotImplementedError, RuntimeError) as e:  # RuntimeError: an encrypted member
+        raise AeoptError(f"{where}: corrupt .npz archive ({str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         "): re-save it with numpy.savez") from None
     return x, y
+
+
+def _npz_member(archive: zipfile.ZipFile, name: str, where: str, archive_bytes: int) -> np.ndarray:
+    """One .npy member, its declared size checked against what the archive can hold before it is read."""
+    if not name.endswith(".npy"):
+        raise AeoptError(f"{where}: {name!r} is not a numpy array: save the archive with numpy.savez")
+    info = archive.getinfo(name)
+    with archive.open(info) as f:
+        dtype, shape, fortran = _npy_header(f, f"{where}[{name}]")
+        need = math.prod(shape) * dtype.itemsize
+        most = info.file_size - f.tell()
+        if info.compress_type != zipfile.ZIP_STORED:
+            most = min(most, archive_bytes * MAX_DEFLATE_RATIO)
+        if need > most:
+            raise AeoptError(f"{where}: {name} is truncated or corrupt: shape {shape} of {dtype} needs {need} "
+                             f"bytes, the archive holds at most {max(most, 0)}: re-save it with numpy.savez")
+        out = np.empty(need, np.uint8)  # untouched pages cost nothing if the data turns out shorter
+        done = 0
+        while done < need and (chunk := f.read(min(need - done, READ_PIECE))):
+            out[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            done += len(chunk)
+    if done < need:
+        raise AeoptError(f"{where}: {name} is truncated ({done} of {need} data bytes): re-save it with numpy.savez")
+    return out.view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def load_image_dir(path: str, where: str, image_size: tuple[int, int] | None
@@ -182,15 +297,34 @@ def load_image_dir(path: str, where: str, image_size: tuple[int, int] | None
 
     def read(p: Path, fn):
         try:
-            with Image.open(p) as im:
-                return fn(im)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            with warnings.catch_warnings():  # PIL only warns between 1x and 2x its pixel limit: refuse there too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    return fn(im)
+        except AeoptError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as e:
             raise AeoptError(f"{where}: cannot read image {p} ({e}): fix or remove the file") from None
 
+    def header(im, p: Path) -> tuple[str, tuple[int, int]]:
+        # PIL allocates the declared size before decoding: a 100-byte file claiming 10,000 x 10,000 pixels
+        # would cost 400 MB for nothing. No file holds more than 8 pixels per byte after DEFLATE's
+        # 1032:1 (PNG at 1 bit per pixel, the densest of the formats read here).
+        most = min(Image.MAX_IMAGE_PIXELS or math.inf, MAX_PIXELS_PER_BYTE * p.stat().st_size)
+        if im.size[0] * im.size[1] > most:
+            raise AeoptError(f"{where}: image {p} declares {im.size[0]}x{im.size[1]} pixels, more than its "
+                             f"{p.stat().st_size} bytes can hold (or over PIL's limit): fix or remove the file")
+        return im.mode, im.size
+
     # A first pass over the headers only picks one mode and size for all images.
-    info = [read(p, lambda im: (im.mode, im.size)) for p in files]
+    info = [read(p, lambda im, p=p: header(im, p)) for p in files]
     mode = "L" if all(m in GREY_MODES for m, _ in info) else "RGB"
     size = (image_size[1], image_size[0]) if image_size else Counter(s for _, s in info).most_common(1)[0][0]
+    need = len(files) * (1 if mode == "L" else 3) * size[0] * size[1]
+    if need > _memory_bytes():
+        raise AeoptError(f"{where}: {len(files)} images of {size[0]}x{size[1]} need {need / 2**30:.1f} GiB, more "
+                         f"than this machine's {_memory_bytes() / 2**30:.1f} GiB: pass a smaller image size")
 
     def pixels(im) -> np.ndarray:
         im = im.convert(mode)  # PIL sizes are (width, height)
@@ -204,6 +338,14 @@ def load_image_dir(path: str, where: str, image_size: tuple[int, int] | None
     return x, np.array([classes.index(q[0]) for q in parts], dtype=np.int64)
 
 
+def _memory_bytes() -> int | float:
+    """This machine's physical memory (infinite where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -213,43 +355,56 @@ def _is_number(cell: str) -> bool:
 
 
 def load_csv(path: str, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a numeric CSV table with an optional header row and label column."""
+    """Read a numeric CSV table with an optional header row and label column.
+
+    Each row becomes numbers as it is read, so memory is that of the float64 table (8 bytes a cell), not
+    of the Python strings of every cell (about 60 bytes each): a large table never costs 8x its size.
+    """
     file = require_file(path)
+    values, raw_labels, header, cols, label_col, rows = array("d"), [], None, [], None, 0
     try:
         with open(file, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            rows = [(reader.line_num, [c.strip() for c in row]) for row in reader if any(map(str.strip, row))]
+            for cells in reader:
+                row = [c.strip() for c in cells]
+                if not any(row):
+                    continue
+                line = reader.line_num
+                if header is None:
+                    header, is_data = row, all(map(_is_number, row))
+                    if is_data:  # no header row: every row is data
+                        header = [f"column {i + 1}" for i in range(len(row))]
+                    names = [h.lower() for h in header]
+                    label_col = next((names.index(n) for n in _LABEL_COLUMNS if n in names), None)
+                    cols = [i for i in range(len(header)) if i != label_col]
+                    if not is_data:
+                        continue
+                if not cols:
+                    raise AeoptError(f"{where}: no feature columns besides the label: add numeric columns")
+                if len(row) != len(header):
+                    raise AeoptError(f"{where}: line {line} has {len(row)} cells but the header has {len(header)}: "
+                                     "give every row the same number of cells")
+                try:
+                    numbers = [float(row[i]) for i in cols]
+                except ValueError:
+                    i = next(i for i in cols if not _is_number(row[i]))
+                    raise AeoptError(f"{where}: non-numeric value {row[i]!r} in column {header[i]!r} at line "
+                                     f"{line}: make the column numeric (class names belong in a 'label' column)"
+                                     ) from None
+                if label_col is not None and not row[label_col]:
+                    raise AeoptError(f"{where}: empty {header[label_col]!r} at line {line}: give every row a label")
+                values.extend(numbers)
+                if label_col is not None:
+                    raw_labels.append(row[label_col])
+                rows += 1
     except (UnicodeDecodeError, csv.Error) as e:
         raise AeoptError(f"{where}: not a readable CSV text file ({e}): save it as UTF-8 CSV") from None
-    if not rows:
+    if header is None:
         raise AeoptError(f"{where}: the table is empty: write a header row and one row per sample")
-    header = rows[0][1]
-    if all(map(_is_number, header)):  # no header row: every row is data
-        header = [f"column {i + 1}" for i in range(len(header))]
-    else:
-        rows = rows[1:]
     if not rows:
         raise AeoptError(f"{where}: the table is empty (only a header): add one row per sample")
-    names = [h.lower() for h in header]
-    label_col = next((names.index(n) for n in _LABEL_COLUMNS if n in names), None)
-    cols = [i for i in range(len(header)) if i != label_col]
-    if not cols:
-        raise AeoptError(f"{where}: no feature columns besides the label: add numeric columns")
-    x = np.empty((len(rows), len(cols)))
-    for r, (line, row) in enumerate(rows):
-        if len(row) != len(header):
-            raise AeoptError(f"{where}: line {line} has {len(row)} cells but the header has {len(header)}: "
-                             "give every row the same number of cells")
-        try:
-            x[r] = [float(row[i]) for i in cols]
-        except ValueError:
-            i = next(i for i in cols if not _is_number(row[i]))
-            raise AeoptError(f"{where}: non-numeric value {row[i]!r} in column {header[i]!r} at line {line}: "
-                             "make the column numeric (class names belong in a 'label' column)") from None
+    x = np.frombuffer(values, dtype=np.float64).reshape(rows, len(cols))
     if label_col is None:
         return x, None
-    raw = [row[label_col] for _, row in rows]
-    empty = next((line for (line, _), v in zip(rows, raw) if not v), None)
-    if empty is not None:
-        raise AeoptError(f"{where}: empty {header[label_col]!r} at line {empty}: give every row a label")
-    return x, (np.array([float(v) for v in raw]) if all(map(_is_number, raw)) else np.array(raw))
+    numeric = all(map(_is_number, raw_labels))
+    return x, (np.array([float(v) for v in raw_labels]) if numeric else np.array(raw_labels))

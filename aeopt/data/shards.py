@@ -129,15 +129,21 @@ def read_shards(folder: str, where: str) -> tuple[ShardedArray, np.ndarray | Non
     entries = _entries(root, where)
     parts = [_channels_first(load_npy_mapped(str(root / e["x"]), f"{where}/{e['x']}")) for e in entries]
     for entry, part in zip(entries, parts):
+        if part.ndim == 0:
+            raise AeoptError(f"{where}: {entry['x']} holds a single value, not samples: rewrite the shards")
         if entry.get("count") is not None and entry["count"] != len(part):
             raise AeoptError(f"{where}: index.json says {entry['x']} holds {entry['count']} samples, the file "
                              f"{len(part)}: rewrite the shards")
     labels = None
     if entries and all(e.get("labels") for e in entries):
         pieces = [load_npy(str(root / e["labels"]), f"{where}/{e['labels']}") for e in entries]
-        if any(len(p) != len(x) for p, x in zip(pieces, parts)):
+        if any(p.ndim != 1 or len(p) != len(x) for p, x in zip(pieces, parts)):
             raise AeoptError(f"{where}: a labels file does not have one label per sample of its shard")
-        labels = np.concatenate(pieces)
+        try:
+            labels = np.concatenate(pieces)
+        except (TypeError, ValueError):  # e.g. class names in one shard, numbers in another
+            raise AeoptError(f"{where}: the shards' labels files hold {', '.join(sorted({str(p.dtype) for p in pieces}))} "
+                             "labels: write every shard's labels with one dtype") from None
     return ShardedArray(parts, where), labels
 
 
@@ -150,6 +156,11 @@ def _channels_first(part: np.ndarray) -> np.ndarray:
     return part
 
 
+def _in_folder(name) -> bool:
+    """A plain file name (no folder part, no NUL that the OS would refuse), so an index cannot point outside."""
+    return isinstance(name, str) and "/" not in name and ".." not in name and "\0" not in name
+
+
 def _entries(root: Path, where: str) -> list[dict]:
     index = root / INDEX
     if not index.is_file():
@@ -158,19 +169,22 @@ def _entries(root: Path, where: str) -> list[dict]:
                 for f in files]
     try:
         meta = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:  # deep nesting: RecursionError
         raise AeoptError(f"{where}: {INDEX} is not valid JSON ({err}); rewrite the shards") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("shards"), list):
         raise AeoptError(f"{where}: {INDEX} is not an aeopt shard index; rewrite the shards with `aeopt shard`")
-    if meta.get("version", 0) > VERSION:
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise AeoptError(f"{where}: {INDEX} has version {str(version)[:20]!r}, not a number; rewrite the shards")
+    if version > VERSION:
         raise AeoptError(f"{where}: shard format version {meta['version']} is newer than this aeopt reads "
                          f"({VERSION}); upgrade aeopt")
     entries = []
     for e in meta["shards"]:
-        if not (isinstance(e, dict) and isinstance(e.get("x"), str) and "/" not in e["x"] and ".." not in e["x"]):
+        if not (isinstance(e, dict) and _in_folder(e.get("x"))):
             raise AeoptError(f"{where}: {INDEX} lists a shard that is not a file in the folder; rewrite the shards")
         labels = e.get("labels")
-        if labels is not None and not (isinstance(labels, str) and "/" not in labels and ".." not in labels):
+        if labels is not None and not _in_folder(labels):
             raise AeoptError(f"{where}: {INDEX} lists a labels file outside the folder; rewrite the shards")
         entries.append({"x": e["x"], "count": e.get("count"), "labels": labels})
     return entries

@@ -105,9 +105,9 @@ def load_space(path: str | Path | None, base: SearchSpace) -> SearchSpace:
     if path is None:
         return base
     values = read_yaml(path)
-    unknown = sorted(set(values) - set(ORDER))
+    unknown = sorted(map(str, set(values) - set(ORDER)))  # keys may be numbers or dates: compare as text
     if unknown:
-        raise AeoptError(f"{path}: unknown search setting {', '.join(map(str, unknown))}; known: {', '.join(ORDER)}")
+        raise AeoptError(f"{path}: unknown search setting {', '.join(unknown)}; known: {', '.join(ORDER)}")
     space = dict(base)
     for name, value in values.items():
         space[name] = parse_dimension(name, value, str(path))
@@ -119,14 +119,14 @@ def load_space(path: str | Path | None, base: SearchSpace) -> SearchSpace:
 def parse_dimension(name: str, value: Any, source: str) -> Dimension:
     """A Dimension from a YAML value: scalar (fixed), list (choices) or {low, high, log} (range)."""
     if isinstance(value, dict):
-        extra = sorted(set(value) - {"low", "high", "log"})
+        extra = sorted(map(str, set(value) - {"low", "high", "log"}))
         if extra or not {"low", "high"} <= set(value):
             raise AeoptError(f"{source}: {name} range must be {{low: L, high: H[, log: true]}}, got {value}")
         if name not in INTS + FLOATS:
             raise AeoptError(f"{source}: {name} takes a list of choices, not a range")
         low, high, log = value["low"], value["high"], value.get("log", False)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-            raise AeoptError(f"{source}: {name} range bounds must be numbers, got {low!r} and {high!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) for v in (low, high)):
+            raise AeoptError(f"{source}: {name} range bounds must be finite numbers, got {low!r} and {high!r}")
         if name in INTS and not (float(low).is_integer() and float(high).is_integer()):
             raise AeoptError(f"{source}: {name} takes whole numbers, got {low!r}..{high!r}")
         if low > high:
@@ -142,6 +142,14 @@ def parse_dimension(name: str, value: Any, source: str) -> Dimension:
     if any(isinstance(c, (dict, list)) for c in choices):
         raise AeoptError(f"{source}: {name} choices must be plain values, got {value}")
     return Dimension(name, choices=tuple(choices))
+
+
+def _finite(v: int | float) -> bool:
+    """A bound a float can hold: not NaN, not infinite, not an integer beyond 1e308."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def check_values(dim: Dimension, source: str) -> None:
