@@ -252,11 +252,10 @@ class Settings:
         (`lr` parsed, `patience` 0 -> None)."""
         self.optimization.lr = parse_lr(self.optimization.lr)
         for name, f, hint in setting_fields():
-            section = getattr(self, name)
-            check, value = f.metadata.get("check"), getattr(section, f.name)
-            if not _of_type(value, hint):  # a YAML list or number where text belongs, before any use of it
+            value = getattr(getattr(self, name), f.name)
+            if not _of_type(value, hint):  # a YAML number where text belongs, before any use of it
                 flag = "--" + f.name.replace("_", "-")
-                raise AeoptError(f"{flag} must be {f.metadata['expect'] or _type_name(hint)} (got {value!r})")
+                raise AeoptError(f"{flag} must be {f.metadata['expect'] or _type_name(hint)} (got {_short(value)})")
         for name in SECTIONS:
             section = getattr(self, name)
             for f in dataclasses.fields(section):
@@ -314,7 +313,16 @@ def flat_names(values: dict[str, Any], source: str) -> dict[str, Any]:
     unknown = sorted(set(flat) - set(FIELD_SECTION))
     if unknown:
         raise AeoptError(f"{source}: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(FIELD_SECTION))}")
+    nested = next((k for k, v in flat.items() if isinstance(v, (dict, list, set, tuple))), None)
+    if nested is not None:  # every setting is one value: a YAML list here would reach a lookup unchecked
+        raise AeoptError(f"{source}: {nested} takes one value, not a {type(flat[nested]).__name__} "
+                         f"({_short(flat[nested])}): write one value (a list of sizes is text, e.g. hidden: 256,128)")
     return flat
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 YAML_MAX_VALUES = 10_000  # a settings or search-space file holds ~100 values; aliases must not expand beyond this

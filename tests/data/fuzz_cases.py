@@ -9,6 +9,7 @@ bytes alone almost never get past the first magic-number check, where the intere
 """
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import json
@@ -24,9 +25,10 @@ import numpy as np
 import yaml
 from hypothesis import strategies as st
 
+from aeopt.cli.flags import settings_from_args
 from aeopt.data import load_data
 from aeopt.optimize.space import ORDER, default_space, load_space
-from aeopt.settings import FIELD_SECTION, Settings, read_yaml
+from aeopt.settings import FIELD_SECTION, Settings
 
 HUGE = st.sampled_from([2 ** 31, 2 ** 32 - 1, 2 ** 40, 2 ** 62, 10 ** 12])
 SMALL = st.integers(0, 9)
@@ -339,8 +341,9 @@ RANGES = st.one_of(SETTING_VALUES, st.fixed_dictionaries(
 
 
 def load_config(root: Path):
-    """What `aeopt train --config` does before it loads data: read, flatten, check every setting."""
-    return Settings.from_flat(read_yaml(root / "c.yaml"), source="c.yaml").validate()
+    """What `aeopt train --config` does before it loads data: the CLI's own reading and flattening, then
+    every setting's check."""
+    return Settings.from_flat(settings_from_args(argparse.Namespace(config=str(root / "c.yaml")))).validate()
 
 
 def load_search_space(root: Path):

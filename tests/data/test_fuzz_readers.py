@@ -123,7 +123,8 @@ REGRESSIONS = [
     ("config", {"c.yaml": b"seed: 2001-13-45"}, "not valid YAML"),                     # was ValueError
     ("config", {"c.yaml": b"[" * 5000}, "not valid YAML"),                             # was RecursionError
     ("config", {"c.yaml": b"data: 5"}, "--data must be text"),                         # was AttributeError in train
-    ("config", {"c.yaml": b"model: [conv]"}, "--model must be text"),                  # was TypeError in train
+    ("config", {"c.yaml": b"model: [conv]"}, "model takes one value"),                 # was TypeError in train
+    ("config", {"c.yaml": b"model: 5"}, "--model must be text"),
     ("space", {"space.yaml": b"1: 2\nx: 3"}, "unknown search setting"),               # was TypeError (sorted)
     ("space", {"space.yaml": b"batch_size: {low: 1" + b"0" * 400 + b", high: 5}"}, "finite numbers"),  # OverflowError
     ("space", {"space.yaml": b'"a\\nb": 1'}, "unknown search setting a\\nb"),          # was a two-line message
