@@ -18,7 +18,7 @@ from ..errors import AeoptError
 from .batches import InMemorySource, MmapSource, as_float
 from .shards import Releaser, ShardedArray, gather, read_shards, release
 from .readers import (GREY_MODES, NPY_MAGIC, has_magic, load_csv, load_digits, load_fashion, load_image_dir,
-                      load_npy, load_npy_mapped, load_npz, read_idx, require_file)
+                      load_npy, load_npy_mapped, load_npz, open_image, read_idx, require_file)
 
 KNOWN_SOURCES = ["digits", "fashion-mnist", "idx:IMAGES[,LABELS]", "npy:PATH", "npz:PATH",
                  "images:DIR", "csv:PATH", "shards:DIR"]
@@ -319,12 +319,9 @@ def load_array_file(path: str) -> np.ndarray:
         x = load_npy(path, path)
         x = _to_samples(x[None] if x.ndim == 1 else x, path)
         return np.ascontiguousarray(_unit_float(x) if x.ndim == 4 else x, dtype=np.float32)
-    from PIL import Image
-
     try:
-        with Image.open(Path(path).expanduser()) as im:
-            im = im.convert("L" if im.mode in GREY_MODES else "RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        im = open_image(Path(path).expanduser(), path, lambda im: im.convert("L" if im.mode in GREY_MODES else "RGB"))
+    except AeoptError as e:
         raise AeoptError(f"{path}: not a .npy array or a readable image ({e}): "
                          "pass a .npy batch or a PNG/JPEG image") from None
     a = np.asarray(im)

@@ -277,6 +277,32 @@ def _npz_member(archive: zipfile.ZipFile, name: str, where: str, archive_bytes: 
     return out.view(dtype).reshape(shape, order="F" if fortran else "C")
 
 
+def open_image(p: Path, where: str, fn):
+    """`fn(image)` of an opened image file, after its declared size passed the check below; every error
+    PIL raises on a damaged file is said in one line.
+
+    PIL allocates the declared size before decoding, so a 100-byte file claiming 10,000 x 10,000 pixels
+    would cost 400 MB for nothing: no file holds more than 8 pixels per byte after DEFLATE's 1032:1 (PNG at
+    1 bit per pixel, the densest of the formats read here), nor more than PIL's own limit (which PIL only
+    warns about between 1x and 2x)."""
+    from PIL import Image  # imported lazily: only images need it
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                size = p.stat().st_size
+                if im.size[0] * im.size[1] > min(Image.MAX_IMAGE_PIXELS or math.inf, MAX_PIXELS_PER_BYTE * size):
+                    raise AeoptError(f"{where}: image {p} declares {im.size[0]}x{im.size[1]} pixels, more than its "
+                                     f"{size} bytes can hold (or over PIL's limit): fix or remove the file")
+                return fn(im)
+    except AeoptError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise AeoptError(f"{where}: cannot read image {p} ({e}): fix or remove the file") from None
+
+
 def load_image_dir(path: str, where: str, image_size: tuple[int, int] | None
                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a folder of images (class = first-level subfolder) as uint8 (N, C, H, W)."""
@@ -295,30 +321,8 @@ def load_image_dir(path: str, where: str, image_size: tuple[int, int] | None
         raise AeoptError(f"{where}: images both at the top level and in subfolders: "
                          "put every image in a class subfolder, or none")
 
-    def read(p: Path, fn):
-        try:
-            with warnings.catch_warnings():  # PIL only warns between 1x and 2x its pixel limit: refuse there too
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(p) as im:
-                    return fn(im)
-        except AeoptError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as e:
-            raise AeoptError(f"{where}: cannot read image {p} ({e}): fix or remove the file") from None
-
-    def header(im, p: Path) -> tuple[str, tuple[int, int]]:
-        # PIL allocates the declared size before decoding: a 100-byte file claiming 10,000 x 10,000 pixels
-        # would cost 400 MB for nothing. No file holds more than 8 pixels per byte after DEFLATE's
-        # 1032:1 (PNG at 1 bit per pixel, the densest of the formats read here).
-        most = min(Image.MAX_IMAGE_PIXELS or math.inf, MAX_PIXELS_PER_BYTE * p.stat().st_size)
-        if im.size[0] * im.size[1] > most:
-            raise AeoptError(f"{where}: image {p} declares {im.size[0]}x{im.size[1]} pixels, more than its "
-                             f"{p.stat().st_size} bytes can hold (or over PIL's limit): fix or remove the file")
-        return im.mode, im.size
-
     # A first pass over the headers only picks one mode and size for all images.
-    info = [read(p, lambda im, p=p: header(im, p)) for p in files]
+    info = [open_image(p, where, lambda im: (im.mode, im.size)) for p in files]
     mode = "L" if all(m in GREY_MODES for m, _ in info) else "RGB"
     size = (image_size[1], image_size[0]) if image_size else Counter(s for _, s in info).most_common(1)[0][0]
     need = len(files) * (1 if mode == "L" else 3) * size[0] * size[1]
@@ -330,7 +334,7 @@ def load_image_dir(path: str, where: str, image_size: tuple[int, int] | None
         im = im.convert(mode)  # PIL sizes are (width, height)
         return np.asarray(im if im.size == size else im.resize(size, Image.Resampling.BILINEAR))
 
-    x = np.stack([read(p, pixels) for p in files])
+    x = np.stack([open_image(p, where, pixels) for p in files])
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     if nested == {False}:
         return x, None

@@ -26,7 +26,7 @@ import yaml
 from hypothesis import strategies as st
 
 from aeopt.cli.flags import settings_from_args
-from aeopt.data import load_data
+from aeopt.data import load_array_file, load_data
 from aeopt.optimize.space import ORDER, default_space, load_space
 from aeopt.settings import FIELD_SECTION, Settings
 
@@ -250,6 +250,11 @@ def load_images(root: Path):
     return load_data(f"images:{root / 'img'}")
 
 
+def load_batch(root: Path):
+    """What `aeopt reconstruct` / `encode` read: one image or a .npy batch, told apart by content."""
+    return load_array_file(str(root / "in.png"))
+
+
 # --- shards ----------------------------------------------------------------------------------------
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
@@ -362,6 +367,7 @@ READERS = [
     Reader("npz", one_file("x.npz", npz_bytes()), load_npz),
     Reader("csv", one_file("x.csv", csv_bytes()), load_csv),
     Reader("images", image_folder(), load_images),
+    Reader("batch (reconstruct)", one_file("in.png", st.one_of(image_bytes(), npy_bytes())), load_batch),
     Reader("shards", shard_folder(), load_shards),
     Reader("config", one_file("c.yaml", yaml_bytes(sorted(FIELD_SECTION), SETTING_VALUES)), load_config),
     Reader("space", one_file("space.yaml", yaml_bytes(list(ORDER), RANGES)), load_search_space),

@@ -110,6 +110,7 @@ REGRESSIONS = [
     ("npz", {"x.npz": zipped({"x.npy": npy_of((), "<f4", b"\0" * 4)})}, "neither a table"),
     ("images", {"img/a.png": png(60000, 60000)}, "cannot read image"),                 # PIL's own bomb limit
     ("images", {"img/a.png": png(5000, 5000)}, "declares 5000x5000 pixels"),           # was a 75 MB allocation
+    ("batch (reconstruct)", {"in.png": png(5000, 5000)}, "declares 5000x5000 pixels"),  # the same
     ("shards", {"s/shard-00000.npy": GOOD_SHARD, "s/index.json": shard_index(count=3).replace(b'"version": 1',
                                                                                            b'"version": "1"')},
      "not a number"),                                                                  # was TypeError
