@@ -125,7 +125,8 @@ def _parse_idx(f, role: str, where: str, most: int, gz: bool) -> np.ndarray:
         raise AeoptError(f"{where}: truncated IDX header ({4 + len(raw_dims)} of {header} bytes): re-download it")
     dims = tuple(int.from_bytes(raw_dims[i:i + 4], "big") for i in range(0, header - 4, 4))
     need = math.prod(dims) * dtype.itemsize
-    if need > most - header or math.prod(d for d in dims if d) > np.iinfo(np.intp).max:
+    # Zero rows make `need` 0 whatever the other dims, but numpy still refuses a shape whose bytes overflow.
+    if need > most - header or math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
         have = (f"a {most // MAX_DEFLATE_RATIO}-byte gzip file can hold at most {most - header}" if gz
                 else f"the file has {most - header}")
         raise AeoptError(f"{where}: truncated or corrupt: shape {dims} needs {need} data bytes but {have}: "

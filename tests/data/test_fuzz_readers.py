@@ -97,6 +97,7 @@ REGRESSIONS = [
     ("idx", {"images": idx([0] * 255)}, "declares 255 dimensions"),                     # was ValueError (ndim > 64)
     ("idx", {"images": gzip.compress(idx([2 ** 31, 28, 28]))}, "gzip file can hold"),  # was decompressed whole
     ("idx", {"images": idx([6, 2 ** 31, 2 ** 31, 0])}, "truncated or corrupt"),        # was ValueError (reshape)
+    ("idx", {"images": idx([2 ** 31, 2 ** 31, 0], type_byte=0x0E)}, "truncated or corrupt"),  # ValueError (bytes)
     ("npy", {"x.npy": npy_of((), "<f4", b"\0" * 4)}, "neither a table"),              # was TypeError (0-d)
     ("npy", {"x.npy": npy_of((2 ** 40, 2 ** 20))}, "needs"),                           # was MemoryError
     ("npy (mmap)", {"x.npy": npy_of((-1, 10 ** 12))}, "corrupt .npy header"),          # was OverflowError
