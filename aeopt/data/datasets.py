@@ -17,8 +17,8 @@ import torch
 from ..errors import AeoptError
 from .batches import InMemorySource, MmapSource, as_float
 from .shards import Releaser, ShardedArray, gather, read_shards, release
-from .readers import (GREY_MODES, NPY_MAGIC, has_magic, load_csv, load_digits, load_fashion, load_image_dir,
-                      load_npy, load_npy_mapped, load_npz, open_image, read_idx, require_file)
+from .readers import (GREY_MODES, NPY_MAGIC, has_magic, is_channels_last, load_csv, load_digits, load_fashion,
+                      load_image_dir, load_npy, load_npy_mapped, load_npz, open_image, read_idx, require_file)
 
 KNOWN_SOURCES = ["digits", "fashion-mnist", "idx:IMAGES[,LABELS]", "npy:PATH", "npz:PATH",
                  "images:DIR", "csv:PATH", "shards:DIR"]
@@ -367,12 +367,9 @@ def _to_samples(x: np.ndarray, where: str) -> np.ndarray:
             raise AeoptError(f"{bad} NaN/Inf values in {where}; clean or impute them first")
     shape = x.shape
     first = x.ndim == 4 and shape[1] in (1, 3, 4)
-    last = x.ndim == 4 and shape[3] in (1, 3)
     if x.ndim == 3:
         x = x[:, None]
-    elif last and not (first and shape[1] <= shape[3]):
-        # If both layouts fit, e.g. (N, 4, 4, 1), the smaller axis is the likelier channel axis;
-        # on a tie channels-first, PyTorch's layout, wins.
+    elif is_channels_last(shape):
         x = x.transpose(0, 3, 1, 2)
     elif not (first or (x.ndim == 2 and shape[1] > 0)):
         raise AeoptError(f"{where}: array of shape {shape} is neither a table (N, F) nor images (N, H, W), "

@@ -38,6 +38,15 @@ READ_PIECE = 16 << 20    # compressed data is read this much at a time
 MAX_PIXELS_PER_BYTE = 8 * MAX_DEFLATE_RATIO  # 1-bit PNG pixels after DEFLATE: no image file holds more
 
 
+def is_channels_last(shape: tuple[int, ...]) -> bool:
+    """True when 4-D samples of this shape are (N, H, W, C) with C in 1/3 rather than (N, C, H, W): if both
+    layouts fit, e.g. (N, 4, 4, 1), the smaller axis is the likelier channel axis; on a tie channels-first,
+    PyTorch's layout, wins. One rule for arrays and shards, so both see the same images."""
+    if len(shape) != 4 or shape[3] not in (1, 3):
+        return False
+    return not (shape[1] in (1, 3, 4) and shape[1] <= shape[3])
+
+
 def require_file(path: str) -> Path:
     """Return ``path`` as a Path, or raise if it is not an existing file."""
     p = Path(path).expanduser()

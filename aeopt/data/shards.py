@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AeoptError
-from .readers import load_npy, load_npy_mapped
+from .readers import is_channels_last, load_npy, load_npy_mapped
 
 INDEX = "index.json"
 FORMAT, VERSION = "aeopt-shards", 1
@@ -151,7 +151,7 @@ def _channels_first(part: np.ndarray) -> np.ndarray:
     """(n, H, W) -> (n, 1, H, W) and (n, H, W, C) -> (n, C, H, W), as views of the map."""
     if part.ndim == 3:
         return part[:, None]
-    if part.ndim == 4 and part.shape[3] in (1, 3) and part.shape[1] not in (1, 3, 4):
+    if is_channels_last(part.shape):  # the rule `load_data` applies to arrays: ShardedArray cannot transpose
         return part.transpose(0, 3, 1, 2)
     return part
 

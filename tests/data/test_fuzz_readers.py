@@ -119,6 +119,7 @@ REGRESSIONS = [
     ("shards", {"s/shard-00000.npy": GOOD_SHARD, "s/index.json": b"[" * 100_000}, "not valid JSON"),  # RecursionError
     ("shards", {"s/shard-00000.npy": GOOD_SHARD, "s/shard-00000.labels.npy": npy_of((), "<i8", b"\0" * 8)},
      "one label per sample"),                                                          # was TypeError (len of 0-d)
+    ("shards", {"s/shard-00000.npy": npy_of((4, 3, 5, 1), "|u1", bytes(60))}, "accepted"),  # was AttributeError
     ("config", {"c.yaml": YAML_BOMBS[0].encode()}, "expand to more than"),            # billion laughs: was a hang
     ("config", {"c.yaml": b"x: &a [*a]"}, "expand to more than"),
     ("config", {"c.yaml": b"lr: " + b"9" * 5000}, "not valid YAML"),                   # was ValueError
