@@ -20,6 +20,7 @@ import csv
 import functools
 import io
 import json
+import os
 import random
 import re
 import shutil
@@ -38,11 +39,13 @@ import yaml  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ONE_THREAD = ["--threads", "1"]
+# The commands run the aeopt beside this script (run it from a checkout that nobody edits meanwhile).
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
 
 def aeopt(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "aeopt", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=ENV)
 
 
 # ---------------------------------------------------------------- the files a killed command left
@@ -298,7 +301,7 @@ def attack(command: Command, i: str, window: float, reference, tally: Tally, rng
     if hasattr(command, "prepare"):
         command.prepare(i)
     argv = command.argv(i)
-    process = subprocess.Popen([sys.executable, "-m", "aeopt", *argv], cwd=command.work,
+    process = subprocess.Popen([sys.executable, "-m", "aeopt", *argv], cwd=command.work, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         process.wait(timeout=rng.uniform(0.05, 1.0) * window)
