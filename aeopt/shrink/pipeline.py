@@ -75,7 +75,7 @@ def quantize_run(stage: Path, model: torch.nn.Module, config, data_info: dict, a
 
 
 def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, structured: bool = False,
-           quantize: str | None = None, distill_to: str | None = None, rounds: int = 3, finetune_epochs: int = 2,
+           quantize: str | None = None, distill_to: str | None = None, rounds: int = 3, finetune_epochs: int | None = None,
            distill_epochs: int | None = None, student_alone: bool = True, quant_mode: str = "static",
            overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Shrink a trained run into the new run directory `out`; returns its metrics.
@@ -87,7 +87,10 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         structured: remove whole channels (a smaller dense model) instead of single weights.
         quantize: "int8" for post-training int8 through ONNX Runtime.
         distill_to: a student model spec (e.g. "conv:width=8") trained to imitate the run's model.
-        rounds, finetune_epochs: the pruning schedule (rounds of prune + fine-tune).
+        rounds, finetune_epochs: the pruning schedule (rounds of prune + fine-tune). By default the rounds
+            share as many fine-tuning epochs as the run was trained for: on the digits conv (40 epochs),
+            50% unstructured then loses 0.12 dB, where 2 epochs a round lose 1.5 dB
+            (benchmarks/results/shrink_unstructured.md).
         distill_epochs: the student's epochs (default: the teacher's).
         student_alone: with `distill_to`, also train the same student without the teacher (same
             epochs, seed and settings) and report it beside the distilled one; False skips that
@@ -111,6 +114,8 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
     dataset = load_run_data(config)
     model = run.model
     config = config.replace(out=str(out))
+    if finetune_epochs is None:
+        finetune_epochs = -(-config.optimization.epochs // rounds)
     before = _figures(model, dataset, Path(run_dir), artifact)
     log(f"before: {before['psnr']:.2f} dB, {before['params']:,} params, {before['size_bytes'] / 1e6:.3f} MB")
     steps: list[dict[str, Any]] = []
