@@ -304,8 +304,11 @@ def attack(command: Command, i: str, window: float, reference, tally: Tally, rng
     if hasattr(command, "prepare"):
         command.prepare(i)
     argv = command.argv(i)
+    # Ctrl-C as in a terminal: a script started in the background (`&`) passes on an ignored SIGINT, and
+    # Python then never raises KeyboardInterrupt.
     process = subprocess.Popen([sys.executable, "-m", "aeopt", *argv], cwd=command.work, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         process.wait(timeout=rng.uniform(0.05, 1.0) * window)
         tally.finished_first += 1
