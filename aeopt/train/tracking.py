@@ -49,6 +49,18 @@ def quiet() -> Iterator[None]:
                 logger.setLevel(level)
 
 
+@contextmanager
+def unless_set(**values: str) -> Iterator[None]:
+    """Environment variables set for a while, where the user has not set them."""
+    added = [name for name in values if name not in os.environ]
+    os.environ.update({name: values[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def require(module: str, extra: str) -> Any:
     """Import an optional package, or fail on one line with the extra that installs it."""
     try:
@@ -101,7 +113,7 @@ class Tracker(Callback):
 
     def on_step_end(self, loop: Loop, batch: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         self.samples += len(batch)
-        if (loop.step + 1) % LOG_EVERY == 0:  # the loop's own sync cadence: no extra host syncs
+        if (loop.step + 1) % LOG_EVERY == 0:  # a host sync every LOG_EVERY steps, the loop's own rate of them
             self._safely(self.step, loop, parts)
 
     def on_epoch_end(self, loop: Loop, row: dict[str, float]) -> None:
@@ -114,12 +126,20 @@ class Tracker(Callback):
         """After metrics.json and the report are written: the final figures and the directory."""
         self._safely(self.end, run_dir, metrics)
 
-    def start(self, loop: Loop) -> None: ...
-    def step(self, loop: Loop, parts: dict[str, torch.Tensor]) -> None: ...
-    def epoch(self, loop: Loop, row: dict[str, float]) -> None: ...
-    def end(self, run_dir: Path, metrics: dict[str, Any]) -> None: ...
+    def start(self, loop: Loop) -> None:
+        """Before the first step (a resumed loop has its checkpoint's epoch, step and history)."""
+
+    def step(self, loop: Loop, parts: dict[str, torch.Tensor]) -> None:
+        """Every LOG_EVERY optimizer steps, with that step's detached loss parts."""
+
+    def epoch(self, loop: Loop, row: dict[str, float]) -> None:
+        """At each epoch's end: its history row, plus the epoch's samples_per_second."""
+
+    def end(self, run_dir: Path, metrics: dict[str, Any]) -> None:
+        """After a run that finished: metrics.json's figures and the written run directory."""
+
     def close(self, status: str) -> None:
-        """When the run ends, however it ends: `status` FINISHED, FAILED or KILLED (Ctrl-C), as MLflow names them."""
+        """However the run ended: `status` is FINISHED, FAILED or KILLED (Ctrl-C), as MLflow names them."""
 
 
 def reconstruction_grid(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -211,7 +231,8 @@ class MLflowCallback(Tracker):
     epochs before its checkpoint, so each MLflow run holds a whole curve.
 
     The server is asked for the experiment before the run directory exists, so a wrong URI is bad
-    input like any other: one line, nothing written.
+    input like any other: one line, nothing written, and soon (one retry, not MLflow's minutes of
+    them: a server that does not answer the first question is a wrong URI, not a busy one).
     """
 
     flag = "mlflow"
@@ -223,11 +244,11 @@ class MLflowCallback(Tracker):
         if file_store and "MLFLOW_ALLOW_FILE_STORE" not in os.environ:
             # MLflow 3 refuses its file store unless opted in; a user who names a folder has opted in
             os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-            log("note: MLflow's folder store is in maintenance mode upstream; --mlflow sqlite:///mlflow.db is "
-                "the local store it develops")
+            log("note: MLflow's folder store gets no new features upstream; --mlflow sqlite:///mlflow.db is its "
+                "maintained local store")
         self.run_dir, self.run_id, self.ended = run_dir, None, False
         try:
-            with quiet():
+            with quiet(), unless_set(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
                 from mlflow.tracking import MlflowClient
 
                 self.client = MlflowClient(tracking_uri=self.uri)

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import sys
+import time
 import warnings
 
 import pytest
@@ -99,8 +100,8 @@ def test_mlflow_params_metrics_and_artifacts_equal_the_run_files(tmp_path, file_
     (logged,) = _only_run(client)
     assert logged.info.status == "FINISHED" and logged.info.run_name == "run"
     assert logged.data.tags["aeopt.run_dir"] == str(run.resolve())
-    settings, _ = read_config(run)
-    assert logged.data.params == {k: str(v) for k, v in settings.to_flat().items()}
+    settings, _ = read_config(run)  # config.yaml's settings, and where this run was logged
+    assert logged.data.params == {k: str(v) for k, v in settings.replace(mlflow=str(store)).to_flat().items()}
     history = _history(run)
     for column in ("train_loss", "val_loss", "grad_norm"):
         values = client.get_metric_history(logged.info.run_id, column)
@@ -124,8 +125,9 @@ def test_a_resumed_run_continues_both_logs_without_doubling_back(tmp_path, monke
         with pytest.raises(KeyboardInterrupt):
             train(**TINY, epochs=3, out=str(run), tensorboard=str(board), mlflow=store,
                   callbacks=interrupt_after_epoch_2, log=lambda message: None)
-        # the saved settings name both trackers: a resume logs where the run logged
-        train(resume=run, progress=False, log=lambda message: None)
+        # config.yaml does not name the trackers (derived runs must not log as this one): a resume names them
+        assert "tensorboard" not in (run / "config.yaml").read_text()
+        train(resume=run, tensorboard=str(board), mlflow=store, progress=False, log=lambda message: None)
     assert not [w for w in caught if any(name in w.filename for name in THIRD_PARTY)], [str(w.message) for w in caught]
     history = _history(run)
     events = _events(board / "run")
@@ -153,10 +155,13 @@ def test_a_missing_extra_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, c
     assert not (tmp_path / "run").exists() and not (tmp_path / "log").exists()
 
 
-def test_an_unreachable_mlflow_store_is_one_line_and_leaves_nothing(tmp_path):
-    with pytest.raises(AeoptError, match="--mlflow nosuch://store: .*give a reachable tracking URI"):
-        train(**TINY, epochs=1, out=str(tmp_path / "run"), mlflow="nosuch://store", log=lambda message: None)
-    assert not (tmp_path / "run").exists()
+@pytest.mark.parametrize("uri", ["nosuch://store", "http://127.0.0.1:9"])  # an unknown scheme; no server there
+def test_an_unreachable_mlflow_store_is_one_line_soon_and_leaves_nothing(tmp_path, uri):
+    started = time.perf_counter()
+    with pytest.raises(AeoptError, match=f"--mlflow {uri}: .*give a reachable tracking URI") as error:
+        train(**TINY, epochs=1, out=str(tmp_path / "run"), mlflow=uri, log=lambda message: None)
+    assert time.perf_counter() - started < 60  # MLflow's own retries would take minutes
+    assert len(str(error.value).splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_a_tracker_that_fails_mid_run_warns_once_and_the_run_completes(tmp_path, monkeypatch):
