@@ -8,6 +8,10 @@ class AeoptError(ValueError):
     """
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the user does next (e.g. "continue with `aeopt train --resume runs/x`")."""
+
+
 def describe_failure(err: Exception) -> str:
     """`Type: first line of the message` (at most 200 characters), for one-line fallback warnings."""
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

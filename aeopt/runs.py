@@ -1,7 +1,7 @@
 """Run directories: atomic writes, safetensors + YAML/JSON, and loading without unpickling.
 
 A run directory holds `config.yaml`, `model.safetensors` (best weights), `checkpoint.safetensors`
-+ `checkpoint.json` (everything needed to resume), `history.csv`, `metrics.json` and the report.
+(everything needed to resume; `checkpoint.json` shows its counters for people), `history.csv`, `metrics.json` and the report.
 `config.yaml` is flat: every setting by its flag name, plus `data_info` (what the data looked like)
 and, for shrunk runs, `artifact` (what was done to the trained model: pruned channel counts, ONNX
 files). Loading here is the torch runtime; aeopt.deploy.load adds ONNX Runtime.
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from .errors import AeoptError
 from .models import create_model
@@ -57,17 +57,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, values: Any) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(values), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(values), indent=2) + "\n")
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no inf/nan: write them as null so every JSON reader can load the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -77,11 +77,16 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_tensors_and_metadata(path)[0]
+
+
+def load_tensors_and_metadata(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise AeoptError(f"no such file: {path}; is this a complete aeopt run directory?")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}, dict(file.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
         raise AeoptError(f"{path} is not a readable safetensors file ({err}); retrain or restore it") from None
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..errors import AeoptError
-from .flags import Parser
+from ..errors import AeoptError, Interrupted
 
 COMMAND_MODULES: tuple[str, ...] = (
     "aeopt.cli.train",      # train, lr-find
@@ -23,7 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-def build_parser() -> Parser:
+def build_parser():
+    from .flags import Parser  # imports torch (settings -> models): after main's Ctrl-C handling is in place
+
     parser = Parser(prog="aeopt", description="Build, train, evaluate and optimize autoencoders.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -35,10 +36,10 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    args.argv = list(argv)  # the command as typed: `train --nproc-per-node` relaunches it under torchrun
-    debug = args.debug or "--debug" in argv
+    debug = "--debug" in argv
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = list(argv)  # the command as typed: `train --nproc-per-node` relaunches it under torchrun
         args.func(args)
     except (AeoptError, OSError) as err:
         if debug:
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"aeopt: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("aeopt: interrupted; a training run continues with `aeopt train --resume RUN`", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C: what was finished is kept; say how to go on
+        if debug:
+            raise
+        hint = str(err) if isinstance(err, Interrupted) else "nothing half-written was left; rerun the command to start again"
+        print(f"aeopt: interrupted; {hint}", file=sys.stderr)
         return 130
     return 0

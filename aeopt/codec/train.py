@@ -123,8 +123,8 @@ def finish_codec_run(run_dir: Path, model, test: list[np.ndarray], result, *, lo
                "best_val_loss": result.best_val, "entropy": model.entropy, "lmbda": model.lmbda,
                "distortion": model.distortion, "model_id": run.tables.short_id, "threads": torch.get_num_threads(),
                "precision": getattr(result, "precision", "fp32")}
-    write_json(run_dir / "metrics.json", metrics)
     write_codec_report(run_dir, run, test, metrics)
+    write_json(run_dir / "metrics.json", metrics)  # last: a run with metrics.json is finished
     log(f"tables, test files and report in {time.perf_counter() - started:.1f} s")
     return TrainResult(run_dir, model, metrics, result.history)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..data import Dataset
-from ..errors import AeoptError
+from ..errors import AeoptError, Interrupted
 from ..evaluate.evaluate import evaluate_model
 from ..evaluate.report import write_report
 from ..models.losses import build_loss, choose_auto_loss
@@ -25,7 +25,7 @@ from .callbacks import Callback
 from .loop import Loop, resolve_device
 from .lr_find import lr_range_test
 from . import distributed
-from .prepare import data_info, fit_settings, load_run_data, prepare_run_dir, run_dir_for
+from .prepare import data_info, fit_settings, how_to_continue, load_run_data, prepare_run_dir, run_dir_for
 from .tracking import Tracking
 
 
@@ -110,15 +110,18 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
     if resume is None and (group is None or group.is_main):
         run_dir = prepare_run_dir(str(run_dir), config, overwrite=overwrite)
     config = config.replace(out=str(run_dir))
-    if config.optimization.lr == "auto":
-        found = lr_range_test(config, dataset, run_dir, device=torch_device, log=log)
-        config = config.replace(lr=found.lr)  # the run remembers the number, so --resume needs no second sweep
-    if group is None or group.is_main:
-        save_config(run_dir, config, data_info(dataset))
-    with tracking:  # each tracker's run ends as finished, or as failed if training raised
-        result = fit_settings(config, dataset, run_dir, device=torch_device, log=log, progress=progress,
-                              callbacks=[*callbacks, *tracking.trackers], resume=resume is not None, setup=setup,
-                              objective_hook=objective_hook, group=group)
+    with tracking:  # each tracker's run ends as finished, failed or killed (Ctrl-C), however train() ends
+        try:
+            if config.optimization.lr == "auto":
+                found = lr_range_test(config, dataset, run_dir, device=torch_device, log=log)
+                config = config.replace(lr=found.lr)  # the run remembers the number, so --resume needs no second sweep
+            if group is None or group.is_main:
+                save_config(run_dir, config, data_info(dataset))
+            result = fit_settings(config, dataset, run_dir, device=torch_device, log=log, progress=progress,
+                                  callbacks=[*callbacks, *tracking.trackers], resume=resume is not None, setup=setup,
+                                  objective_hook=objective_hook, group=group)
+        except KeyboardInterrupt:
+            raise Interrupted(how_to_continue(run_dir)) from None
         loop = result.loop
         if group is not None and not group.is_main:
             return TrainResult(run_dir, result.model, {}, result.history)
@@ -131,7 +134,7 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
             "memory_format": "channels_last" if loop.channels_last else "contiguous",
             "cuda_graph": bool(loop.graphed and loop.graphed.graph is not None),
         })
-        write_json(run_dir / "metrics.json", metrics)
         write_report(run_dir, result.model, dataset, metrics, result.history)
-        tracking.finish(run_dir, metrics)
+        write_json(run_dir / "metrics.json", metrics)  # last: a run with metrics.json is finished (see run_dir_for)
+        tracking.finish(run_dir, metrics)  # after metrics.json: the artifacts are the finished run
         return TrainResult(run_dir, result.model, metrics, result.history)

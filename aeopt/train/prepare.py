@@ -15,6 +15,7 @@ from ..errors import AeoptError
 from ..runs import build_model
 from ..settings import Settings
 from .callbacks import Callback
+from .checkpoint import has_checkpoint
 from .distributed import Group
 from .loop import Loop, fit
 
@@ -33,10 +34,20 @@ def run_dir_for(out: str | None, settings: Settings, *, overwrite: bool) -> Path
     path = Path(out)
     if path.exists():
         if not overwrite:
+            if has_checkpoint(path) and not (path / "metrics.json").is_file():
+                raise AeoptError(f"{path} holds an unfinished run; continue it with `aeopt train --resume {path}`, "
+                                 "or pass --overwrite to start it again")
             raise AeoptError(f"{path} already exists; pass --overwrite to replace it or --out to choose another")
         if not (path / "config.yaml").is_file() and any(path.iterdir()):
             raise AeoptError(f"{path} exists and is not an aeopt run directory; refusing to delete it")
     return path
+
+
+def how_to_continue(run_dir: Path) -> str:
+    """What an interrupted run's user types next: every finished epoch is in the checkpoint."""
+    if has_checkpoint(run_dir):
+        return f"the finished epochs are kept: continue with `aeopt train --resume {run_dir}`"
+    return f"no epoch had finished: start again with `--overwrite --out {run_dir}`"
 
 
 def prepare_run_dir(out: str | None, settings: Settings, *, overwrite: bool) -> Path:
