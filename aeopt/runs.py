@@ -24,7 +24,7 @@ from safetensors.torch import save
 from .errors import AeoptError
 from .models import create_model
 from .models.channels import keep_channels_
-from .settings import TRACKING, Settings
+from .settings import Settings
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -132,9 +132,8 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_config(run_dir: Path, config: Settings, data_info: dict[str, Any],
                 artifact: dict[str, Any] | None = None) -> None:
-    """config.yaml: the settings (flat, without TRACKING's), what the data looked like (shape, scaler) and the
-    artifact record."""
-    values = {**{k: v for k, v in config.to_flat().items() if k not in TRACKING}, "data_info": data_info}
+    """config.yaml: the settings (flat), what the data looked like (shape, scaler) and the artifact record."""
+    values = {**config.to_flat(), "data_info": data_info}
     if artifact:
         values["artifact"] = artifact
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(values, sort_keys=False))

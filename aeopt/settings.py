@@ -28,8 +28,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 DEVICES = ("auto", "cpu", "cuda")
 RESUMABLE = ("epochs", "threads")  # what --resume may change: the rest would not be the same run
-# where a run is watched from (--tensorboard, --mlflow): not saved in config.yaml, so a resume logs only
-# where its own flags say, and a run derived from a saved one (a distilled student) never logs as it did
+# where a run is watched from (--tensorboard, --mlflow): train() leaves them out of config.yaml, so a resume
+# logs only where its own flags say, and a run derived from a saved one (a distilled student) never logs as it did
 TRACKING = ("tensorboard", "mlflow")
 MACHINE = ("device", "out") + TRACKING  # where it runs, is written and is logged: no part of the run itself
 

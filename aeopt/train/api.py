@@ -20,7 +20,7 @@ from ..evaluate.evaluate import evaluate_model
 from ..evaluate.report import write_report
 from ..models.losses import build_loss, choose_auto_loss
 from ..runs import build_model, read_config, save_config, write_json
-from ..settings import Settings
+from ..settings import TRACKING, Settings
 from .callbacks import Callback
 from .loop import Loop, resolve_device
 from .lr_find import lr_range_test
@@ -115,8 +115,8 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
             if config.optimization.lr == "auto":
                 found = lr_range_test(config, dataset, run_dir, device=torch_device, log=log)
                 config = config.replace(lr=found.lr)  # the run remembers the number, so --resume needs no second sweep
-            if group is None or group.is_main:
-                save_config(run_dir, config, data_info(dataset))
+            if group is None or group.is_main:  # config.yaml holds the run, not where it is watched from
+                save_config(run_dir, config.replace(**dict.fromkeys(TRACKING)), data_info(dataset))
             result = fit_settings(config, dataset, run_dir, device=torch_device, log=log, progress=progress,
                                   callbacks=[*callbacks, *tracking.trackers], resume=resume is not None, setup=setup,
                                   objective_hook=objective_hook, group=group)
