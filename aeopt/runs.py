@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import yaml
@@ -50,6 +52,30 @@ def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it; put it back at once
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def staged_dir(out: str | Path) -> Iterator[Path]:
+    """Build a directory in the hidden sibling `.NAME.partial`, then rename it over `out`.
+
+    A kill at any moment leaves the old `out` or the new one, never half of one: an old `out` is
+    renamed aside first and removed only after the new one is in place. A stage left by a killed
+    command is removed by the next one (so two commands must not build the same `out` at once).
+    The caller decides beforehand whether `out` may be replaced.
+    """
+    out = Path(out)
+    stage, old = out.parent / f".{out.name}.partial", out.parent / f".{out.name}.old"
+    for leftover in (stage, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

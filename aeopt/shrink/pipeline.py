@@ -26,7 +26,7 @@ from ..deploy.quantize import quantize_onnx
 from ..errors import AeoptError
 from ..data.datasets import in_memory
 from ..evaluate import evaluate_model
-from ..runs import atomic_write_text, save_config, save_tensors, write_json
+from ..runs import atomic_write_text, save_config, save_tensors, staged_dir, write_json
 from ..train.prepare import load_run_data
 from .distill import distill, train_student
 from .prune import check_fraction, layer_shapes, prune as prune_model, sparsity
@@ -114,10 +114,7 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
     before = _figures(model, dataset, Path(run_dir), artifact)
     log(f"before: {before['psnr']:.2f} dB, {before['params']:,} params, {before['size_bytes'] / 1e6:.3f} MB")
     steps: list[dict[str, Any]] = []
-    stage = out.parent / f".{out.name}.partial"
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    with staged_dir(out) as stage:
         def measure(step: str, **details) -> dict[str, Any]:
             after = _figures(model, dataset, stage, artifact)
             previous = steps[-1]["after"] if steps else before
@@ -162,9 +159,4 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
                                    "rounds": rounds, "finetune_epochs": finetune_epochs}})
         write_json(stage / "metrics.json", metrics)
         atomic_write_text(stage / "report.md", shrink_report(metrics))
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return metrics
