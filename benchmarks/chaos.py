@@ -323,7 +323,11 @@ def attack(command: Command, i: str, window: float, reference, tally: Tally, rng
     if sig == signal.SIGINT:
         tally.sigints += 1
         lines = stderr.strip().splitlines()
-        if process.returncode == 130 and len(lines) == 1 and lines[0].startswith("aeopt: interrupted"):
+        # -SIGINT and silence: it came before the interpreter had installed its handler (its first moments,
+        # longer on a loaded machine): nothing was written and nothing printed, which is clean too.
+        silent_start = process.returncode == -signal.SIGINT and not lines
+        if silent_start or (process.returncode == 130 and len(lines) == 1
+                            and lines[0].startswith("aeopt: interrupted")):
             tally.sigint_clean += 1
         else:
             tally.problems.append(f"{command.name} #{i} SIGINT: rc {process.returncode}: {stderr[-300:]!r}")
