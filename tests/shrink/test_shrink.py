@@ -214,3 +214,16 @@ def test_sparse_tensors_round_trip_exactly_and_damage_is_one_error(tmp_path):
     save_file(raw, tmp_path / "bad.safetensors", metadata=metadata)
     with pytest.raises(AeoptError, match="damaged sparse tensors"):
         load_tensors(tmp_path / "bad.safetensors")
+
+
+def test_shrink_says_the_loss_choice_at_most_once_and_is_quiet_when_asked(trained, tmp_path, capsys):
+    """'loss auto -> ...' used to repeat once per fine-tuning round, and `shrink` refused --quiet."""
+    messages = []
+    aeopt.shrink(trained.path, tmp_path / "a", prune=0.5, rounds=3, finetune_epochs=1, log=messages.append)
+    assert sum("loss auto" in m for m in messages) <= 1
+    assert sum(m.startswith("prune round") for m in messages) == 3
+    assert main(["shrink", str(trained.path), "--prune", "0.5", "--prune-rounds", "2", "--finetune-epochs", "1",
+                 "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "prune round" not in printed.out and "loss auto" not in printed.out and printed.err == ""
+    assert "run:" in printed.out
