@@ -29,7 +29,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 DEVICES = ("auto", "cpu", "cuda")
 RESUMABLE = ("epochs", "threads")  # what --resume may change: the rest would not be the same run
-MACHINE = ("device", "out")        # where it runs and is written: no part of the run itself
+# where a run is watched from (--tensorboard, --mlflow): train() leaves them out of config.yaml, so a resume
+# logs only where its own flags say, and a run derived from a saved one (a distilled student) never logs as it did
+TRACKING = ("tensorboard", "mlflow")
+MACHINE = ("device", "out") + TRACKING  # where it runs, is written and is logged: no part of the run itself
 
 
 def parse_lr(value: Any) -> Any:
@@ -204,6 +207,12 @@ class RuntimeSettings:
                                   check=at_least(1), expect=">= 1")
     device: str = setting("auto", "auto | cpu | cuda", check=one_of(*DEVICES), expect="auto, cpu or cuda")
     out: str | None = setting(None, "run directory to write (default: runs/<data>-<model>-<time>)")
+    tensorboard: str | None = setting(None, "train: log losses and their parts, lr, samples/s, gradient norms and "
+                                      "reconstructions to TENSORBOARD/<run name> (view: tensorboard --logdir "
+                                      "TENSORBOARD; pip install \"aeopt[tensorboard]\")")
+    mlflow: str | None = setting(None, "train: log params, metrics and the run directory to this MLflow tracking "
+                                 "URI: ./mlruns, sqlite:///mlflow.db, http://HOST:5000 (pip install "
+                                 "\"aeopt[mlflow]\")")
 
 
 SECTIONS = {"dataset": DataSettings, "architecture": ModelSettings, "objective": ObjectiveSettings,

@@ -13,14 +13,17 @@ from ..deploy.export import export_run
 from ..deploy.inference import load, prepare_input, unscale
 from ..errors import AeoptError
 from ..runs import atomic_write_bytes
+from .flags import add_common_flags, refuse_existing
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    refuse_existing(args.onnx, args.overwrite)
     diff = export_run(args.run, args.onnx, part=args.part)
     print(f"wrote {args.onnx} ({args.part}, dynamic batch); parity vs torch: max abs diff {diff:.2e}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    refuse_existing(Path(args.run) / "bench.json", args.overwrite)
     forms = tuple(args.forms.split(",")) if args.forms else FORMS
     bench(args.run, threads=args.threads, forms=forms, big_batch=args.batch, min_seconds=args.seconds)
     print(f"wrote {Path(args.run) / 'bench.json'}")
@@ -43,6 +46,7 @@ def _write_npy(path: str, array: np.ndarray) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> None:
     """x (.npy, data space) -> z (.npy)."""
+    refuse_existing(args.output, args.overwrite)
     run = load(args.run, runtime=args.runtime)
     x = prepare_input(_read_npy(args.input), run.data_info)
     with torch.no_grad():
@@ -53,6 +57,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_decode(args: argparse.Namespace) -> None:
     """z (.npy) -> x_hat (.npy, data space, the run's table scaler undone)."""
+    refuse_existing(args.output, args.overwrite)
     run = load(args.run, runtime=args.runtime)
     z = _read_npy(args.input).astype(np.float32)
     if z.ndim != 2 or z.shape[1] != run.model.latent_dim:
@@ -69,6 +74,7 @@ def add_commands(sub) -> None:
     p.add_argument("--onnx", required=True, metavar="FILE")
     p.add_argument("--part", default="full", choices=("full", "encoder", "decoder"),
                    help="full: x -> (x_hat, z); encoder: x -> z; decoder: z -> x_hat")
+    add_common_flags(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="latency / throughput / memory of eager, compiled, ONNX and int8 forms")
@@ -77,6 +83,7 @@ def add_commands(sub) -> None:
     p.add_argument("--batch", type=int, default=256, help="the large batch (default 256)")
     p.add_argument("--forms", help="comma list of eager_fp32,eager_bf16,compiled,onnx_fp32,onnx_int8")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum timing seconds per measurement")
+    add_common_flags(p)  # --overwrite replaces the run's bench.json
     p.set_defaults(func=cmd_bench)
 
     for name, func, what in (("encode", cmd_encode, "x (.npy) -> codes z (.npy)"),
@@ -87,4 +94,5 @@ def add_commands(sub) -> None:
         p.add_argument("output", metavar="OUTPUT")
         p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
                        help="auto: the run's format; onnx: ONNX Runtime")
+        add_common_flags(p)
         p.set_defaults(func=func)

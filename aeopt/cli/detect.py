@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .flags import add_common_flags
+
 
 def _log(quiet: bool):
     def log(message: str) -> None:
@@ -76,9 +78,7 @@ def add_commands(subparsers) -> None:
     f.add_argument("--precision", help="auto | fp32 | bf16")
     f.add_argument("--limit", type=int, help="use only the first N training samples")
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    f.add_argument("--quiet", action="store_true", help="only the result line (and warnings)")
-    f.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    add_common_flags(f)
     f.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("score", help="score data with a detector run: CSV of index,score,is_anomaly")
@@ -86,7 +86,5 @@ def add_commands(subparsers) -> None:
     s.add_argument("--data", required=True, help="data spec of the same shape as the training data")
     s.add_argument("--data-dir")
     s.add_argument("--out", required=True, metavar="FILE.csv")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
-    s.add_argument("--quiet", action="store_true")
-    s.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    add_common_flags(s)
     s.set_defaults(func=cmd_score)

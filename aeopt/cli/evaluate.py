@@ -7,7 +7,7 @@ import json
 from ..deploy.inference import evaluate, reconstruct_file
 from ..deploy.sample import sample_run, write_samples
 from ..models import list_models, model_description, model_knobs
-from .flags import add_common_flags
+from .flags import add_common_flags, refuse_existing
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -34,6 +34,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    refuse_existing(args.output, args.overwrite)
     count = reconstruct_file(args.run, args.input, args.output)
     print(f"wrote {count} reconstruction(s) to {args.output}")
 
@@ -45,9 +46,11 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
+    refuse_existing(args.out, args.overwrite)
     x = sample_run(args.run, args.n, seed=args.seed)
     write_samples(x, args.out)
     print(f"wrote {len(x)} samples to {args.out}")
+
 
 def add_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="test-set quality of a run beside PCA")
@@ -62,7 +65,7 @@ def add_commands(sub) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("input", metavar="INPUT", help="image file (PNG/JPEG) or .npy array")
     p.add_argument("output", metavar="OUTPUT", help=".png (images) or .npy")
-    add_common_flags(p, writes=False)
+    add_common_flags(p)
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("models", help="list the registered models and their knobs")
@@ -74,4 +77,5 @@ def add_commands(sub) -> None:
     p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--out", default="samples.png", help="FILE.png (image grid) or FILE.npy (default: samples.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior draws")
+    add_common_flags(p)
     p.set_defaults(func=cmd_sample)

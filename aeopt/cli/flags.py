@@ -72,6 +72,16 @@ def add_common_flags(parser: argparse.ArgumentParser, *, writes: bool = True) ->
         parser.add_argument("--overwrite", action="store_true", help="replace existing output")
 
 
+def refuse_existing(path, overwrite: bool) -> None:
+    """The rule of every command that writes: an existing output is replaced only with --overwrite."""
+    from pathlib import Path
+
+    from ..errors import AeoptError
+
+    if Path(path).exists() and not overwrite:
+        raise AeoptError(f"{path} already exists; pass --overwrite to replace it")
+
+
 def quiet_log(message: str) -> None:
     """--quiet keeps warnings (they matter) and drops chatter."""
     import sys

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import Interrupted
 from ..optimize import optimize
 from ..optimize.api import DEFAULT_TRIALS
 from .flags import add_common_flags, defaults_of
@@ -40,17 +41,22 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=d["seed"], help="data split and initial weights")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     p.add_argument("--device", default=d["device"], choices=("auto", "cpu", "cuda"))
-    add_common_flags(p, writes=False)  # a study is continued, never replaced: rerun to add trials
+    add_common_flags(p)  # without --overwrite a rerun continues the study: finished trials are kept
     p.set_defaults(func=cmd_optimize)
 
 
 def cmd_optimize(args: argparse.Namespace) -> None:
-    result = optimize(args.data, out=args.out, objectives=args.objectives, trials=args.trials, budget=args.budget,
-                      latent_dim=args.latent_dim, storage=args.storage, workers=args.workers,
-                      tolerance=args.tolerance, space=args.space, epochs=args.epochs, subset=args.subset,
-                      final_epochs=args.final_epochs, max_front=args.max_front, seed=args.seed,
-                      threads=args.threads, data_dir=args.data_dir, device=args.device, progress=not args.quiet,
-                      log=(lambda message: None) if args.quiet else print)
+    try:
+        result = optimize(
+            args.data, out=args.out, objectives=args.objectives, trials=args.trials, budget=args.budget,
+            latent_dim=args.latent_dim, storage=args.storage, workers=args.workers, tolerance=args.tolerance,
+            space=args.space, epochs=args.epochs, subset=args.subset, final_epochs=args.final_epochs,
+            max_front=args.max_front, seed=args.seed, threads=args.threads, data_dir=args.data_dir,
+            device=args.device, progress=not args.quiet, overwrite=args.overwrite,
+            log=(lambda message: None) if args.quiet else print)
+    except KeyboardInterrupt:
+        raise Interrupted("the finished trials are kept in the study: rerun the same command (without "
+                          "--overwrite) to continue it") from None
     pick = result.recommended
     print(f"front: {len(result.front)} model(s); recommended: trial {pick['trial']} val mse {pick['mse']:.5f} "
           f"test mse {pick['test_mse']:.5f}, {pick['params']:,} params, "

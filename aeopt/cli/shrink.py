@@ -29,16 +29,22 @@ def add_commands(sub) -> None:
     d = defaults_of(shrink)
     p = sub.add_parser("shrink", help="prune / quantize / distill a run into a new run directory")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--prune", type=float, metavar="F", help="fraction of weights (or channels) to remove")
-    p.add_argument("--structured", action="store_true", help="remove whole channels: smaller and faster")
+    p.add_argument("--prune", type=float, metavar="F",
+                   help="fraction of weights (or, with --structured, channels) to remove. Unstructured (the default) "
+                        "zeroes single weights and stores them sparse (values + bit mask): the float file shrinks "
+                        "(50%%: 1.9x) and aeopt.load reads it back; an int8 file keeps its zeros, so there the "
+                        "size comes from int8 alone (measured: benchmarks/results/shrink_unstructured.md)")
+    p.add_argument("--structured", action="store_true",
+                   help="remove whole channels: a smaller dense model, smaller in every format and faster")
     p.add_argument("--quantize", choices=("int8",), help="post-training int8 (ONNX Runtime)")
     p.add_argument("--distill-to", metavar="MODEL_SPEC",
                    help="student to train from this run, e.g. conv:width=8 (also trained alone, for comparison)")
     p.add_argument("--out", required=True, metavar="NEW", help="the new run directory")
     p.add_argument("--prune-rounds", type=int, default=d["rounds"], help=f"prune + fine-tune rounds (default "
                    f"{d['rounds']})")
-    p.add_argument("--finetune-epochs", type=int, default=d["finetune_epochs"], help=f"fine-tuning epochs per "
-                   f"round (default {d['finetune_epochs']})")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs per round (default: the run's epochs / "
+                   "rounds, so fine-tuning costs about one training; fewer lose quality: see benchmarks/results/"
+                   "shrink_unstructured.md)")
     p.add_argument("--distill-epochs", type=int, help="student epochs (default: the teacher's)")
     p.add_argument("--no-student-alone", action="store_true",
                    help="with --distill-to, skip training the same student without the teacher (by default it "

@@ -8,6 +8,7 @@ dict / latent_dim), so evaluation, reconstruction and the benchmarks treat it li
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,12 @@ def export_onnx(model: nn.Module, path: str | Path, *, part: str = "full") -> Pa
     wrapped = _Part(fold_batchnorm(model.float().cpu()), part)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The tracer warns that PadTo/CropTo's "pad or not" becomes a constant: it is one, since only the
+            # batch dimension is dynamic and the image size is fixed by the model; nothing for the user to do.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # "legacy TorchScript-based exporter": chosen on purpose (see above); the user can do nothing about it.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             torch.onnx.export(wrapped, (example_input(model, part),), str(tmp), dynamo=False, opset_version=OPSET,
                               input_names=inputs, output_names=outputs,
                               dynamic_axes={name: {0: "batch"} for name in inputs + outputs})

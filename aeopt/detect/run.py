@@ -15,9 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +25,7 @@ import torch
 from ..data import load_data, standardize
 from ..data.datasets import _to_samples, _unit_float, in_memory
 from ..errors import AeoptError, describe_failure
-from ..runs import atomic_write_text, load_tensors, load_torch, save_config, save_tensors, write_json
+from ..runs import atomic_write_text, load_tensors, load_torch, save_config, save_tensors, staged_dir, write_json
 from .detector import AutoencoderDetector
 from .scores import Scorer
 from .thresholds import NoAnomalyInLabelsWarning, check_contamination
@@ -104,7 +101,7 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
     else:
         log("note: the test split has no anomaly labels (0/1, or --normal-class): no AUROC / F1")
     metrics["test_flagged"] = float((test_scores > detector.threshold_).mean())
-    _write_run(out, detector, ds, data, normal_class, metrics, test_scores, y_test, overwrite=overwrite)
+    _write_run(out, detector, ds, data, normal_class, metrics, test_scores, y_test)
     return metrics
 
 
@@ -116,13 +113,11 @@ def evaluate_scores(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict
 
 
 def _write_run(out: Path, detector: AutoencoderDetector, ds, data: str, normal_class, metrics, test_scores,
-               y_test, *, overwrite: bool) -> None:
+               y_test) -> None:
     """Everything into a hidden sibling folder, then renamed over `out`."""
     from .report import write_report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with staged_dir(out) as tmp:
         info = {"sample_shape": list(detector.sample_shape_), "is_image": ds.is_image,
                 "output": "sigmoid" if ds.in_unit_range else "linear", "scaler": ds.scaler,
                 "n_train": metrics["n_train"]}
@@ -131,12 +126,6 @@ def _write_run(out: Path, detector: AutoencoderDetector, ds, data: str, normal_c
         save_detector_state(tmp, detector, data=data, normal_class=normal_class)
         write_json(tmp / "metrics.json", metrics)
         write_report(tmp, detector, ds, metrics, test_scores, y_test)
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_detector_state(run_dir: Path, detector: AutoencoderDetector, **extra) -> None:

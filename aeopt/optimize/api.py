@@ -1,6 +1,8 @@
 """`optimize()`: search, retrain the Pareto front, write pareto.json/csv, trials.csv, pareto.png, report.md."""
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
 from .retrain import BEST_SHARE, LEAD_SHARE, MIN_EPOCHS, choose_members, retrain_front, trainable_within
-from .search import default_storage, parse_budget, run_search
+from .search import (DEFAULT_JOURNAL_FILE, DEFAULT_STORAGE_FILE, STUDY_NAME, default_storage, open_storage,
+                     parse_budget, run_search)
 from .space import default_space, load_space
 from .trial import TrialPlan
 
@@ -47,7 +50,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
              storage: str | None = None, workers: int = 1, tolerance: float = 0.05, space: str | Path | None = None,
              epochs: int = 9, subset: int | None = 12000, final_epochs: int | None = None, max_front: int = 4,
              seed: int = 0, threads: int | None = None, data_dir: str | None = None, device: str = "auto",
-             progress: bool = True,
+             progress: bool = True, overwrite: bool = False,
              log: Callable[[str], None] = print) -> OptimizeResult:
     """Search architectures and training recipes for the best error per cost; return the Pareto front.
 
@@ -70,6 +73,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
         max_front: most front members to retrain (the best-error one, the recommended one, the cheapest...).
         seed: data split and initial weights.
         threads: torch threads per worker (default: the cores torch sees, shared among the workers).
+        overwrite: start afresh: delete the study (in `storage` too) and everything in `out`; without it a
+            rerun continues the study, keeping every finished trial.
 
     Returns:
         OptimizeResult with the front as dicts (mse, test_mse, params, train_flops_per_sample, run, ...).
@@ -88,6 +93,8 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
     base = default_space(dataset.sample_shape, in_unit_range=dataset.in_unit_range, latent_dim=latent_dim)
     search_space = load_space(space, base)
     out = Path(out or f"runs/optimize-{spec.split(':')[0]}")
+    if overwrite:
+        start_afresh(out, storage)
     out.mkdir(parents=True, exist_ok=True)
     if trials is None and seconds is None:
         trials = DEFAULT_TRIALS
@@ -166,6 +173,23 @@ def reference_points(dataset: Dataset, latent_dim: int) -> list[dict[str, Any]]:
         refs.append({"name": "seed architecture", "color": "C1", "params": seed.num_params(),
                      "train_flops_per_sample": seed.train_flops_per_sample()})
     return refs
+
+
+def start_afresh(out: Path, storage: str | None) -> None:
+    """--overwrite: the old study goes (from a shared storage too), and `out` with it, if it is a study folder."""
+    if storage is not None:
+        try:
+            optuna.delete_study(study_name=STUDY_NAME, storage=open_storage(storage, out))
+        except KeyError:
+            pass  # no study there yet
+    if out.exists():
+        marks = (DEFAULT_STORAGE_FILE, DEFAULT_JOURNAL_FILE, "pareto.json", "trials")
+        if any(out.iterdir()) and not any((out / mark).exists() for mark in marks):
+            raise AeoptError(f"{out} is not an aeopt optimize folder; refusing to delete it")
+        aside = out.with_name(f".{out.name}.old")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(out, aside)   # gone at once from `out`, however long the removal takes
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def plan_text(plan: TrialPlan, final_epochs: int, workers: int, storage: str | None, out: Path,

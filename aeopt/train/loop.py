@@ -173,7 +173,9 @@ class Loop:
                 sums[name] = sums.get(name, 0) + value.float() * len(x)
             seen += len(x)
             self.step += 1
-            if self.stop:
+            if logging and self.group is not None:
+                self.agree_on_stop()
+            if self.stop and (logging or self.group is None):  # ranks stop together, at a step they share
                 break
             if logging:
                 mean = sums["loss"].item() / seen
@@ -188,6 +190,11 @@ class Loop:
         self.train_seconds += time.perf_counter() - started
         means = {name: float(total) / max(seen, 1) for name, total in sums.items()}
         return {"train_loss": means.pop("loss"), **{f"train_{name}": value for name, value in means.items()}}
+
+    def agree_on_stop(self) -> None:
+        """A callback's stop on any rank stops every rank: one rank leaving alone would leave the others
+        waiting forever in the next gradient all-reduce."""
+        self.stop = self.group.sum([float(self.stop)], self.device)[0] > 0
 
     def validation(self) -> dict[str, float]:
         """Mean validation figures over the validation split, in eval mode, without gradients."""
@@ -231,6 +238,8 @@ class Loop:
                                      **{k: v for k, v in row.items() if k != "val_loss"}})
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, self.history[-1])
+                if self.group is not None:
+                    self.agree_on_stop()
                 if bar is not None:
                     bar.set_description(f"epoch {self.epoch}/{self.epochs} val {val_loss:.4f}")
                 if val_loss < self.best_val or math.isnan(val_loss):  # no validation split: the last epoch

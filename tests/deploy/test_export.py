@@ -95,3 +95,15 @@ def test_fold_batchnorm_keeps_the_function_with_fewer_norms(name):
     x = torch.rand(5, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(folded(x)["x_hat"], model(x)["x_hat"], atol=1e-5, rtol=0)
+
+
+def test_export_says_nothing_about_choices_made_on_purpose(run_dir, tmp_path):
+    """Export used to print PyTorch's TracerWarning (PadTo's constant padding decision, with a source line) and
+    the legacy-exporter DeprecationWarning: neither is anything the user can act on."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(aeopt.load(run_dir).model, tmp_path / "m.onnx")
+    assert [str(w.message)[:80] for w in caught] == []
+    assert (tmp_path / "m.onnx").stat().st_size > 0

@@ -172,3 +172,58 @@ def test_quantize_modes_stay_close_to_float(mode, tmp_path):
     with torch.no_grad():
         want = model(x)["x_hat"].numpy()
     assert abs(got - want).max() < 0.05 and abs(got - want).max() > 0   # int8, so not bit-exact
+
+
+def test_unstructured_pruning_pays_on_disk_on_the_digits_conv(tmp_path):
+    """The issue's case: `aeopt shrink RUN --prune 0.5` used to keep 18,633 -> 18,633 params in a file of the
+    same size and lose 0.67 dB; the zeros are now stored sparse, and the default fine-tuning (the run's
+    epochs shared by the rounds) keeps the quality."""
+    source = aeopt.train(data="digits", model="conv", epochs=20, threads=1, out=str(tmp_path / "conv"),
+                         progress=False, log=lambda m: None)
+    dense = (source.path / "model.safetensors").stat().st_size
+    pruned = aeopt.shrink(source.path, tmp_path / "pruned", prune=0.5, log=lambda m: None)
+    assert pruned["shrink"]["finetune_epochs"] == 7          # 20 epochs over 3 rounds
+    assert (tmp_path / "pruned" / "model.safetensors").stat().st_size < 0.6 * dense
+    loaded = aeopt.load(tmp_path / "pruned")                 # read back dense, zeros in place
+    assert sparsity(loaded.model) >= 0.5
+    assert aeopt.evaluate(tmp_path / "pruned")["test"]["psnr"] == pytest.approx(pruned["test"]["psnr"], abs=1e-6)
+    both = aeopt.shrink(source.path, tmp_path / "both", prune=0.5, quantize="int8", log=lambda m: None)
+    assert dense / both["size_bytes"] >= 2.0
+    assert both["test"]["psnr"] >= source.metrics["test"]["psnr"] - 0.5
+
+
+def test_sparse_tensors_round_trip_exactly_and_damage_is_one_error(tmp_path):
+    from aeopt.runs import load_tensors, save_tensors
+
+    weight = torch.randn(40, 30)
+    weight[torch.rand_like(weight) < 0.7] = 0
+    tensors = {"w": weight, "dense": torch.randn(40, 30), "few": torch.zeros(3)}
+    save_tensors(tmp_path / "t.safetensors", tensors)
+    back = load_tensors(tmp_path / "t.safetensors")
+    assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    save_file(tensors, tmp_path / "dense.safetensors")
+    saved = (tmp_path / "dense.safetensors").stat().st_size - (tmp_path / "t.safetensors").stat().st_size
+    assert saved > 0.6 * weight.nbytes      # 70% zeros: the values and a bit mask take about a third
+    raw = load_file(tmp_path / "t.safetensors")
+    with safe_open(str(tmp_path / "t.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    raw["w"] = raw["w"][:-1]     # one value short of its mask
+    save_file(raw, tmp_path / "bad.safetensors", metadata=metadata)
+    with pytest.raises(AeoptError, match="damaged sparse tensors"):
+        load_tensors(tmp_path / "bad.safetensors")
+
+
+def test_shrink_says_the_loss_choice_at_most_once_and_is_quiet_when_asked(trained, tmp_path, capsys):
+    """'loss auto -> ...' used to repeat once per fine-tuning round, and `shrink` refused --quiet."""
+    messages = []
+    aeopt.shrink(trained.path, tmp_path / "a", prune=0.5, rounds=3, finetune_epochs=1, log=messages.append)
+    assert sum("loss auto" in m for m in messages) <= 1
+    assert sum(m.startswith("prune round") for m in messages) == 3
+    assert main(["shrink", str(trained.path), "--prune", "0.5", "--prune-rounds", "2", "--finetune-epochs", "1",
+                 "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert "prune round" not in printed.out and "loss auto" not in printed.out and printed.err == ""
+    assert "run:" in printed.out

@@ -147,3 +147,31 @@ def test_ranks_of_an_aae_keep_one_discriminator(tmp_path):
     spread = dict(line.split() for line in done.stdout.strip().splitlines())
     assert set(spread) == {"discriminator", "encoder"}
     assert all(float(v) == 0.0 for v in spread.values()), spread
+
+
+STOP_ON_ONE_RANK = """
+import os, sys, torch.distributed as dist
+import aeopt
+from aeopt.train.callbacks import OnStepEnd
+
+def stop_on_rank_1(loop, batch, parts):
+    if dist.get_rank() == 1 and loop.step >= 5:
+        loop.stop = True
+
+result = aeopt.train(data="digits", model="mlp", hidden="16", latent_dim=2, precision="fp32", epochs=50,
+                     batch_size=32, threads=1, out=sys.argv[1], progress=False, log=lambda m: None,
+                     callbacks=[OnStepEnd(stop_on_rank_1)])
+print(dist.get_rank(), len(result.history))
+"""
+
+
+def test_a_stop_on_one_rank_stops_every_rank(tmp_path):
+    """A callback (a time budget, say) that stops one rank stops all of them at the same step, instead of the
+    others hanging in the next all-reduce."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--no-python", sys.executable, "-c", STOP_ON_ONE_RANK, str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    epochs = dict(line.split() for line in done.stdout.strip().splitlines())
+    assert epochs == {"0": "1", "1": "1"}   # both stopped in the first epoch, of 50

@@ -1,0 +1,88 @@
+"""One CLI: every subcommand takes --quiet and --debug, every one that writes takes --overwrite and
+refuses to replace an output without it."""
+import argparse
+
+import numpy as np
+import pytest
+
+from aeopt.cli import main
+from aeopt.cli.main import build_parser
+
+READ_ONLY = {"evaluate", "models"}  # print only: nothing to overwrite
+
+
+def subcommands(parser=None, prefix=()):
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from subcommands(sub, prefix + (name,))
+            return
+    yield " ".join(prefix), parser
+
+
+def test_the_walk_finds_every_command_group():
+    names = {name for name, _ in subcommands()}
+    assert {"train", "lr-find", "evaluate", "reconstruct", "models", "sample", "optimize", "shrink", "export",
+            "bench", "encode", "decode", "shard", "detect fit", "detect score", "compress",
+            "decompress"} <= names
+
+
+@pytest.mark.parametrize("name", [name for name, _ in subcommands()])
+def test_every_subcommand_shows_the_shared_flags_in_its_help(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*name.split(), "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "--quiet" in text and "--debug" in text
+    assert ("--overwrite" in text) == (name not in READ_ONLY)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flags") / "run"
+    assert main(["train", "--data", "digits", "--model", "mlp", "--hidden", "16", "--latent-dim", "4", "--epochs",
+                 "1", "--threads", "1", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_writers_refuse_to_replace_an_output_without_overwrite(small_run, tmp_path, capsys):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((3, 1, 8, 8), np.float32))
+    z = tmp_path / "z.npy"
+    np.save(z, np.zeros((3, 4), np.float32))
+    commands = {
+        "encode": (["encode", str(small_run), str(x)], "codes.npy"),
+        "decode": (["decode", str(small_run), str(z)], "x_hat.npy"),
+        "reconstruct": (["reconstruct", str(small_run), str(x)], "recon.npy"),
+        "export": (["export", str(small_run), "--onnx"], "model.onnx"),
+    }
+    for name, (argv, output) in commands.items():
+        target = tmp_path / output
+        target.write_bytes(b"keep me")
+        assert main([*argv, str(target)]) == 2, name
+        assert "pass --overwrite" in capsys.readouterr().err
+        assert target.read_bytes() == b"keep me", f"{name} replaced its output without --overwrite"
+        assert main([*argv, str(target), "--overwrite"]) == 0, name
+        assert target.read_bytes() != b"keep me"
+    capsys.readouterr()
+
+
+def test_optimize_overwrite_starts_the_study_afresh(tmp_path, capsys):
+    argv = ["optimize", "--data", "digits", "--trials", "1", "--epochs", "1", "--subset", "200", "--final-epochs",
+            "1", "--max-front", "2", "--threads", "1", "--out", str(tmp_path / "opt"), "--quiet"]
+    import optuna
+
+    def completed():
+        study = optuna.load_study(study_name="aeopt", storage=f"sqlite:///{tmp_path / 'opt' / 'study.db'}")
+        return len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+
+    assert main(argv) == 0 and main(argv) == 0
+    assert completed() == 2    # a rerun continues the study
+    assert main([*argv, "--overwrite"]) == 0
+    assert completed() == 1    # --overwrite started a new one
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main([*argv[:-3], "--out", str(tmp_path / "other"), "--overwrite", "--quiet"]) == 2
+    assert "not an aeopt optimize folder" in capsys.readouterr().err
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
