@@ -80,9 +80,11 @@ def open_storage(url: str | None, out: Path):
             raise AeoptError(f"storage {url!r} needs a database driver that is not installed ({err}); "
                              "pip install aeopt[postgres]") from None
         except Exception as err:  # SQLAlchemy's errors: bad URL, unreachable server, a schema race
-            # Workers started together on a new database race to create Optuna's tables; the loser sees a
-            # duplicate-key error and succeeds on a second try, once the tables exist.
-            if attempt == STORAGE_ATTEMPTS - 1 or "://" not in url or "duplicate" not in str(err).lower():
+            # Processes opening a new database together race to create Optuna's tables; the loser sees a
+            # duplicate-key (PostgreSQL), "already exists" or "database is locked" (SQLite) error and succeeds
+            # on a second try, once the tables exist.
+            text = str(err).lower()
+            if attempt == STORAGE_ATTEMPTS - 1 or not any(s in text for s in ("duplicate", "already exists", "locked")):
                 raise AeoptError(f"cannot open storage {url!r}: {str(err).splitlines()[0]}") from None
             time.sleep(1.0 + attempt)
 
