@@ -20,7 +20,8 @@ from ..runs import write_json
 from .objectives import parse_objectives
 from .pareto import final_front, search_front, trial_rows, write_csv
 from .report import plot_front, recommend, write_report
-from .retrain import BEST_SHARE, LEAD_SHARE, MIN_EPOCHS, choose_members, retrain_front, trainable_within
+from .retrain import (BEST_SHARE, LEAD_SHARE, MIN_EPOCHS, choose_members, remove_unfinished_members, retrain_front,
+                      trainable_within)
 from .search import (DEFAULT_JOURNAL_FILE, DEFAULT_STORAGE_FILE, STUDY_NAME, default_storage, open_storage,
                      parse_budget, run_search)
 from .space import default_space, load_space
@@ -124,6 +125,7 @@ def optimize(data: str | Dataset = "digits", *, out: str | Path | None = None, o
                      f"the recommended one), within {max(0.0, deadline - time.time()):.0f} s")
     log(f"retraining {len(picks)} front member(s) on all {dataset.n_train} training samples, cheapest first, "
         f"best error last, up to {max_epochs} epochs each{within_budget}")
+    remove_unfinished_members(out / "front", keep={p.trial.number for p in picks})
     members, skipped = retrain_front(picks, plan, dataset, deadline=deadline, max_epochs=max_epochs, log=log)
     skipped = [{"trial": t.number, "reasons": ["on the search's front"],
                 "why": f"fewer than {MIN_EPOCHS} full-data epochs would fit in half the retraining time"}

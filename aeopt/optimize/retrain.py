@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import optuna
@@ -152,6 +154,17 @@ def retrain_front(picks: list[Pick], plan: TrialPlan, dataset: Dataset, *, deadl
             factor = min(2.0, max(0.5, spent / (member["epochs"] * per_epoch[i])))
             per_epoch[i + 1:] = [e * factor for e in per_epoch[i + 1:]]
     return members, skipped
+
+
+def remove_unfinished_members(front_dir: Path, keep: set[int]) -> None:
+    """A member whose retraining was killed (no metrics.json) and that this call does not retrain again is
+    removed: the front folder then holds finished runs only (benchmarks/results/chaos.md found two)."""
+    if not front_dir.is_dir():
+        return
+    for run_dir in front_dir.iterdir():
+        if run_dir.is_dir() and run_dir.name.isdigit() and int(run_dir.name) not in keep \
+                and not (run_dir / "metrics.json").is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,

@@ -11,6 +11,7 @@ trials, a killed search loses at most the trials that were running, and any numb
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import re
 import sys
@@ -89,9 +90,26 @@ def open_storage(url: str | None, out: Path):
             time.sleep(1.0 + attempt)
 
 
+class _NoCtrlCTraceback(logging.Filter):
+    """Optuna logs a trial ended by Ctrl-C as failed, twice: with the KeyboardInterrupt's traceback, then "Trial N
+    failed with value None". aeopt says the interruption in one line instead (cli/optimize.py); the trial is
+    marked failed in the study all the same."""
+
+    interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted = True
+            return False
+        return not (self.interrupted and "failed with value" in record.getMessage())
+
+
 def open_study(plan: TrialPlan, storage_url: str | None) -> optuna.Study:
     """Create or load the study; refuse to mix objectives in one study."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:  # records of optuna.* loggers reach these handlers
+        if not any(isinstance(f, _NoCtrlCTraceback) for f in handler.filters):
+            handler.addFilter(_NoCtrlCTraceback())
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, group
     storage = open_storage(storage_url, plan.out)
     # TPE (multi-objective, multivariate): learns from few trials, where NSGA-II needs generations.

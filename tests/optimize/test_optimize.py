@@ -302,3 +302,16 @@ def test_members_after_a_faster_than_predicted_one_get_the_time_it_saved(monkeyp
     # 0.85 x (40 s - 2 x 2 s) / (1 + 3) -> 7 epochs in 3.5 s; then 3 x 0.95 x 36.5 s / (3 x 0.5 s) -> 69
     assert dict(trained) == {1: 7, 2: 69}
     assert end <= 1040.0
+
+
+def test_a_killed_members_half_written_folder_is_removed_unless_retrained_again(tmp_path):
+    """chaos.py found front/0003 left without metrics.json after a rerun whose front no longer held trial 3."""
+    from aeopt.optimize.retrain import remove_unfinished_members
+
+    for name, finished in (("0001", True), ("0002", False), ("0003", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("model: conv\n")
+        if finished:
+            (tmp_path / name / "metrics.json").write_text("{}")
+    remove_unfinished_members(tmp_path, keep={2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001", "0002"]
