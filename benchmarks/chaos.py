@@ -16,9 +16,6 @@ trial was lost. SIGINT (Ctrl-C) is checked the same way, plus: exit code 130, on
 from __future__ import annotations
 
 import argparse
-import csv
-import functools
-import io
 import json
 import os
 import random
@@ -35,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+
+from benchmarks.chaos_files import check_files, run_dirs_unfinished  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ONE_THREAD = ["--threads", "1"]
@@ -48,91 +46,6 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OM
 def aeopt(args: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "aeopt", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=ENV)
-
-
-# ---------------------------------------------------------------- the files a killed command left
-
-def unreadable(path: Path) -> str | None:
-    """Why `path` is not a whole file of its kind, or None when it reads back."""
-    suffix = path.suffix
-    try:
-        if suffix == ".json":
-            json.loads(path.read_text())
-        elif suffix == ".yaml":
-            yaml.safe_load(path.read_text())
-        elif suffix == ".csv":
-            rows = list(csv.reader(io.StringIO(path.read_text())))
-            if rows and len({len(r) for r in rows if r}) > 1:
-                return "ragged rows"
-        elif suffix == ".md":
-            path.read_text()
-        elif suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                for name in f.keys():
-                    f.get_tensor(name)
-        elif suffix == ".png":
-            from PIL import Image
-
-            with Image.open(path) as image:
-                image.load()
-        elif suffix == ".npy":
-            np.load(path, allow_pickle=False)
-        elif suffix == ".db":
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
-                    return "SQLite integrity check failed"
-        elif suffix == ".aec":  # decoded with the codec run beside the outputs (checksum and all)
-            from aeopt.codec import decompress
-
-            decompress(_codec(str(path.parents[1] / "codec")), path.read_bytes())
-        elif suffix == ".onnx":
-            import onnx
-
-            onnx.load(str(path))
-    except Exception as err:  # any failure to read is the finding
-        return f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
-    return None
-
-
-@functools.lru_cache(maxsize=4)
-def _codec(run: str):
-    from aeopt.codec import load_codec
-
-    return load_codec(run)
-
-
-@dataclass
-class FileCheck:
-    files: int = 0
-    corrupt: list[str] = field(default_factory=list)
-    leftovers: int = 0   # hidden temp files/stages a SIGKILL cannot clean (never read as results)
-
-
-def check_files(root: Path) -> FileCheck:
-    found = FileCheck()
-    for path in sorted(root.rglob("*")):
-        if not path.is_file():
-            continue
-        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-        if hidden:
-            found.leftovers += 1
-            continue
-        found.files += 1
-        problem = unreadable(path)
-        if problem:
-            found.corrupt.append(f"{path.relative_to(root)}: {problem}")
-    return found
-
-
-def run_dirs_unfinished(root: Path) -> list[str]:
-    """Visible run directories (config.yaml) without metrics.json: a half-written run where a finished one is
-    expected, once recovery has succeeded. A search trial's folder (optimize's trials/NNNN) holds a
-    checkpoint and no metrics by design: the study records its result."""
-    return [str(p.parent.relative_to(root)) for p in root.rglob("config.yaml")
-            if not any(part.startswith(".") or part == "trials" for part in p.relative_to(root).parts)
-            and not (p.parent / "metrics.json").is_file()]
 
 
 # ---------------------------------------------------------------- recovering as a user would

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/
-from benchmarks import chaos  # noqa: E402
+from benchmarks import chaos, chaos_files  # noqa: E402
 
 
 @pytest.mark.parametrize("name,kills,sigints", [("train", 1, 1), ("optimize", 1, 0)])
@@ -39,6 +39,6 @@ def test_a_damaged_file_is_found(tmp_path):
     (tmp_path / "i.png").write_bytes((tmp_path / "i.png").read_bytes()[:30])
     (tmp_path / "ok.yaml").write_text("a: 1\n")
     (tmp_path / ".x.json.123.tmp").write_text("{")
-    found = chaos.check_files(tmp_path)
+    found = chaos_files.check_files(tmp_path)
     assert found.files == 4 and found.leftovers == 1
     assert sorted(c.split(":")[0] for c in found.corrupt) == ["i.png", "m.json", "w.safetensors"]
