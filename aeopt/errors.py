@@ -17,6 +17,19 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with what the user does next (e.g. "continue with `aeopt train --resume runs/x`")."""
 
 
+def caused_by_ctrl_c(err: BaseException) -> bool:
+    """Whether `err` was raised while a KeyboardInterrupt was being handled: a library's cleanup that fails
+    on the way out (Optuna's trial bookkeeping raises UnboundLocalError when Ctrl-C lands at the wrong
+    moment) is still the user's Ctrl-C, not a crash."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__ or err.__cause__
+    return False
+
+
 def describe_failure(err: Exception) -> str:
     """`Type: first line of the message` (at most 200 characters), for one-line fallback warnings."""
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

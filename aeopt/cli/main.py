@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ..errors import AeoptError, Interrupted
+from ..errors import AeoptError, Interrupted, caused_by_ctrl_c
 
 COMMAND_MODULES: tuple[str, ...] = (
     "aeopt.cli.train",      # train, lr-find
@@ -34,9 +34,30 @@ def build_parser():
     return parser
 
 
+def redeliver_ctrl_c_from_finalizers() -> None:
+    """Ctrl-C that lands while Python runs a finalizer or a weakref callback (SQLAlchemy's, during garbage
+    collection) is printed as "Exception ignored ... KeyboardInterrupt" and dropped: the command went on to the
+    end (benchmarks/chaos.py caught it). Deliver it again to the main code instead, silently."""
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            import _thread
+            import threading
+
+            # From another thread, a moment later: raised here, it would land in this hook and be dropped too.
+            threading.Timer(0.01, _thread.interrupt_main).start()
+            return
+        default(unraisable)
+
+    if getattr(sys.unraisablehook, "__name__", "") != "hook":
+        sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    redeliver_ctrl_c_from_finalizers()
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(argv)  # the command as typed: `train --nproc-per-node` relaunches it under torchrun
@@ -47,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"aeopt: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:  # Ctrl-C: what was finished is kept; say how to go on
-        if debug:
+    except BaseException as err:  # Ctrl-C (or a library failing on its way out of one): say how to go on
+        if debug or isinstance(err, SystemExit) or not caused_by_ctrl_c(err):
             raise
-        hint = str(err) if isinstance(err, Interrupted) else "nothing half-written was left; rerun the command to start again"
+        hint = str(err) if isinstance(err, Interrupted) else \
+            "nothing half-written was left; rerun the command to start again"
         print(f"aeopt: interrupted; {hint}", file=sys.stderr)
         return 130
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import Interrupted
+from ..errors import Interrupted, caused_by_ctrl_c
 from ..optimize import optimize
 from ..optimize.api import DEFAULT_TRIALS
 from .flags import add_common_flags, defaults_of
@@ -54,7 +54,9 @@ def cmd_optimize(args: argparse.Namespace) -> None:
             max_front=args.max_front, seed=args.seed, threads=args.threads, data_dir=args.data_dir,
             device=args.device, progress=not args.quiet, overwrite=args.overwrite,
             log=(lambda message: None) if args.quiet else print)
-    except KeyboardInterrupt:
+    except BaseException as err:
+        if not caused_by_ctrl_c(err):
+            raise
         raise Interrupted("the finished trials are kept in the study: rerun the same command (without "
                           "--overwrite) to continue it") from None
     pick = result.recommended

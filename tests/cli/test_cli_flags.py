@@ -86,3 +86,49 @@ def test_optimize_overwrite_starts_the_study_afresh(tmp_path, capsys):
     assert main([*argv[:-3], "--out", str(tmp_path / "other"), "--overwrite", "--quiet"]) == 2
     assert "not an aeopt optimize folder" in capsys.readouterr().err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_ctrl_c_inside_a_finalizer_reaches_the_main_code(monkeypatch):
+    """Python drops a KeyboardInterrupt raised in a finalizer (printing 'Exception ignored'); a Ctrl-C that
+    landed in SQLAlchemy's weakref callback let `optimize` run on to the end. The CLI re-delivers it."""
+    import sys
+
+    from aeopt.cli.main import redeliver_ctrl_c_from_finalizers
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    redeliver_ctrl_c_from_finalizers()
+
+    class InterruptedWhileCollected:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        victim = InterruptedWhileCollected()
+        del victim
+        import time
+
+        time.sleep(2)  # the re-delivered interrupt arrives 10 ms after the finalizer, ending the sleep
+
+
+def test_a_library_failing_on_its_way_out_of_ctrl_c_is_still_an_interruption(monkeypatch, capsys):
+    """Ctrl-C at the wrong moment in Optuna's trial bookkeeping surfaced as an UnboundLocalError traceback
+    (exit 1); it is the user's Ctrl-C: one line, exit 130. A plain bug still raises."""
+    from aeopt.cli import evaluate as evaluate_cli
+
+    def interrupted_then_broken(args):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise UnboundLocalError("cannot access local variable 'updated_state'")
+
+    monkeypatch.setattr(evaluate_cli, "cmd_models", interrupted_then_broken)
+    assert main(["models"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("aeopt: interrupted;") and len(err.strip().splitlines()) == 1
+
+    def broken(args):
+        raise UnboundLocalError("a real bug")
+
+    monkeypatch.setattr(evaluate_cli, "cmd_models", broken)
+    with pytest.raises(UnboundLocalError):
+        main(["models"])
