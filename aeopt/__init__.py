@@ -22,3 +22,6 @@ except KeyboardInterrupt:
     raise
 
 __version__ = "0.1.0"
+__all__ = ["AeoptError", "AutoencoderDetector", "AutoencoderTransformer", "Dataset", "Settings", "TrainConfig",
+           "bench", "compress", "create_model", "decompress", "evaluate", "export_onnx", "fit", "list_models", "load",
+           "load_data", "optimize", "register_model", "shrink", "train"]

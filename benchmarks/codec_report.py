@@ -96,7 +96,7 @@ def write_report(results: Path, note: str = "") -> None:
         webp0 = next(p for p in fm["peers"] if p["codec"] == "WebP" and p["setting"] == 0)
         beat = [o for o in fm["aeopt"] if o["bytes_per_image"] < webp0["bytes_per_image"] and o["psnr"] >= webp0["psnr"]]
         lines += ["", f"WebP's smallest file (q0): {webp0['bytes_per_image']:.1f} B at {webp0['psnr']:.2f} dB. aeopt "
-                  + (f"points smaller at equal or better PSNR: " + ", ".join(
+                  + ("points smaller at equal or better PSNR: " + ", ".join(
                       f"lambda {o['lmbda']:g} ({o['bytes_per_image']:.1f} B, {o['psnr']:.2f} dB)" for o in beat)
                      if beat else "has no point that is smaller at equal or better PSNR") + ".", ""]
         t = fm["timing"]

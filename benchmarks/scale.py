@@ -91,7 +91,7 @@ def main() -> None:
             rates[n] = ddp_rate(n, max(1, a.threads // n), a.limit, a.epochs, Path(tmp) / f"ddp{n}")
             lines.append(f"| {n} x {max(1, a.threads // n)} | {rates[n]:.0f} | {rates[n] / rates[min(rates)]:.2f} |")
             print(lines[-1], flush=True)
-        lines += ["", f"## Memory (synthetic uint8 28x28 shards, one epoch of an MLP, 1 thread)", "",
+        lines += ["", "## Memory (synthetic uint8 28x28 shards, one epoch of an MLP, 1 thread)", "",
                   "| data | samples | peak RSS growth MB | vs 1x | samples/s |", "|---|---:|---:|---:|---:|"]
         first = None
         for factor in (1, 2, 4, 8):

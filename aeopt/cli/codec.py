@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import AeoptError
 from ..runs import atomic_write_bytes, atomic_write_text
-from .flags import add_common_flags
+from .flags import add_common_flags, refuse_existing
 
 RUN_RECORD = "aeopt-run.json"
 PROGRESS_FROM = 64  # images: fewer finish before a progress bar would be worth drawing
@@ -87,9 +87,8 @@ def _check_free(paths: list[Path], overwrite: bool) -> None:
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise AeoptError("two inputs would write the same output name; rename one of them")
-    taken = [p for p in paths if p.exists()]
-    if taken and not overwrite:
-        raise AeoptError(f"{taken[0]} already exists; pass --overwrite to replace it")
+    for path in paths:
+        refuse_existing(path, overwrite)
 
 
 def _record_run(folder: Path, run) -> None:

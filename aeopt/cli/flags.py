@@ -7,8 +7,10 @@ import dataclasses
 import inspect
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
+from ..errors import AeoptError
 from ..settings import flat_names, read_yaml, setting_fields
 
 
@@ -72,12 +74,8 @@ def add_common_flags(parser: argparse.ArgumentParser, *, writes: bool = True) ->
         parser.add_argument("--overwrite", action="store_true", help="replace existing output")
 
 
-def refuse_existing(path, overwrite: bool) -> None:
+def refuse_existing(path: str | Path, overwrite: bool) -> None:
     """The rule of every command that writes: an existing output is replaced only with --overwrite."""
-    from pathlib import Path
-
-    from ..errors import AeoptError
-
     if Path(path).exists() and not overwrite:
         raise AeoptError(f"{path} already exists; pass --overwrite to replace it")
 

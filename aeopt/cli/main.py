@@ -34,24 +34,24 @@ def build_parser():
     return parser
 
 
+def _ctrl_c_hook(unraisable) -> None:
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        import _thread
+        import threading
+
+        # From another thread, a moment later: raised here, it would land in this hook and be dropped too.
+        threading.Timer(0.01, _thread.interrupt_main).start()
+        return
+    _ctrl_c_hook.previous(unraisable)
+
+
 def redeliver_ctrl_c_from_finalizers() -> None:
     """Ctrl-C that lands while Python runs a finalizer or a weakref callback (SQLAlchemy's, during garbage
     collection) is printed as "Exception ignored ... KeyboardInterrupt" and dropped: the command went on to the
     end (benchmarks/chaos.py caught it). Deliver it again to the main code instead, silently."""
-    default = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            import _thread
-            import threading
-
-            # From another thread, a moment later: raised here, it would land in this hook and be dropped too.
-            threading.Timer(0.01, _thread.interrupt_main).start()
-            return
-        default(unraisable)
-
-    if getattr(sys.unraisablehook, "__name__", "") != "hook":
-        sys.unraisablehook = hook
+    if sys.unraisablehook is not _ctrl_c_hook:
+        _ctrl_c_hook.previous = sys.unraisablehook
+        sys.unraisablehook = _ctrl_c_hook
 
 
 def main(argv: list[str] | None = None) -> int:

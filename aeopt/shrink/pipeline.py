@@ -98,7 +98,7 @@ def shrink(run_dir: str | Path, out: str | Path, *, prune: float | None = None, 
         distill_to: a student model spec (e.g. "conv:width=8") trained to imitate the run's model.
         rounds, finetune_epochs: the pruning schedule (rounds of prune + fine-tune). By default the rounds
             share as many fine-tuning epochs as the run was trained for: on the digits conv (40 epochs),
-            50% unstructured then loses 0.12 dB, where 2 epochs a round lose 1.5 dB
+            50% unstructured then loses 0.05 dB, where 2 epochs a round lose 1.5 dB
             (benchmarks/results/shrink_unstructured.md).
         distill_epochs: the student's epochs (default: the teacher's).
         student_alone: with `distill_to`, also train the same student without the teacher (same

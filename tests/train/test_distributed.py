@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import aeopt
 
@@ -20,6 +19,14 @@ def aeopt_cli(*args: str, cwd: Path | None = None, timeout: float = 240) -> subp
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "aeopt", *args], cwd=cwd or ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def torchrun_python(script: str, *args: str) -> subprocess.CompletedProcess:
+    """`script` (python -c) in 2 processes under torch.distributed.run, on gloo, one thread each."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--no-python", sys.executable, "-c", script, *args],
+                          env=env, capture_output=True, text=True, timeout=240)
 
 
 def test_two_processes_train_like_one_at_twice_the_batch(tmp_path):
@@ -46,11 +53,7 @@ def test_only_rank_0_writes(tmp_path):
         (tmp_path / f"rank{rank}").mkdir()
     script = ("import os, sys; os.chdir(os.path.join(sys.argv[1], 'rank' + os.environ['RANK'])); "
               "from aeopt.cli.main import main; sys.exit(main(sys.argv[2:]))")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "--no-python", sys.executable, "-c", script, str(tmp_path), "train",
-                           *MLP, "--epochs", "1", "--quiet", "--out", "run"],
-                          env=env, capture_output=True, text=True, timeout=240)
+    done = torchrun_python(script, str(tmp_path), "train", *MLP, "--epochs", "1", "--quiet", "--out", "run")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "rank0" / "run" / "metrics.json").is_file()
     assert list((tmp_path / "rank1").iterdir()) == []
@@ -139,10 +142,7 @@ for name, module in parts.items():
 def test_ranks_of_an_aae_keep_one_discriminator(tmp_path):
     """An objective's extra optimizer (the AAE's discriminator) averages its gradients over the ranks in a step
     pre-hook, as DDP does for the main model: after training, every rank holds the same weights."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "--no-python", sys.executable, "-c", SYNC_CHECK, str(tmp_path / "run")],
-                          env=env, capture_output=True, text=True, timeout=240)
+    done = torchrun_python(SYNC_CHECK, str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr[-2000:]
     spread = dict(line.split() for line in done.stdout.strip().splitlines())
     assert set(spread) == {"discriminator", "encoder"}
@@ -168,10 +168,7 @@ print(dist.get_rank(), len(result.history))
 def test_a_stop_on_one_rank_stops_every_rank(tmp_path):
     """A callback (a time budget, say) that stops one rank stops all of them at the same step, instead of the
     others hanging in the next all-reduce."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "--no-python", sys.executable, "-c", STOP_ON_ONE_RANK, str(tmp_path / "run")],
-                          env=env, capture_output=True, text=True, timeout=240)
+    done = torchrun_python(STOP_ON_ONE_RANK, str(tmp_path / "run"))
     assert done.returncode == 0, done.stderr[-2000:]
     epochs = dict(line.split() for line in done.stdout.strip().splitlines())
     assert epochs == {"0": "1", "1": "1"}   # both stopped in the first epoch, of 50
