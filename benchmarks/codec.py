@@ -82,14 +82,35 @@ def _bd_table(ours: list[dict], peers: list[dict], key: str = "bpp") -> dict:
     return out
 
 
+def _warm_start(weights: Path):
+    """A callback that loads a finished run's weights before the first step (a fresh optimizer and
+    schedule follow): continuing a short run for more epochs without replaying the first ones."""
+    from aeopt.runs import load_tensors
+    from aeopt.train.callbacks import Callback
+
+    class WarmStart(Callback):
+        def on_fit_start(self, loop) -> None:
+            loop.model.load_state_dict(load_tensors(weights))
+
+    return WarmStart()
+
+
 def train_fmnist(args) -> None:
-    """Train one hyperprior per lambda into benchmarks/.cache/codec/fm-LAMBDA (measured by `fmnist`)."""
+    """Train one hyperprior per lambda into benchmarks/.cache/codec/fm-LAMBDA (measured by `fmnist`);
+    with --init, each lambda starts from the weights of its run already there (then renamed -init)."""
     for lmbda in [float(v) for v in args.lambdas.split(",")]:
         started = time.perf_counter()
+        out = CACHE / f"fm-{lmbda:g}"
+        callbacks = []
+        if args.init:
+            before = CACHE / f"fm-{lmbda:g}-init"
+            if not before.exists():
+                out.rename(before)
+            callbacks = [_warm_start(before / "model.safetensors")]
         result = aeopt.train(data="fashion-mnist", model="codec", entropy="hyperprior", lmbda=lmbda,
-                             latent_dim=args.latent, width=args.width, epochs=args.epochs, batch_size=64, lr=1e-3,
-                             threads=1, out=str(CACHE / f"fm-{lmbda:g}"), overwrite=True, progress=False, log=print,
-                             limit=args.limit)
+                             latent_dim=args.latent, width=args.width, epochs=args.epochs, batch_size=64, lr=args.lr,
+                             threads=1, out=str(out), overwrite=True, progress=False, log=print,
+                             limit=args.limit, callbacks=callbacks)
         print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
               flush=True)
 
@@ -116,6 +137,11 @@ def part_fmnist(args) -> None:
         run_dir = CACHE / f"fm-{lmbda:g}"
         run = _rebuilt(run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        before = CACHE / f"fm-{lmbda:g}-init"  # a warm-started run: its training so far counts too
+        if before.exists():
+            first = json.loads((before / "metrics.json").read_text())
+            metrics["train_seconds"] += first["train_seconds"]
+            metrics["epochs"] += first["epochs"]
         t = measure(run, test)
         points.append({"lmbda": lmbda, "bpp": t["bpp"], "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"],
                        "ms_ssim": t["ms_ssim"], "batch_bpp": t["batch_file"]["bpp"],
@@ -235,6 +261,8 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--lambdas", default="0.0008,0.002,0.005,0.013")
         p.add_argument("--epochs", type=int, default=3)
+        p.add_argument("--lr", type=float, default=1e-3)
+        p.add_argument("--init", action="store_true", help="continue each lambda's cached run (warm start)")
         p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
         p.add_argument("--latent", type=int, default=32)
         p.add_argument("--width", type=int, default=48)

@@ -34,7 +34,8 @@ from benchmarks.common import machine_line  # noqa: E402
 
 ODDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "odds"
 ODDS_SETS = ("arrhythmia", "cardio", "ionosphere", "letter", "pima", "satellite", "shuttle", "wbc")
-SCORE_VARIANTS = (("recon", "mse"), ("recon", "ssim"), ("latent", "mse"), ("combined", "mse"), ("combined", "ssim"))
+SCORE_VARIANTS = (("recon", "mse"), ("recon", "ssim"), ("latent", "mse"), ("combined", "mse"), ("combined", "ssim"),
+                  ("forest", "mse"))
 
 
 def flat(x: np.ndarray) -> np.ndarray:
