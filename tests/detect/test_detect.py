@@ -113,7 +113,7 @@ def test_auto_threshold_finds_a_separated_group():
     rng = np.random.default_rng(0)
     scores = np.r_[rng.normal(0, 1, 950), rng.normal(6, 1, 50)]
     threshold, how = auto_threshold(scores)
-    assert 2.0 < threshold < 4.0 and "Otsu" in how
+    assert 2.0 < threshold < 4.0 and "Hampel" in how
     assert 0.04 <= (scores > threshold).mean() <= 0.07
     assert (np.ones(10) > auto_threshold(np.ones(10))[0]).sum() == 0  # equal scores: nothing flagged
 
@@ -121,7 +121,7 @@ def test_auto_threshold_finds_a_separated_group():
 def test_auto_contamination_flags_no_more_than_half():
     x = np.random.default_rng(1).normal(size=(200, 4))
     detector = AutoencoderDetector(contamination="auto", epochs=1, model_options={"hidden": "8"}).fit(x)
-    assert 0 < detector.labels_.mean() <= 0.5 and "Otsu" in detector.threshold_method_
+    assert 0 < detector.labels_.mean() <= 0.5 and "Hampel" in detector.threshold_method_
 
 
 def test_trimmed_loss_ignores_the_worst_samples():
