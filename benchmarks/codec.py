@@ -124,6 +124,15 @@ def _rebuilt(run_dir: Path):
     return load_codec(run_dir)
 
 
+def _stage(run_dir: Path) -> dict:
+    """How one cached run trained: epochs, optimizer, peak learning rate, schedule (its config.yaml)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
+    return {"epochs": epochs, **{k: config[k] for k in ("optimizer", "lr", "weight_decay", "schedule")}}
+
+
 def part_fmnist(args) -> None:
     from aeopt.codec.evaluate import measure
 
@@ -138,16 +147,16 @@ def part_fmnist(args) -> None:
         run = _rebuilt(run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         before = CACHE / f"fm-{lmbda:g}-init"  # a warm-started run: its training so far counts too
+        stages = [_stage(r) for r in ([before] if before.exists() else []) + [run_dir]]
         if before.exists():
-            first = json.loads((before / "metrics.json").read_text())
-            metrics["train_seconds"] += first["train_seconds"]
-            metrics["epochs"] += first["epochs"]
+            metrics["train_seconds"] += json.loads((before / "metrics.json").read_text())["train_seconds"]
+            metrics["epochs"] = sum(st["epochs"] for st in stages)
         t = measure(run, test)
         points.append({"lmbda": lmbda, "bpp": t["bpp"], "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"],
                        "ms_ssim": t["ms_ssim"], "batch_bpp": t["batch_file"]["bpp"],
                        "batch_bytes_per_image": t["batch_file"]["bytes_per_image"],
                        "encode_ms": t["encode_ms_per_image"], "decode_ms": t["decode_ms_per_image"],
-                       "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"],
+                       "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"], "stages": stages,
                        "params": metrics["params"]})
         runs.append(run)
         print(json.dumps(points[-1]), flush=True)
@@ -205,6 +214,16 @@ def train_photos(args) -> None:
         indent=2) + "\n")
 
 
+def _training_so_far(name: str) -> dict:
+    """A cached photo run's training.json, its time and steps including the runs it warm-started from."""
+    training = json.loads((CACHE / name / "training.json").read_text())
+    if training.get("init"):
+        before = _training_so_far(training["init"])
+        training = {**training, "train_seconds": training["train_seconds"] + before["train_seconds"],
+                    "steps_about": training["steps_about"] + before["steps_about"]}
+    return training
+
+
 def part_photos(args) -> None:
     from aeopt.codec.evaluate import measure
     from aeopt.data.patches import image_files, read_image
@@ -216,7 +235,7 @@ def part_photos(args) -> None:
     for name in args.runs.split(","):
         run_dir = CACHE / name
         run = _rebuilt(run_dir)
-        training = json.loads((run_dir / "training.json").read_text())
+        training = _training_so_far(name)
         t = measure(run, test)
         ours.append({"run": name, "lmbda": run.model.lmbda, "bpp": t["bpp"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
                      "bytes_per_image": t["bytes_per_image"], "encode_ms": t["encode_ms_per_image"],

@@ -64,6 +64,17 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
     plt.close(fig)
 
 
+def _fm_training(fm: dict) -> str:
+    """How the Fashion-MNIST codecs trained, from the stages recorded per lambda (the first lambda's)."""
+    stages = fm["aeopt"][0].get("stages")
+    if not stages:
+        return f"{fm['aeopt'][0]['epochs']} epochs per lambda"
+    parts = [f"{st['epochs']} epochs {st['optimizer']} lr {st['lr']:g} (weight decay {st['weight_decay']:g}, "
+             f"{st['schedule']})" for st in stages]
+    total = sum(st["epochs"] for st in stages)
+    return f"{total} epochs per lambda: " + ", then from those weights ".join(parts)
+
+
 def write_report(results: Path, note: str = "") -> None:
     fm_path, ph_path = results / "codec_fmnist.json", results / "codec_photos.json"
     fm = json.loads(fm_path.read_text()) if fm_path.is_file() else None
@@ -80,8 +91,8 @@ def write_report(results: Path, note: str = "") -> None:
                   f"Machine: {fm['machine']}. Load average before {fm['load_before'][0]:.1f}, after "
                   f"{fm['load_after'][0]:.1f} (the machine is shared).", "",
                   f"aeopt: scale hyperprior, width {s['width']}, latent {s['latent']} channels, "
-                  f"{fm['aeopt'][0]['params']:,} parameters, trained {s['epochs']} epochs per lambda on the 55k "
-                  f"training images (one thread, batch 64, Adam 1e-3); tested on {fm['test_images']:,} test images.",
+                  f"{fm['aeopt'][0]['params']:,} parameters, trained {_fm_training(fm)} on the 55k training images "
+                  f"(one thread, batch 64); tested on {fm['test_images']:,} test images.",
                   "",
                   "| lambda | bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | MS-SSIM | "
                   "train s |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -116,8 +127,8 @@ def write_report(results: Path, note: str = "") -> None:
                   f"aeopt: scale hyperpriors (width {s['width']}, latent {s['latent']}, {ph['params']:,} parameters) "
                   f"trained on 1 CPU thread on random {s['patch']}x{s['patch']} crops (batch {s['batch']}) of the 300 "
                   "train + val photos, for minutes, not the days on GPUs published models get: read it as where a "
-                  "short CPU run lands, not what the architecture can do. The second lambda is warm-started from the "
-                  "first run's weights.", "",
+                  "short CPU run lands, not what the architecture can do. A run warm-started from another started "
+                  "from its weights; its time and steps include the other's.", "",
                   f"Test ({ph['test_images']} photos, one .aec file each, every byte counted):", "",
                   "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
