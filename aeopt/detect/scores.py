@@ -1,6 +1,6 @@
 """Anomaly scores from a trained autoencoder: higher = more abnormal, one float per sample.
 
-Three families, each a rule with its reason:
+The scores, each a rule with its reason:
   recon     the reconstruction error. An autoencoder trained on normal data reconstructs normal
             data well and the rest badly. `mse` (any data), `bce` (data in [0, 1]: the Bernoulli
             likelihood the model was trained on), `ssim` (images: 1 - SSIM counts broken structure,
