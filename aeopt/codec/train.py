@@ -84,7 +84,11 @@ def codec_data(settings: Settings, device, dataset=None):
 def train_codec(config: Settings | None = None, *, dataset=None, resume=None, overwrite: bool = False,
                 progress: bool = True, log: Callable[[str], None] = print, device: str | None = None,
                 callbacks: Iterable[Callback] = (), max_seconds: float | None = None, **settings) -> TrainResult:
-    """Train a codec run and write its directory (aeopt.train's arguments; `max_seconds`: a time budget)."""
+    """Train a codec run and write its directory (aeopt.train's arguments; `max_seconds`: a time budget).
+
+    The learning-rate schedule spans `epochs` whatever the budget: set epochs to about what the
+    budget holds (a huge epoch count with a time budget never leaves the cosine warm-up).
+    """
     if resume is not None:
         raise AeoptError("codec runs cannot be resumed yet (their tables and test files are built at the end); "
                          "train again with more --epochs")
