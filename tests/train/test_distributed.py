@@ -136,6 +136,12 @@ for name, module in parts.items():
     dist.all_gather(every, mine)
     if dist.get_rank() == 0:
         print(name, float(max((e - every[0]).abs().max() for e in every)))
+# Skip interpreter shutdown: a gloo process group left to it aborts the process now and then after the
+# work is done (SIGABRT, "terminate called without an active exception"; about 1 run in 12, cause open),
+# which is not what these scripts check.
+sys.stdout.flush()
+dist.destroy_process_group()
+os._exit(0)
 """
 
 
@@ -163,6 +169,12 @@ result = aeopt.train(data="digits", model="mlp", hidden="16", latent_dim=2, prec
                      batch_size=32, threads=1, out=sys.argv[1], progress=False, log=lambda m: None,
                      callbacks=[OnStepEnd(stop_on_rank_1)])
 print(dist.get_rank(), len(result.history))
+# Skip interpreter shutdown: a gloo process group left to it aborts the process now and then after the
+# work is done (SIGABRT, "terminate called without an active exception"; about 1 run in 12, cause open),
+# which is not what these scripts check.
+sys.stdout.flush()
+dist.destroy_process_group()
+os._exit(0)
 """
 
 
