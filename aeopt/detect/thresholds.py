@@ -60,7 +60,7 @@ def auto_threshold(scores: np.ndarray) -> tuple[float, str]:
         return float(scores.max()), "all scores equal: nothing is flagged"
     median = float(np.median(scores))
     spread = MAD_TO_STD * float(np.median(np.abs(scores - median)))
-    if spread <= 0:  # over half the scores tie at the median: everything above it stands out
+    if spread <= 0:  # over half the scores tie at the median (MAD 0): the plain standard deviation instead
         spread = float(np.std(scores))
     threshold = median + HAMPEL_K * spread
     share = float((scores > threshold).mean())

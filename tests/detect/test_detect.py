@@ -171,7 +171,7 @@ def test_tables_get_an_mlp_and_standardized_features():
 def test_tables_score_auto_is_the_forest_and_it_survives_a_save_and_load(tmp_path):
     """The forest is refitted from the stored training features on load (no pickle): same scores."""
     from aeopt.detect.run import load_detector, save_detector_state
-    from aeopt.runs import save_config, save_tensors
+    from aeopt.runs import load_tensors, save_config, save_tensors
 
     from sklearn.ensemble import IsolationForest
 
@@ -193,3 +193,9 @@ def test_tables_score_auto_is_the_forest_and_it_survives_a_save_and_load(tmp_pat
     save_detector_state(tmp_path, detector)
     loaded, _ = load_detector(tmp_path)
     np.testing.assert_array_equal(loaded.decision_function(odd), detector.decision_function(odd))
+    # a state file without the forest's training features is damaged: one line, not a KeyError
+    tensors = load_tensors(tmp_path / "detector.safetensors")
+    del tensors["scorer.forest_features"]
+    save_tensors(tmp_path / "detector.safetensors", tensors)
+    with pytest.raises(AeoptError, match="damaged"):
+        load_detector(tmp_path)

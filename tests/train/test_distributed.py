@@ -29,12 +29,19 @@ def torchrun_python(script: str, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=240)
 
 
+def child_failure(done: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun job said: the children's own error and abort lines first (torchrun's long
+    summary at the end cut them off), then the end of stderr."""
+    own = [line for line in done.stderr.splitlines() if "Error" in line or "terminate called" in line]
+    return "\n".join(own)[:1500] + "\n...\n" + done.stderr[-1500:]
+
+
 def test_two_processes_train_like_one_at_twice_the_batch(tmp_path):
     """Each rank takes every other sample of the epoch's order, so 2 x batch 64 is 1 x batch 128 step for step:
     the same gradients up to float summation order. Tolerance: 1e-4 relative on the test MSE."""
     two = aeopt_cli("train", "--nproc-per-node", "2", *MLP, "--epochs", "3", "--batch-size", "64", "--threads", "1",
                     "--quiet", "--out", str(tmp_path / "two"))
-    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.returncode == 0, child_failure(two)
     one = aeopt.train(data="digits", model="mlp", hidden="32", latent_dim=4, precision="fp32", patience=0, epochs=3,
                       batch_size=128, threads=1, out=str(tmp_path / "one"), progress=False, log=lambda m: None)
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
@@ -54,7 +61,7 @@ def test_only_rank_0_writes(tmp_path):
     script = ("import os, sys; os.chdir(os.path.join(sys.argv[1], 'rank' + os.environ['RANK'])); "
               "from aeopt.cli.main import main; sys.exit(main(sys.argv[2:]))")
     done = torchrun_python(script, str(tmp_path), "train", *MLP, "--epochs", "1", "--quiet", "--out", "run")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, child_failure(done)
     assert (tmp_path / "rank0" / "run" / "metrics.json").is_file()
     assert list((tmp_path / "rank1").iterdir()) == []
 
@@ -75,7 +82,7 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["train", "--nproc-per-node", "2", *MLP, "--epochs", "5", "--batch-size", "16", "--threads", "1",
             "--quiet"]
     straight = aeopt_cli(*args, "--out", str(tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert straight.returncode == 0, child_failure(straight)
     cut = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "aeopt", *args, "--out", str(cut)], cwd=ROOT, env=env,
@@ -86,7 +93,7 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_result(tmp_path):
         os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks at once
         process.wait()
     resumed = aeopt_cli("train", "--nproc-per-node", "2", "--resume", str(cut), "--quiet")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, child_failure(resumed)
     a = json.loads((tmp_path / "straight" / "checkpoint.json").read_text())["history"]
     b = json.loads((cut / "checkpoint.json").read_text())["history"]
     assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
@@ -124,6 +131,16 @@ def _is_rank(pid: int, rank: int, run: Path) -> bool:
     return f"RANK={rank}".encode() in environ and str(run).encode() in cmdline and b"torch.distributed" not in cmdline
 
 
+# How each Python-API script below ends. Skipping interpreter shutdown: a gloo process group left to it
+# aborts the process now and then after the work is done (SIGABRT, "terminate called without an active
+# exception"; about 1 run in 12, cause open), which is not what these scripts check.
+CLEAN_EXIT = """
+sys.stdout.flush()
+dist.destroy_process_group()
+os._exit(0)
+"""
+
+
 SYNC_CHECK = """
 import os, sys, torch, torch.distributed as dist
 import aeopt
@@ -136,21 +153,14 @@ for name, module in parts.items():
     dist.all_gather(every, mine)
     if dist.get_rank() == 0:
         print(name, float(max((e - every[0]).abs().max() for e in every)))
-# Skip interpreter shutdown: a gloo process group left to it aborts the process now and then after the
-# work is done (SIGABRT, "terminate called without an active exception"; about 1 run in 12, cause open),
-# which is not what these scripts check.
-sys.stdout.flush()
-dist.destroy_process_group()
-os._exit(0)
-"""
+""" + CLEAN_EXIT
 
 
 def test_ranks_of_an_aae_keep_one_discriminator(tmp_path):
     """An objective's extra optimizer (the AAE's discriminator) averages its gradients over the ranks in a step
     pre-hook, as DDP does for the main model: after training, every rank holds the same weights."""
     done = torchrun_python(SYNC_CHECK, str(tmp_path / "run"))
-    # the child's own exception line first: torchrun's summary at the end cut it off once (a failure not reproduced)
-    assert done.returncode == 0, "\n".join(l for l in done.stderr.splitlines() if "Error" in l)[:1500] + done.stderr[-1500:]
+    assert done.returncode == 0, child_failure(done)
     spread = dict(line.split() for line in done.stdout.strip().splitlines())
     assert set(spread) == {"discriminator", "encoder"}
     assert all(float(v) == 0.0 for v in spread.values()), spread
@@ -169,19 +179,13 @@ result = aeopt.train(data="digits", model="mlp", hidden="16", latent_dim=2, prec
                      batch_size=32, threads=1, out=sys.argv[1], progress=False, log=lambda m: None,
                      callbacks=[OnStepEnd(stop_on_rank_1)])
 print(dist.get_rank(), len(result.history))
-# Skip interpreter shutdown: a gloo process group left to it aborts the process now and then after the
-# work is done (SIGABRT, "terminate called without an active exception"; about 1 run in 12, cause open),
-# which is not what these scripts check.
-sys.stdout.flush()
-dist.destroy_process_group()
-os._exit(0)
-"""
+""" + CLEAN_EXIT
 
 
 def test_a_stop_on_one_rank_stops_every_rank(tmp_path):
     """A callback (a time budget, say) that stops one rank stops all of them at the same step, instead of the
     others hanging in the next all-reduce."""
     done = torchrun_python(STOP_ON_ONE_RANK, str(tmp_path / "run"))
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, child_failure(done)
     epochs = dict(line.split() for line in done.stdout.strip().splitlines())
     assert epochs == {"0": "1", "1": "1"}   # both stopped in the first epoch, of 50
