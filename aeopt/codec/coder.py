@@ -64,8 +64,9 @@ class Coder:
         if z is not None:
             for c in range(z.shape[1]):
                 self._encode_group(enc, z[:, c].ravel(), self.z, c)
-        for row in np.unique(rows):
-            self._encode_group(enc, y[rows == row], self.y, int(row))
+        flat_y = y.ravel()
+        for row, members in _groups(rows):
+            self._encode_group(enc, flat_y[members], self.y, row)
 
     def encode(self, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> bytes:
         enc = queue.RangeEncoder()
@@ -88,11 +89,20 @@ class Coder:
         return np.stack([self._decode_group(dec, n * h * w, self.z, k).reshape(n, h, w) for k in range(c)], 1)
 
     def decode_y(self, dec, rows: np.ndarray) -> np.ndarray:
-        y = np.zeros(rows.shape, dtype=np.int64)
-        for row in np.unique(rows):
-            mask = rows == row
-            y[mask] = self._decode_group(dec, int(mask.sum()), self.y, int(row))
-        return y
+        y = np.zeros(rows.size, dtype=np.int64)
+        for row, members in _groups(rows):
+            y[members] = self._decode_group(dec, len(members), self.y, row)
+        return y.reshape(rows.shape)
+
+
+def _groups(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(row, flat indices of its elements in C order) for every table row in use, rows ascending:
+    one stable sort instead of a full-array comparison per row (what a boolean mask per row costs)."""
+    flat = rows.ravel()
+    order = np.argsort(flat, kind="stable")
+    starts = np.flatnonzero(np.diff(flat[order], prepend=-1))
+    ends = np.append(starts[1:], len(order))
+    return [(int(flat[order[a]]), order[a:b]) for a, b in zip(starts, ends)]
 
 
 def new_encoder():

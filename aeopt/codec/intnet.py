@@ -88,29 +88,53 @@ class IntNet:
         return cls(layers, t[f"{prefix}.thresholds"].numpy().astype(np.int64))
 
     def indices(self, z_hat: np.ndarray, y_shape: tuple[int, int]) -> np.ndarray:
-        """Table row of every element of y, (N, M, H, W) int64, from the integer z_hat (N, C, h, w)."""
-        limit = 2 ** (ACT_LIMIT_LOG2 + A_BITS)
-        a = np.clip(z_hat.astype(np.int64), -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2) << A_BITS
-        for layer in self.layers:
-            a = _conv3x3(a, layer.weight) + layer.bias[None, :, None, None]
-            a = (a + (1 << (W_BITS - 1))) >> W_BITS  # back to A_BITS; the shift floors identically everywhere
-            if layer.shuffle:
-                n, c, h, w = a.shape
-                a = a.reshape(n, c // 4, 2, 2, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // 4, 2 * h, 2 * w)
+        """Table row of every element of y, (N, M, H, W) int64, from the integer z_hat (N, C, h, w).
+
+        Activations are integers held in float64, channels last (see _conv3x3 for why): the shift
+        back to A_BITS is floor((a + half) / 2**W_BITS), exact in float64 as a power-of-two division
+        of an integer below 2**53, so it equals the arithmetic shift of integers bit for bit."""
+        limit = float(2 ** (ACT_LIMIT_LOG2 + A_BITS))
+        a = np.clip(z_hat, -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2).astype(np.float64) * 2 ** A_BITS
+        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+        for k, layer in enumerate(self.layers):
+            last = k == len(self.layers) - 1
+            # the last layer computes only the y positions the crop keeps (a padded y is odd-sized)
+            out_hw = y_shape if last else a.shape[1:3]
+            a = _conv3x3(a, self._matrix(k), out_hw) + layer.bias
+            a = np.floor((a + (1 << (W_BITS - 1))) * 2.0 ** -W_BITS)
+            if layer.shuffle:  # torch's PixelShuffle(2): channel 4c + 2i + j -> (c, 2h + i, 2w + j)
+                n, h, w, c = a.shape
+                a = a.reshape(n, h, w, c // 4, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * h, 2 * w, c // 4)
             if layer.relu:
-                a = np.maximum(a, 0)
-            a = np.clip(a, -limit, limit)
-        r = a[..., :y_shape[0], :y_shape[1]]
-        return np.searchsorted(self.thresholds, r, side="left").astype(np.int64)
+                np.maximum(a, 0, out=a)
+            np.clip(a, -limit, limit, out=a)
+        return np.searchsorted(self._float_thresholds(), a.transpose(0, 3, 1, 2), side="left").astype(np.int64)
+
+    def _matrix(self, k: int) -> np.ndarray:
+        """Layer k's weight as a (9 * C, O) float64 matrix, tap-major like _conv3x3's columns (cached)."""
+        cache = self.__dict__.setdefault("_matrices", {})
+        if k not in cache:
+            w = self.layers[k].weight
+            cache[k] = w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]).astype(np.float64)
+        return cache[k]
+
+    def _float_thresholds(self) -> np.ndarray:
+        if "_thresholds64" not in self.__dict__:
+            self._thresholds64 = self.thresholds.astype(np.float64)  # integers below 2**53: exact
+        return self._thresholds64
 
 
-def _conv3x3(a: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Exact 3x3 convolution of int64 arrays, zero padding 1 (cross-correlation, as torch's Conv2d):
-    im2col and one float64 matrix product on integers whose sums stay below 2**53 (see the module
-    docstring for why that is exact; nine per-tap products measured slower)."""
-    n, c, h, w = a.shape
-    padded = np.pad(a.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    cols = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # (N, C, H, W, 3, 3)
-    cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, c * 9)
-    out = cols @ weight.reshape(len(weight), -1).T.astype(np.float64)
-    return out.astype(np.int64).reshape(n, h, w, -1).transpose(0, 3, 1, 2)
+def _conv3x3(a: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Exact 3x3 convolution, zero padding 1 (cross-correlation, as torch's Conv2d), of an
+    integer-valued float64 (N, H, W, C) array, keeping the top-left out_hw outputs: im2col and one
+    float64 matrix product, whose sums stay below 2**53 (the module docstring says why that is
+    exact). Channels last because each tap's columns are then contiguous runs of C values (the
+    channels-first im2col gathered 3x3 windows element by element, and was ~25% slower overall)."""
+    n, _, _, c = a.shape
+    oh, ow = out_hw
+    padded = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = np.empty((n, oh, ow, 9, c))
+    for tap in range(9):
+        dy, dx = divmod(tap, 3)
+        cols[:, :, :, tap] = padded[:, dy:dy + oh, dx:dx + ow]
+    return (cols.reshape(n * oh * ow, 9 * c) @ matrix).reshape(n, oh, ow, -1)

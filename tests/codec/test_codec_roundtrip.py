@@ -91,6 +91,40 @@ def test_integer_hyper_decoder_matches_float_within_table_rounding(codec_runs):
     assert np.abs(rows - float_rows).max() <= 1
 
 
+def _integer_reference_rows(net, z, y_hw):
+    """The integer h_s written the plain way: int64 products summed by Python-order einsum, true
+    arithmetic shifts, channels first; the library's float64 channels-last version must equal it."""
+    from aeopt.codec.intnet import A_BITS, ACT_LIMIT_LOG2, W_BITS
+    a = np.clip(z.astype(np.int64), -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2) << A_BITS
+    for layer in net.layers:
+        n, c, h, w = a.shape
+        padded = np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        out = np.zeros((n, len(layer.weight), h, w), dtype=np.int64)
+        for dy in range(3):
+            for dx in range(3):
+                out += np.einsum("nchw,oc->nohw", padded[:, :, dy:dy + h, dx:dx + w], layer.weight[:, :, dy, dx])
+        a = (out + layer.bias[None, :, None, None] + (1 << (W_BITS - 1))) >> W_BITS
+        if layer.shuffle:
+            a = torch.nn.functional.pixel_shuffle(torch.from_numpy(a), 2).numpy()
+        if layer.relu:
+            a = np.maximum(a, 0)
+        limit = 2 ** (ACT_LIMIT_LOG2 + A_BITS)
+        a = np.clip(a, -limit, limit)
+    return np.searchsorted(net.thresholds, a[..., :y_hw[0], :y_hw[1]], side="left")
+
+
+@pytest.mark.parametrize("z_hw, y_hw", [((2, 2), (7, 7)), ((3, 2), (9, 8)), ((1, 1), (1, 1))])
+def test_integer_hyper_decoder_equals_plain_int64_arithmetic(codec_runs, z_hw, y_hw):
+    net = load_codec(codec_runs["hyperprior"]).tables.hyper
+    channels = net.layers[0].weight.shape[1]
+    rng = np.random.default_rng(sum(z_hw + y_hw))
+    for spread in (2, 40, 6000):  # 6000 reaches the activation clip
+        z = np.round(rng.standard_normal((3, channels, *z_hw)) * spread).astype(np.int64)
+        rows = net.indices(z, y_hw)
+        assert rows.shape == (3, net.layers[-1].weight.shape[0], *y_hw)
+        assert np.array_equal(rows, _integer_reference_rows(net, z, y_hw))
+
+
 def test_metrics_bpp_is_eight_times_file_bytes_over_pixels(codec_runs):
     run_dir = codec_runs["factorized"]
     metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
