@@ -273,3 +273,31 @@ def load_torch(run_dir: str | Path, *, weights: str = "model.safetensors") -> Lo
                          f"({str(err).splitlines()[0]}); the run directory is inconsistent") from None
     model.eval()
     return LoadedRun(run_dir, model, config, data_info, read_metrics(run_dir), artifact)
+
+
+def warm_start(model: torch.nn.Module, init: str | Path, *, model_name: str) -> None:
+    """Load run `init`'s best weights into `model` (the `--init RUN` setting), or say in one line why
+    they do not fit: another model, other sizes (named: the first tensor that differs), a damaged file."""
+    if not Path(init).is_dir():
+        raise AeoptError(f"--init {init}: no such run directory; pass a trained run's folder (its --out)")
+    try:
+        config, _, artifact = read_run_record(init)
+    except AeoptError as err:
+        raise AeoptError(f"--init {init}: {err}") from None
+    if config.architecture.model != model_name:
+        raise AeoptError(f"--init {init} is a {config.architecture.model!r} run; a --model {model_name} run can "
+                         f"only start from a {model_name!r} run")
+    state = load_tensors(Path(init) / "model.safetensors")
+    own = model.state_dict()
+    for name, tensor in own.items():
+        theirs = state.get(name)
+        if theirs is None or theirs.shape != tensor.shape:
+            there = "missing" if theirs is None else f"{tuple(theirs.shape)}"
+            pruned = " (it was pruned by aeopt shrink --structured)" if artifact.get("channels") else ""
+            raise AeoptError(f"--init {init}: its weights do not fit this model{pruned}: {name} is {there} there, "
+                             f"{tuple(tensor.shape)} here; use the model settings in {Path(init) / 'config.yaml'}")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise AeoptError(f"--init {init}: its weights do not fit this model ({extra[0]} is not in it); use the "
+                         f"model settings in {Path(init) / 'config.yaml'}")
+    model.load_state_dict(state)

@@ -190,6 +190,9 @@ class OptimSettings:
                                       check=positive_or_none, expect="> 0")
     patience: int | None = setting(10, "early stopping: epochs without validation gain (0 = off)",
                                    check=at_least(0), expect="a whole number >= 0")
+    init: str | None = setting(None, "start from the best weights of run directory RUN instead of random ones "
+                               "(fine-tuning, or a codec's next lambda from the last); the model settings must "
+                               "be RUN's. A fresh schedule and optimizer: --resume continues a run instead")
 
 
 @dataclass

@@ -85,35 +85,21 @@ def _bd_table(ours: list[dict], peers: list[dict], key: str = "bpp") -> dict:
     return out
 
 
-def _warm_start(weights: Path):
-    """A callback that loads a finished run's weights before the first step (a fresh optimizer and
-    schedule follow): continuing a short run for more epochs without replaying the first ones."""
-    from aeopt.runs import load_tensors
-    from aeopt.train.callbacks import Callback
-
-    class WarmStart(Callback):
-        def on_fit_start(self, loop) -> None:
-            loop.model.load_state_dict(load_tensors(weights))
-
-    return WarmStart()
-
-
 def train_fmnist(args) -> None:
     """Train one hyperprior per lambda into benchmarks/.cache/codec/fm-LAMBDA (measured by `fmnist`);
     with --init, each lambda starts from the weights of its run already there (then renamed -init)."""
     for lmbda in [float(v) for v in args.lambdas.split(",")]:
         started = time.perf_counter()
         out = CACHE / f"fm-{lmbda:g}"
-        callbacks = []
-        if args.init:
-            before = CACHE / f"fm-{lmbda:g}-init"
-            if not before.exists():
-                out.rename(before)
-            callbacks = [_warm_start(before / "model.safetensors")]
+        init = None
+        if args.init:  # the library's --init: a fresh optimizer and schedule from the run's best weights
+            init = CACHE / f"fm-{lmbda:g}-init"
+            if not init.exists():
+                out.rename(init)
         result = aeopt.train(data="fashion-mnist", model="codec", entropy="hyperprior", lmbda=lmbda,
                              latent_dim=args.latent, width=args.width, epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
-                             limit=args.limit, callbacks=callbacks)
+                             limit=args.limit, init=str(init) if init else None)
         print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
               flush=True)
 
@@ -196,16 +182,16 @@ def train_photos(args) -> None:
     config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy="hyperprior", lmbda=args.lmbda,
                                 latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
                                 lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=args.epochs, patience=0,
-                                clip_grad=args.clip_grad,
+                                clip_grad=args.clip_grad, init=str(CACHE / args.init) if args.init else None,
                                 threads=args.threads, out=str(CACHE / args.name)).validate()
     info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
             "n_train": len(train), "n_val": len(val), "n_test": 200}
     model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy="hyperprior", lmbda=args.lmbda,
                          width=args.width)
     if args.init:  # warm start from another lambda's run (the standard way to get a second RD point cheaply)
-        from aeopt.runs import load_tensors
+        from aeopt.runs import warm_start
 
-        model.load_state_dict(load_tensors(CACHE / args.init / "model.safetensors"))
+        warm_start(model, config.optimization.init, model_name="codec")
     run_dir = prepare_run_dir(config.runtime.out, config, overwrite=True)
     save_config(run_dir, config, info)
     fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,

@@ -21,7 +21,7 @@ from ..data import InMemorySource, load_data
 from ..data.patches import PatchSource, centre_crop, image_files, read_image
 from ..errors import AeoptError
 from ..models.codec import SMALL_IMAGE
-from ..runs import build_model, read_config, save_config, write_json
+from ..runs import build_model, read_config, save_config, warm_start, write_json
 from ..settings import Settings
 from ..train.api import TrainResult, resolve_settings
 from ..train.callbacks import Callback, StopAt
@@ -103,6 +103,8 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
         config = config.replace(threads=SMALL_IMAGE_THREADS)
     torch.manual_seed(config.dataset.seed)
     model = build_model(config, info)  # bad knobs fail here, before a directory exists
+    if config.optimization.init is not None:  # so do weights that do not fit them
+        warm_start(model, config.optimization.init, model_name="codec")
     run_dir = prepare_run_dir(config.runtime.out, config, overwrite=overwrite)
     config = config.replace(out=str(run_dir))
     save_config(run_dir, config, info)

@@ -19,7 +19,7 @@ from ..errors import AeoptError, Interrupted
 from ..evaluate.evaluate import evaluate_model
 from ..evaluate.report import write_report
 from ..models.losses import build_loss, choose_auto_loss
-from ..runs import build_model, read_config, save_config, write_json
+from ..runs import build_model, read_config, save_config, warm_start, write_json
 from ..settings import TRACKING, Settings
 from .callbacks import Callback
 from .loop import Loop, resolve_device
@@ -93,7 +93,9 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
         dataset = load_run_data(config)
     if config.objective.loss == "auto":
         log(f"loss auto -> {choose_auto_loss(dataset.in_unit_range)[1]}")
-    build_model(config, data_info(dataset))  # fail on bad model settings before any directory exists
+    checked = build_model(config, data_info(dataset))  # fail on bad model settings before any directory exists
+    if config.optimization.init is not None and resume is None:  # ... and on weights that do not fit them
+        warm_start(checked, config.optimization.init, model_name=config.architecture.model)
     build_loss(config.objective.loss, in_unit_range=dataset.in_unit_range, sparse_l1=config.objective.sparse_l1)
     inputs = math.prod(dataset.sample_shape)
     if config.architecture.latent_dim >= inputs:

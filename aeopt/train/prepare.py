@@ -12,7 +12,7 @@ import torch
 from ..data import Dataset, load_data
 from ..data.datasets import batch_source
 from ..errors import AeoptError
-from ..runs import build_model
+from ..runs import build_model, warm_start
 from ..settings import Settings
 from .callbacks import Callback
 from .checkpoint import has_checkpoint
@@ -52,6 +52,10 @@ def how_to_continue(run_dir: Path) -> str:
 
 def prepare_run_dir(out: str | None, settings: Settings, *, overwrite: bool) -> Path:
     path = run_dir_for(out, settings, overwrite=overwrite)
+    init = settings.optimization.init
+    if init is not None and path.exists() and Path(init).resolve() == path.resolve():
+        raise AeoptError(f"--init {init} is also --out: replacing it would delete the weights the run starts "
+                         "from; pick another --out")
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
@@ -64,11 +68,14 @@ def load_run_data(settings: Settings) -> Dataset:
 
 
 def start_run(settings: Settings, dataset: Dataset, *, device: torch.device, log: Callable[[str], None],
-              objective_hook: Callable | None = None, group: Group | None = None):
+              objective_hook: Callable | None = None, group: Group | None = None, resume: bool = False):
     """The run's model and objective (`objective_hook(objective)` may configure it: distillation sets
-    its target), and its batch sources (this rank's share of them in a multi-process run)."""
+    its target), and its batch sources (this rank's share of them in a multi-process run).
+    The model starts from `--init RUN`'s weights when given, unless resuming (the checkpoint's win)."""
     torch.manual_seed(settings.dataset.seed)  # the same initial weights on every rank
     model = build_model(settings, data_info(dataset))
+    if settings.optimization.init is not None and not resume:
+        warm_start(model, settings.optimization.init, model_name=settings.architecture.model)
     seed, rank, world = settings.dataset.seed, group.rank if group else 0, group.world_size if group else 1
     train = batch_source(dataset.train_split, seed=seed, device=device, rank=rank, world_size=world)
     val = batch_source(dataset.x_val, seed=seed, device=device, rank=rank, world_size=world)
@@ -86,6 +93,6 @@ def fit_settings(settings: Settings, dataset: Dataset, run_dir: Path | None, *, 
     """fit() for a run described by its settings (no evaluation or report): what train(), search trials
     and the front's retraining share."""
     model, objective, train_source, val_source = start_run(settings, dataset, device=device, log=log,
-                                                           objective_hook=objective_hook, group=group)
+                                                           objective_hook=objective_hook, group=group, resume=resume)
     return fit(model, objective, train_source, val_source, settings, run_dir=run_dir, device=device,
                callbacks=callbacks, log=log, progress=progress, resume=resume, setup=setup, group=group)
