@@ -19,14 +19,16 @@ import torch
 
 from ..data import InMemorySource, load_data
 from ..data.patches import PatchSource, centre_crop, image_files, read_image
-from ..errors import AeoptError
+from ..errors import AeoptError, Interrupted
 from ..models.codec import SMALL_IMAGE
 from ..runs import build_model, read_config, save_config, warm_start, write_json
-from ..settings import Settings
+from ..settings import TRACKING, Settings
 from ..train.api import TrainResult, resolve_settings
 from ..train.callbacks import Callback, StopAt
 from ..train.loop import fit, resolve_device
-from ..train.prepare import prepare_run_dir
+from ..train.checkpoint import has_checkpoint
+from ..train.prepare import how_to_continue, prepare_run_dir, run_dir_for
+from ..train.tracking import Tracking
 
 VAL_IMAGES = 64  # validation crops in --patch mode: enough to pick the best epoch
 PATCHES_PER_IMAGE = 4  # crops per image per epoch in --patch mode: an epoch of a few hundred photos stays short
@@ -88,30 +90,41 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
 
     The learning-rate schedule spans `epochs` whatever the budget: set epochs to about what the
     budget holds (a huge epoch count with a time budget never leaves the cosine warm-up).
+    `resume=RUN` continues RUN from its last checkpoint (crops and batch order replay by epoch, so
+    it ends where an uninterrupted run ends), then builds the tables and figures as a new run does.
     """
-    if resume is not None:
-        raise AeoptError("codec runs cannot be resumed yet (their tables and test files are built at the end); "
-                         "train again with more --epochs")
     if device is not None:
         settings["device"] = device
-    config = resolve_settings(config, None, settings)
+    config = resolve_settings(config, resume, settings)
     if config.optimization.lr == "auto":
         raise AeoptError("--lr auto is not available for the codec; pass a number (e.g. 1e-3)")
+    if resume is not None and not has_checkpoint(Path(resume)):
+        raise AeoptError(f"{resume} has no checkpoint to resume from (it stopped before its first epoch ended); "
+                         f"start it again with --overwrite --out {resume}")
     torch_device = resolve_device(config.runtime.device)
     train, val, test, info = codec_data(config, torch_device, dataset)
     if config.runtime.threads is None and min(info["sample_shape"][1:]) < SMALL_IMAGE:
         config = config.replace(threads=SMALL_IMAGE_THREADS)
     torch.manual_seed(config.dataset.seed)
     model = build_model(config, info)  # bad knobs fail here, before a directory exists
-    if config.optimization.init is not None:  # so do weights that do not fit them
+    if config.optimization.init is not None and resume is None:  # so do weights that do not fit them
         warm_start(model, config.optimization.init, model_name="codec")
-    run_dir = prepare_run_dir(config.runtime.out, config, overwrite=overwrite)
+    run_dir = Path(resume) if resume is not None else run_dir_for(config.runtime.out, config, overwrite=overwrite)
+    tracking = Tracking.open(config, run_dir, log)  # --tensorboard / --mlflow: a missing extra fails before any write
+    if resume is None:
+        run_dir = prepare_run_dir(str(run_dir), config, overwrite=overwrite)
     config = config.replace(out=str(run_dir))
-    save_config(run_dir, config, info)
-    callbacks = list(callbacks) + ([StopAt(time.time() + max_seconds)] if max_seconds else [])
-    result = fit(model, model.objective(config), train, val, config, run_dir=run_dir, device=torch_device,
-                 callbacks=callbacks, log=log, progress=progress)
-    return finish_codec_run(run_dir, result.model.cpu(), test, result, log=log)
+    save_config(run_dir, config.replace(**dict.fromkeys(TRACKING)), info)  # as train(): not where it is watched from
+    callbacks = [*callbacks, *tracking.trackers] + ([StopAt(time.time() + max_seconds)] if max_seconds else [])
+    with tracking:
+        try:
+            result = fit(model, model.objective(config), train, val, config, run_dir=run_dir, device=torch_device,
+                         callbacks=callbacks, log=log, progress=progress, resume=resume is not None)
+        except KeyboardInterrupt:
+            raise Interrupted(how_to_continue(run_dir)) from None
+        finished = finish_codec_run(run_dir, result.model.cpu(), test, result, log=log)
+        tracking.finish(run_dir, finished.metrics)  # the test figures from real files, and the run's artifacts
+    return finished
 
 
 def finish_codec_run(run_dir: Path, model, test: list[np.ndarray], result, *, log=print) -> TrainResult:

@@ -187,3 +187,21 @@ def test_tracking_settings_may_change_on_resume_and_are_no_part_of_the_run(tmp_p
                     log=lambda message: None)
     assert resumed.metrics["epochs"] == 2
     assert [s for s, _ in _scalars(_events(tmp_path / "tb" / "run"), "epoch/val_loss")] == [22]
+
+
+def test_a_codec_run_logs_to_tensorboard_its_rate_and_distortion_and_its_measured_files(tmp_path):
+    """The codec's own trainer opens the trackers too: per-epoch bpp/PSNR as in history.csv, and the
+    test figures measured on real .aec files (metrics.json) at the end."""
+    run, board = tmp_path / "codec", tmp_path / "tb"
+    result = train(data="digits", model="codec", entropy="factorized", lmbda=0.05, latent_dim=8, width=8, epochs=2,
+                   batch_size=32, lr=1e-2, threads=1, out=str(run), tensorboard=str(board), progress=False,
+                   log=lambda message: None)
+    events = _events(board / "codec")
+    history = _history(run)
+    for column in ("val_bpp", "val_psnr", "train_loss"):
+        assert [v for _, v in _scalars(events, f"epoch/{column}")] == pytest.approx([r[column] for r in history],
+                                                                                    rel=1e-6)
+    assert _scalars(events, "test/bpp")[0][1] == pytest.approx(result.metrics["test"]["bpp"], rel=1e-6)
+    assert len(events.Images("reconstructions")) == 2
+    config, _ = read_config(run)
+    assert config.runtime.tensorboard is None  # config.yaml holds the run, not where it was watched from
