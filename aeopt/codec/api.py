@@ -116,14 +116,28 @@ def chunks(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], list[int
     return out
 
 
+PRECISIONS = ("fp32", "bf16")  # of the encoder's transforms; decoding is always fp32
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise AeoptError(f"unknown encoding precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    return precision
+
+
 @torch.no_grad()
-def encode_latents(run: CodecRun, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1]."""
+def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1].
+
+    `precision="bf16"` runs g_a and h_a under bf16 autocast (fast on CPUs with AMX matrix units):
+    that changes which integers the encoder picks, never whether they decode, since the decoder
+    reads the integers themselves and chooses their tables in integer arithmetic (intnet.py)."""
     model = run.model.eval()
-    y = torch.round(model.analyse(x).clamp(-LATENT_LIMIT, LATENT_LIMIT))
-    z = None
-    if model.entropy == "hyperprior":
-        z = torch.round(model.hyper_analyse(y).clamp(-LATENT_LIMIT, LATENT_LIMIT)).long().numpy()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
+        y = torch.round(model.analyse(x).float().clamp(-LATENT_LIMIT, LATENT_LIMIT))
+        z = None
+        if model.entropy == "hyperprior":
+            z = torch.round(model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)).long().numpy()
     return y.long().numpy(), z
 
 
@@ -132,17 +146,19 @@ def _synthesise(run: CodecRun, y: np.ndarray, size: tuple[int, int]) -> np.ndarr
     return to_uint8(run.model.synthesise(torch.from_numpy(y).float(), size))
 
 
-def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None):
+def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None, precision: str = "fp32"):
     """(sizes, streams, reconstructions): `joint` -> one stream for all images (a many-image
-    file), else one stream per image; reconstructions (the decoder's uint8 output) on request."""
+    file), else one stream per image; reconstructions (the decoder's uint8 output) on request;
+    `precision`: of the encoder's transforms (encode_latents)."""
     run = load_codec(run)
+    check_precision(precision)
     items = as_images(images, run.channels)
     sizes = [tuple(im.shape[1:]) for im in items]
     streams: list = [None] * len(items)
     recon: list = [None] * len(items)
     enc = coder.new_encoder() if joint else None
     for size, idx in chunks(sizes):
-        y, z = encode_latents(run, torch.stack([items[i] for i in idx]))
+        y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision)
         rows = run.coder.rows(z, y.shape)
         if joint:
             run.coder.encode_into(enc, y, z, rows)
@@ -157,10 +173,11 @@ def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progre
     return sizes, (coder.finish(enc) if joint else streams), recon
 
 
-def compress(run, images) -> bytes:
-    """One .aec file holding every image (a single-image file for one image)."""
+def compress(run, images, *, precision: str = "fp32") -> bytes:
+    """One .aec file holding every image (a single-image file for one image); `precision` "bf16"
+    encodes faster where bf16 is (the file decodes the same way, in fp32, anywhere)."""
     run = load_codec(run)
-    sizes, stream, _ = encode(run, images)
+    sizes, stream, _ = encode(run, images, precision=precision)
     return run.pack(sizes, stream)
 
 

@@ -52,22 +52,24 @@ from aeopt.codec import compress, load_codec, decompress
 from aeopt.codec.api import encode_latents
 run = load_codec(sys.argv[1])
 images = np.load(sys.argv[2])
-open(sys.argv[3], "wb").write(compress(run, images))
-y, z = encode_latents(run, torch.from_numpy(images).float() / 255)
+open(sys.argv[3], "wb").write(compress(run, images, precision=sys.argv[6]))
+y, z = encode_latents(run, torch.from_numpy(images).float() / 255, sys.argv[6])
 np.save(sys.argv[4], y)
 np.save(sys.argv[5], decompress(run, open(sys.argv[3], "rb").read()))
 """
 
 
-def test_encoded_with_2_threads_decodes_identically_with_1_thread(codec_runs, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_encoded_with_2_threads_decodes_identically_with_1_thread(codec_runs, tmp_path, precision):
     """The CompressAI failure: encoder and decoder disagree on a CDF and decode garbage. Here the
-    table choice is integer arithmetic, so the latents come back exactly; the pixels too."""
+    table choice is integer arithmetic, so the latents come back exactly; the pixels too. Encoding
+    in bf16 picks other integers (checked), which still decode exactly with 1 thread in fp32."""
     run_dir = codec_runs["hyperprior"]
     images = np.concatenate([np.stack(_digits_test()[:64]), _images(8, seed=3)])
     np.save(tmp_path / "x.npy", images)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", _ENCODE_2_THREADS, str(run_dir), str(tmp_path / "x.npy"),
-                    str(tmp_path / "x.aec"), str(tmp_path / "y.npy"), str(tmp_path / "d2.npy")],
+                    str(tmp_path / "x.aec"), str(tmp_path / "y.npy"), str(tmp_path / "d2.npy"), precision],
                    check=True, env=env, timeout=120)
     torch.set_num_threads(1)
     run = load_codec(run_dir)
@@ -76,6 +78,9 @@ def test_encoded_with_2_threads_decodes_identically_with_1_thread(codec_runs, tm
     y = _decode_chunk(run, [start_decoder(stream)], sizes[0], len(sizes))
     assert np.array_equal(y, np.load(tmp_path / "y.npy"))
     assert np.array_equal(decompress(run, data), np.load(tmp_path / "d2.npy"))
+    if precision == "bf16":
+        fp32_y, _ = encode_latents(run, torch.from_numpy(images).float() / 255)
+        assert not np.array_equal(fp32_y, y)
 
 
 def test_integer_hyper_decoder_matches_float_within_table_rounding(codec_runs):
@@ -226,3 +231,17 @@ def test_cli_trains_a_codec_on_patches_of_images_of_any_sizes(tmp_path, capsys):
     assert metrics["images"] == 2 and metrics["bpp"] > 0
     assert main(["evaluate", str(tmp_path / "run")]) == 0
     assert f"{metrics['bpp']:.4f} bpp" in capsys.readouterr().out
+
+
+def test_bf16_encoding_from_the_cli_round_trips_and_an_unknown_precision_is_refused(codec_runs, tmp_path, capsys):
+    run_dir = codec_runs["factorized"]
+    np.save(tmp_path / "batch.npy", np.stack(_digits_test()[:20]))
+    assert main(["compress", str(run_dir), str(tmp_path / "batch.npy"), "--precision", "bf16", "--quiet",
+                 "--out", str(tmp_path / "aec")]) == 0
+    run = load_codec(run_dir)
+    decoded = decompress(run, (tmp_path / "aec" / "batch.aec").read_bytes())
+    y, _ = encode_latents(run, torch.from_numpy(np.load(tmp_path / "batch.npy")).float() / 255, "bf16")
+    expected = torch.round(run.model.synthesise(torch.from_numpy(y).float(), (8, 8)) * 255).to(torch.uint8).numpy()
+    assert np.array_equal(decoded, expected)
+    with pytest.raises(aeopt.AeoptError, match="unknown encoding precision 'fp16'; known: fp32, bf16"):
+        compress(run, np.stack(_digits_test()[:2]), precision="fp16")
