@@ -233,7 +233,7 @@ def test_cli_trains_a_codec_on_patches_of_images_of_any_sizes(tmp_path, capsys):
     assert f"{metrics['bpp']:.4f} bpp" in capsys.readouterr().out
 
 
-def test_bf16_encoding_from_the_cli_round_trips_and_an_unknown_precision_is_refused(codec_runs, tmp_path, capsys):
+def test_bf16_encoding_from_the_cli_round_trips_and_an_unknown_precision_is_refused(codec_runs, tmp_path):
     run_dir = codec_runs["factorized"]
     np.save(tmp_path / "batch.npy", np.stack(_digits_test()[:20]))
     assert main(["compress", str(run_dir), str(tmp_path / "batch.npy"), "--precision", "bf16", "--quiet",
@@ -241,7 +241,8 @@ def test_bf16_encoding_from_the_cli_round_trips_and_an_unknown_precision_is_refu
     run = load_codec(run_dir)
     decoded = decompress(run, (tmp_path / "aec" / "batch.aec").read_bytes())
     y, _ = encode_latents(run, torch.from_numpy(np.load(tmp_path / "batch.npy")).float() / 255, "bf16")
-    expected = torch.round(run.model.synthesise(torch.from_numpy(y).float(), (8, 8)) * 255).to(torch.uint8).numpy()
+    x_hat = run.model.synthesise(torch.from_numpy(y).float(), (8, 8))
+    expected = torch.round(x_hat * 255).to(torch.uint8).numpy()
     assert np.array_equal(decoded, expected)
     with pytest.raises(aeopt.AeoptError, match="unknown encoding precision 'fp16'; known: fp32, bf16"):
         compress(run, np.stack(_digits_test()[:2]), precision="fp16")
