@@ -60,8 +60,9 @@ def student_config(teacher_config: Settings, spec: str, *, epochs: int | None = 
     name, knobs = parse_model_spec(spec)
     latent_dim = knobs.pop("latent_dim", teacher_config.latent_dim)
     cleared = {k: None for k in MODEL_KNOBS}
+    # init=None: a teacher warm-started from another run (--init) does not hand that run's weights on
     return teacher_config.replace(model=name, latent_dim=latent_dim, **{**cleared, **knobs},
-                                  epochs=epochs or teacher_config.epochs)
+                                  epochs=epochs or teacher_config.epochs, init=None)
 
 
 def distillation_hook(teacher: nn.Module, *, alpha: float = 0.7, latent_weight: float = 0.0) -> Callable:

@@ -227,3 +227,15 @@ def test_shrink_says_the_loss_choice_at_most_once_and_is_quiet_when_asked(traine
     printed = capsys.readouterr()
     assert "prune round" not in printed.out and "loss auto" not in printed.out and printed.err == ""
     assert "run:" in printed.out
+
+
+def test_a_students_settings_are_the_teachers_without_its_warm_start():
+    """A teacher trained with --init RUN: its student (another architecture) must start from random
+    weights, not try RUN's (which fit the teacher's init, not the student)."""
+    from aeopt.settings import Settings
+    from aeopt.shrink.distill import student_config
+
+    teacher = Settings.from_flat(model="conv", width=16, latent_dim=8, lr=1e-3, init="runs/pretrained")
+    student = student_config(teacher, "mlp:hidden=32")
+    assert student.init is None and student.model == "mlp" and str(student.hidden) == "32" and student.width is None
+    assert student.lr == 1e-3 and student.latent_dim == 8
