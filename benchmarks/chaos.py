@@ -168,6 +168,18 @@ class DetectFit(Command):
         return json.loads((self.work / f"out-{i}" / "metrics.json").read_text())["detect"]["auroc"]
 
 
+class CodecTrain(Command):
+    """`train --model codec`: killed while training or while it builds its tables and test files."""
+
+    def argv(self, i):
+        return ["train", "--model", "codec", "--data", "digits", "--latent-dim", "4", "--width", "8", "--depth", "2",
+                "--epochs", "8", "--out", f"out-{i}", "--quiet", *ONE_THREAD]
+
+    def outcome(self, i):
+        test = json.loads((self.work / f"out-{i}" / "metrics.json").read_text())["test"]
+        return test["bytes"], test["psnr"]
+
+
 class Compress(Command):
     """`compress` of 300 images, one .aec each: every file finished before the kill must be whole."""
 
@@ -191,7 +203,7 @@ class Compress(Command):
 
 
 COMMANDS = {"train": Train, "train --resume": Resume, "optimize": Optimize, "shrink": Shrink,
-            "detect fit": DetectFit, "compress": Compress}
+            "detect fit": DetectFit, "codec train": CodecTrain, "compress": Compress}
 
 
 # ---------------------------------------------------------------- the attack

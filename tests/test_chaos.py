@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from benchmarks import chaos, chaos_files  # noqa: E402
 
 
-@pytest.mark.parametrize("name,kills,sigints", [("train", 1, 1), ("optimize", 1, 0)])
+@pytest.mark.parametrize("name,kills,sigints", [("train", 1, 1), ("optimize", 1, 0), ("codec train", 1, 1)])
 def test_killed_commands_recover_with_every_file_whole(name, kills, sigints, tmp_path, monkeypatch):
     monkeypatch.setattr(chaos, "TRAIN_EPOCHS", 12)
     tally, window = chaos.run_command(name, tmp_path / "work", kills, sigints, seed=1, log=lambda m: None)

@@ -6,12 +6,13 @@ aeopt's point in the figure on the same images, so the figure compares like with
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from ..evaluate.figures import pyplot
-from ..runs import atomic_write_text
+from ..runs import atomic_write_bytes, atomic_write_text
 from .api import CodecRun, compress, decompress_images
 from .evaluate import measure
 from .peers import closest_setting, decode_file, measure_peers
@@ -45,7 +46,7 @@ def rd_figure(path: Path, peers: list[dict], ours: list[dict], title: str) -> No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write_bytes(path, _png(fig))  # a kill mid-write leaves the old figure or none, never half of one
     plt.close(fig)
 
 
@@ -66,7 +67,7 @@ def strip_figure(path: Path, run: CodecRun, images: list[np.ndarray]) -> None:
             ax.set_title(label, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write_bytes(path, _png(fig))
     plt.close(fig)
 
 
@@ -93,3 +94,9 @@ def write_codec_report(run_dir: Path, run: CodecRun, test: list[np.ndarray], met
     atomic_write_text(run_dir / "report.md", "\n".join(lines))
 
 
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
