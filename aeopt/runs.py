@@ -27,7 +27,7 @@ from safetensors.torch import save
 from .errors import AeoptError
 from .models import create_model
 from .models.channels import keep_channels_
-from .settings import Settings
+from .settings import TRACKING, Settings
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -200,8 +200,10 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_config(run_dir: Path, config: Settings, data_info: dict[str, Any],
                 artifact: dict[str, Any] | None = None) -> None:
-    """config.yaml: the settings (flat), what the data looked like (shape, scaler) and the artifact record."""
-    values = {**config.to_flat(), "data_info": data_info}
+    """config.yaml: the settings (flat), what the data looked like (shape, scaler) and the artifact record.
+    Never where the run is watched from (TRACKING): a resume logs only where its own flags say, and a
+    run derived from this one (a distilled student) never logs as it did."""
+    values = {**config.replace(**dict.fromkeys(TRACKING)).to_flat(), "data_info": data_info}
     if artifact:
         values["artifact"] = artifact
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(values, sort_keys=False))

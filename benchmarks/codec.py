@@ -3,8 +3,11 @@
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-fmnist [--lambdas 0.0008,0.002,0.005,0.013] [--epochs 3]
         # then: train-fmnist --init --epochs 12 --lr 5e-4 (continues each cached run: the committed table)
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
-        # the committed table: --name photos-long --init photos --minutes 46 --epochs 95 --threads 1, and
-        # --name photos-low --lmbda 0.0025 with the same, side by side; then photos --runs photos-long,photos-low
+        # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
+        # --lmbda 0.0025 as photos-low, photos-low2):
+        # --name photos-long --init photos --minutes 46 --epochs 95 --threads 1;
+        # --name photos-long2 --init photos-long --minutes 56 --epochs 130 --lr 2e-4 --threads 1;
+        # then photos --runs photos-long2,photos-low2
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
   python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files

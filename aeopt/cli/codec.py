@@ -35,8 +35,8 @@ def add_commands(sub) -> None:
                    help="with --data: which split (default all)")
     p.add_argument("--out", required=True, help="output folder (inputs) or FILE.aec (--data)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
-                   help="of the encoder's transforms: bf16 is faster on CPUs with AMX (bf16 matrix units); "
-                        "files decode bit-exactly either way (default fp32)")
+                   help="of the encoder's transforms: bf16 is meant for CPUs with bf16 matrix units (AMX; not "
+                        "benchmarked yet); files decode bit-exactly either way (default fp32)")
     _common(p)
     p.set_defaults(func=cmd_compress)
 

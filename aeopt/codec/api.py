@@ -129,7 +129,7 @@ def check_precision(precision: str) -> str:
 def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
     """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1].
 
-    `precision="bf16"` runs g_a and h_a under bf16 autocast (fast on CPUs with AMX matrix units):
+    `precision="bf16"` runs g_a and h_a under bf16 autocast (meant for CPUs with AMX; not timed yet):
     that changes which integers the encoder picks, never whether they decode, since the decoder
     reads the integers themselves and chooses their tables in integer arithmetic (intnet.py)."""
     model = run.model.eval()
@@ -174,8 +174,8 @@ def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progre
 
 
 def compress(run, images, *, precision: str = "fp32") -> bytes:
-    """One .aec file holding every image (a single-image file for one image); `precision` "bf16"
-    encodes faster where bf16 is (the file decodes the same way, in fp32, anywhere)."""
+    """One .aec file holding every image (a single-image file for one image); `precision`: of the
+    encoder's transforms, fp32 or bf16 (the file decodes the same way, in fp32, anywhere)."""
     run = load_codec(run)
     sizes, stream, _ = encode(run, images, precision=precision)
     return run.pack(sizes, stream)

@@ -42,6 +42,9 @@ class IntConv:
 class IntNet:
     def __init__(self, layers: list[IntConv], thresholds: np.ndarray):
         self.layers, self.thresholds = layers, thresholds
+        # what indices() computes with, in float64 (integers below 2**53: exact)
+        self._matrices = [conv_matrix(layer.weight) for layer in layers]
+        self._thresholds64 = thresholds.astype(np.float64)
 
     @classmethod
     def from_module(cls, hs: nn.Sequential, scales: torch.Tensor) -> "IntNet":
@@ -100,7 +103,7 @@ class IntNet:
             last = k == len(self.layers) - 1
             # the last layer computes only the y positions the crop keeps (a padded y is odd-sized)
             out_hw = y_shape if last else a.shape[1:3]
-            a = _conv3x3(a, self._matrix(k), out_hw) + layer.bias
+            a = _conv3x3(a, self._matrices[k], out_hw) + layer.bias
             a = np.floor((a + (1 << (W_BITS - 1))) * 2.0 ** -W_BITS)
             if layer.shuffle:  # torch's PixelShuffle(2): channel 4c + 2i + j -> (c, 2h + i, 2w + j)
                 n, h, w, c = a.shape
@@ -108,20 +111,13 @@ class IntNet:
             if layer.relu:
                 np.maximum(a, 0, out=a)
             np.clip(a, -limit, limit, out=a)
-        return np.searchsorted(self._float_thresholds(), a.transpose(0, 3, 1, 2), side="left").astype(np.int64)
+        return np.searchsorted(self._thresholds64, a.transpose(0, 3, 1, 2), side="left").astype(np.int64)
 
-    def _matrix(self, k: int) -> np.ndarray:
-        """Layer k's weight as a (9 * C, O) float64 matrix, tap-major like _conv3x3's columns (cached)."""
-        cache = self.__dict__.setdefault("_matrices", {})
-        if k not in cache:
-            w = self.layers[k].weight
-            cache[k] = w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]).astype(np.float64)
-        return cache[k]
 
-    def _float_thresholds(self) -> np.ndarray:
-        if "_thresholds64" not in self.__dict__:
-            self._thresholds64 = self.thresholds.astype(np.float64)  # integers below 2**53: exact
-        return self._thresholds64
+def conv_matrix(weight: np.ndarray) -> np.ndarray:
+    """A (O, C, 3, 3) integer weight as the (9 * C, O) float64 matrix _conv3x3 multiplies by: tap-major,
+    like its columns."""
+    return weight.transpose(2, 3, 1, 0).reshape(-1, weight.shape[0]).astype(np.float64)
 
 
 def _conv3x3(a: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -129,7 +125,8 @@ def _conv3x3(a: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.n
     integer-valued float64 (N, H, W, C) array, keeping the top-left out_hw outputs: im2col and one
     float64 matrix product, whose sums stay below 2**53 (the module docstring says why that is
     exact). Channels last because each tap's columns are then contiguous runs of C values (the
-    channels-first im2col gathered 3x3 windows element by element, and was ~25% slower overall)."""
+    channels-first im2col gathered 3x3 windows element by element: benchmarks/results/codec.md has
+    the old-vs-new timing)."""
     n, _, _, c = a.shape
     oh, ow = out_hw
     padded = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))

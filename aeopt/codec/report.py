@@ -6,12 +6,11 @@ aeopt's point in the figure on the same images, so the figure compares like with
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluate.figures import pyplot
+from ..evaluate.figures import figure_bytes, pyplot
 from ..runs import atomic_write_bytes, atomic_write_text
 from .api import CodecRun, compress, decompress_images
 from .evaluate import measure
@@ -46,7 +45,7 @@ def rd_figure(path: Path, peers: list[dict], ours: list[dict], title: str) -> No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write_bytes(path, _png(fig))  # a kill mid-write leaves the old figure or none, never half of one
+    atomic_write_bytes(path, figure_bytes(fig, dpi=120))  # a kill mid-write leaves the old figure or none, never half of one
     plt.close(fig)
 
 
@@ -67,7 +66,7 @@ def strip_figure(path: Path, run: CodecRun, images: list[np.ndarray]) -> None:
             ax.set_title(label, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    atomic_write_bytes(path, _png(fig))
+    atomic_write_bytes(path, figure_bytes(fig, dpi=120))
     plt.close(fig)
 
 
@@ -93,10 +92,3 @@ def write_codec_report(run_dir: Path, run: CodecRun, test: list[np.ndarray], met
     lines += ["", "![rate-distortion](rd.png)", "", "![original, aeopt, WebP, JPEG](strip.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))
 
-
-
-
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()

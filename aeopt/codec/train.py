@@ -22,13 +22,11 @@ from ..data.patches import PatchSource, centre_crop, image_files, read_image
 from ..errors import AeoptError, Interrupted
 from ..models.codec import SMALL_IMAGE
 from ..runs import build_model, read_config, save_config, warm_start, write_json
-from ..settings import TRACKING, Settings
+from ..settings import Settings
 from ..train.api import TrainResult, resolve_settings
 from ..train.callbacks import Callback, StopAt
 from ..train.loop import fit, resolve_device
-from ..train.checkpoint import has_checkpoint
-from ..train.prepare import how_to_continue, prepare_run_dir, run_dir_for
-from ..train.tracking import Tracking
+from ..train.prepare import how_to_continue, open_run
 
 VAL_IMAGES = 64  # validation crops in --patch mode: enough to pick the best epoch
 PATCHES_PER_IMAGE = 4  # crops per image per epoch in --patch mode: an epoch of a few hundred photos stays short
@@ -98,9 +96,6 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
     config = resolve_settings(config, resume, settings)
     if config.optimization.lr == "auto":
         raise AeoptError("--lr auto is not available for the codec; pass a number (e.g. 1e-3)")
-    if resume is not None and not has_checkpoint(Path(resume)):
-        raise AeoptError(f"{resume} has no checkpoint to resume from (it stopped before its first epoch ended); "
-                         f"start it again with --overwrite --out {resume}")
     torch_device = resolve_device(config.runtime.device)
     train, val, test, info = codec_data(config, torch_device, dataset)
     if config.runtime.threads is None and min(info["sample_shape"][1:]) < SMALL_IMAGE:
@@ -109,12 +104,9 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
     model = build_model(config, info)  # bad knobs fail here, before a directory exists
     if config.optimization.init is not None and resume is None:  # so do weights that do not fit them
         warm_start(model, config.optimization.init, model_name="codec")
-    run_dir = Path(resume) if resume is not None else run_dir_for(config.runtime.out, config, overwrite=overwrite)
-    tracking = Tracking.open(config, run_dir, log)  # --tensorboard / --mlflow: a missing extra fails before any write
-    if resume is None:
-        run_dir = prepare_run_dir(str(run_dir), config, overwrite=overwrite)
+    run_dir, tracking = open_run(config, resume=resume, overwrite=overwrite, log=log)
     config = config.replace(out=str(run_dir))
-    save_config(run_dir, config.replace(**dict.fromkeys(TRACKING)), info)  # as train(): not where it is watched from
+    save_config(run_dir, config, info)
     callbacks = [*callbacks, *tracking.trackers] + ([StopAt(time.time() + max_seconds)] if max_seconds else [])
     with tracking:
         try:

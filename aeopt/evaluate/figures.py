@@ -15,7 +15,7 @@ def pyplot():
     return plt
 
 
-def figure_bytes(fig) -> bytes:
+def figure_bytes(fig, *, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()

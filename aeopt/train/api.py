@@ -20,13 +20,12 @@ from ..evaluate.evaluate import evaluate_model
 from ..evaluate.report import write_report
 from ..models.losses import build_loss, choose_auto_loss
 from ..runs import build_model, read_config, save_config, warm_start, write_json
-from ..settings import TRACKING, Settings
+from ..settings import Settings
 from .callbacks import Callback
 from .loop import Loop, resolve_device
 from .lr_find import lr_range_test
 from . import distributed
-from .prepare import data_info, fit_settings, how_to_continue, load_run_data, prepare_run_dir, run_dir_for
-from .tracking import Tracking
+from .prepare import data_info, fit_settings, how_to_continue, load_run_data, open_run
 
 
 @dataclass
@@ -104,21 +103,15 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
             f"pick a latent below {inputs}")
     if group is not None and config.optimization.lr == "auto":
         raise AeoptError("--lr auto runs the range test in one process; run `aeopt lr-find` first and pass --lr")
-    run_dir = Path(resume) if resume is not None else run_dir_for(config.runtime.out, config, overwrite=overwrite)
-    main = group is None or group.is_main  # only rank 0 tracks, as only rank 0 writes
-    tracking = Tracking.open(config, run_dir, log) if main else Tracking()  # a missing extra: nothing written yet
-    if group is not None:
-        group.barrier()  # every rank has checked the directory before rank 0 replaces it
-    if resume is None and (group is None or group.is_main):
-        run_dir = prepare_run_dir(str(run_dir), config, overwrite=overwrite)
+    run_dir, tracking = open_run(config, resume=resume, overwrite=overwrite, log=log, group=group)
     config = config.replace(out=str(run_dir))
     with tracking:  # each tracker's run ends as finished, failed or killed (Ctrl-C), however train() ends
         try:
             if config.optimization.lr == "auto":
                 found = lr_range_test(config, dataset, run_dir, device=torch_device, log=log)
                 config = config.replace(lr=found.lr)  # the run remembers the number, so --resume needs no second sweep
-            if group is None or group.is_main:  # config.yaml holds the run, not where it is watched from
-                save_config(run_dir, config.replace(**dict.fromkeys(TRACKING)), data_info(dataset))
+            if group is None or group.is_main:
+                save_config(run_dir, config, data_info(dataset))
             result = fit_settings(config, dataset, run_dir, device=torch_device, log=log, progress=progress,
                                   callbacks=[*callbacks, *tracking.trackers], resume=resume is not None, setup=setup,
                                   objective_hook=objective_hook, group=group)

@@ -18,6 +18,7 @@ from .callbacks import Callback
 from .checkpoint import has_checkpoint
 from .distributed import Group
 from .loop import Loop, fit
+from .tracking import Tracking
 
 
 def data_info(dataset: Dataset) -> dict[str, Any]:
@@ -60,6 +61,21 @@ def prepare_run_dir(out: str | None, settings: Settings, *, overwrite: bool) -> 
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+def open_run(settings: Settings, *, resume: str | Path | None, overwrite: bool, log: Callable[[str], None],
+             group: Group | None = None) -> tuple[Path, Tracking]:
+    """The run directory (the resumed one, or a new one) and its trackers, in the order that leaves
+    nothing written on bad input: the path is checked, the trackers' extras imported and their stores
+    reached, and only then is the directory replaced (by rank 0: only rank 0 tracks and writes)."""
+    run_dir = Path(resume) if resume is not None else run_dir_for(settings.runtime.out, settings, overwrite=overwrite)
+    main = group is None or group.is_main
+    tracking = Tracking.open(settings, run_dir, log) if main else Tracking()
+    if group is not None:
+        group.barrier()  # every rank has checked the directory before rank 0 replaces it
+    if resume is None and main:
+        run_dir = prepare_run_dir(str(run_dir), settings, overwrite=overwrite)
+    return run_dir, tracking
 
 
 def load_run_data(settings: Settings) -> Dataset:

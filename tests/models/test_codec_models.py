@@ -116,6 +116,5 @@ def test_integer_conv_is_exact_at_its_bounds():
     padded = np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)))
     expected = sum(np.einsum("oc,nchw->nohw", w[:, :, dy, dx], padded[:, :, dy:dy + 3, dx:dx + 4])
                    for dy in range(3) for dx in range(3))
-    matrix = w.transpose(2, 3, 1, 0).reshape(-1, len(w)).astype(np.float64)  # as IntNet._matrix lays it out
-    out = intnet._conv3x3(a.transpose(0, 2, 3, 1).astype(np.float64), matrix, (3, 4))  # channels last
+    out = intnet._conv3x3(a.transpose(0, 2, 3, 1).astype(np.float64), intnet.conv_matrix(w), (3, 4))  # channels last
     assert np.array_equal(out.transpose(0, 3, 1, 2).astype(np.int64), expected)
