@@ -31,6 +31,9 @@ STUDY_NAME = "aeopt"
 DEFAULT_STORAGE_FILE = "study.db"
 DEFAULT_JOURNAL_FILE = "study.journal"  # --workers N on one machine
 STORAGE_ATTEMPTS = 5
+# What a process that lost the race to create a new study database sees (3 processes opening one new SQLite
+# file at once, 15 times: 6 "unique constraint failed", 3 "already exists"); retried, every other error is not.
+SCHEMA_RACE_MESSAGES = ("duplicate", "already exists", "unique constraint", "locked")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -82,10 +85,10 @@ def open_storage(url: str | None, out: Path):
                              "pip install aeopt[postgres]") from None
         except Exception as err:  # SQLAlchemy's errors: bad URL, unreachable server, a schema race
             # Processes opening a new database together race to create Optuna's tables; the loser sees a
-            # duplicate-key (PostgreSQL), "already exists" or "database is locked" (SQLite) error and succeeds
-            # on a second try, once the tables exist.
+            # duplicate-key (PostgreSQL), "already exists", "UNIQUE constraint failed: alembic_version..." or
+            # "database is locked" (SQLite) error and succeeds on a second try, once the tables exist.
             text = str(err).lower()
-            if attempt == STORAGE_ATTEMPTS - 1 or not any(s in text for s in ("duplicate", "already exists", "locked")):
+            if attempt == STORAGE_ATTEMPTS - 1 or not any(s in text for s in SCHEMA_RACE_MESSAGES):
                 raise AeoptError(f"cannot open storage {url!r}: {str(err).splitlines()[0]}") from None
             time.sleep(1.0 + attempt)
 

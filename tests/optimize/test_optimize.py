@@ -317,3 +317,29 @@ def test_a_killed_members_half_written_folder_is_removed_unless_retrained_again(
             (tmp_path / name / "metrics.json").write_text("{}")
     remove_unfinished_members(tmp_path, keep={2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0001", "0002"]
+
+
+RACE_WORKER = """
+import sys, time
+from pathlib import Path
+from aeopt.optimize.search import open_storage
+start, paths = float(sys.argv[1]), sys.argv[2:]
+for i, path in enumerate(paths):
+    while time.time() < start + i:  # every worker opens the same new database at the same moment
+        time.sleep(0.001)
+    open_storage(f"sqlite:///{path}", Path(path).parent)
+print("opened", len(paths))
+"""
+
+
+def test_workers_opening_a_new_database_together_all_succeed(tmp_path: Path):
+    # The losers of the race to create Optuna's tables used to exit 2 ("UNIQUE constraint failed:
+    # alembic_version.version_num"): about 2 in 5 rounds of 3 processes; this is what ended
+    # test_killed_search_resumes' search early once (its poller opens the study while the search creates it).
+    paths = [str(tmp_path / f"study{i}.db") for i in range(5)]
+    start = time.time() + 6  # after every worker has imported optuna
+    workers = [subprocess.Popen([sys.executable, "-c", RACE_WORKER, str(start), *paths], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, [err[-400:] for _, err in results]
+    assert all(out.strip() == "opened 5" for out, _ in results)
