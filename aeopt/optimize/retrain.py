@@ -9,7 +9,7 @@ LEAD_SHARE and BEST_SHARE times as many (their errors are the figures users quot
 under-train the larger models): as many as the time left allows at the speeds their search trials measured,
 corrected by how fast the member before ran (recomputed before each member, so time a member does not
 use goes to the next, and finally to the best-error one). After its second epoch each member re-plans
-its epochs from its own measured speed (`replan_epochs`), so every schedule completes, and the last one
+its epochs from its own measured speed (`DeadlinePlan`), so every schedule completes, and the last one
 gets all the time left. The last member is sized with a thinner margin (LAST_SAFETY): nobody after it
 could use what it leaves. A member that cannot get one epoch is skipped and reported; a member still
 running at its deadline (slower than measured: a busy machine) stops after the current step with its
@@ -34,7 +34,7 @@ from ..data import Dataset
 from ..deploy.inference import load
 from ..evaluate import evaluate_model, reconstruct
 from ..runs import write_json
-from ..train import OnEpochEnd, StopAt
+from ..train import DeadlinePlan, StopAt
 from .objectives import reconstruction_error
 from .trial import TrialPlan, fit_config, trial_config
 
@@ -170,7 +170,7 @@ def remove_unfinished_members(front_dir: Path, keep: set[int]) -> None:
 def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, deadline: float | None,
                    log: Callable[[str], None], most_epochs: int | None = None) -> dict[str, Any]:
     """Train one front configuration on the full training set (or reuse a finished retrain) and measure it.
-    With a deadline, the epochs are re-planned after the second one (`replan_epochs`), up to `most_epochs`."""
+    With a deadline, the epochs are re-planned after the second one (`DeadlinePlan`), up to `most_epochs`."""
     trial = pick.trial
     run_dir = plan.out / "front" / f"{trial.number:04d}"
     config = trial_config(plan, trial.user_attrs["settings"], run_dir, epochs).replace(patience=max(5, epochs // 4))
@@ -183,7 +183,7 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
     else:
         timed = deadline is not None
         trainer = fit_config(config, dataset, device=plan.device,
-                             callbacks=[OnEpochEnd(replan_epochs(deadline, most_epochs or epochs)),
+                             callbacks=[DeadlinePlan(deadline, most_epochs or epochs, once=True, safety=REPLAN_SAFETY),
                                         StopAt(deadline)] if timed else [])
         model = trainer.model
         metrics = {**evaluate_model(model, dataset, device=trainer.device), "epochs": trainer.epoch,
@@ -213,22 +213,3 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
     log(f"front: trial {trial.number} ({member['picked_as']}) retrained ({how}): val mse {member['mse']:.5f}, "
         f"test mse {member['test_mse']:.5f} ({member['test_psnr']:.2f} dB), {member['params']:,} params")
     return member
-
-
-def replan_epochs(deadline: float, most_epochs: int) -> Callable:
-    """An epoch callback: after the second epoch, set the run's epochs (and its LR schedule's length) to as many as
-    fit before `deadline` at the speed this very run showed in that epoch (training, validation, checkpoint;
-    the first one also pays start-up), at most `most_epochs`. The plan before it came from the search's speeds
-    on a subset, which can miss by 2x on a busy machine (benchmarks/results/optimize.md). Two epochs into ten
-    or more the LR schedule is still warming up, so stretching it changes little."""
-    ended: dict[int, float] = {}
-
-    def replan(trainer, row: dict) -> None:
-        ended[row["epoch"]] = time.time()
-        if row["epoch"] != 2:
-            return
-        per_epoch = max(ended[2] - ended[1], 1e-3)
-        fit = 2 + math.floor((deadline - ended[2]) * REPLAN_SAFETY / per_epoch)
-        trainer.epochs = max(2, min(most_epochs, fit))
-        trainer.schedule.total_steps = trainer.epochs * trainer.steps_per_epoch
-    return replan

@@ -57,3 +57,38 @@ class StopAt(Callback):
     def on_step_end(self, loop: "Loop", batch: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         if self.clock() > self.deadline:
             loop.stop = True
+
+
+class DeadlinePlan(Callback):
+    """Fit a time-capped run's epochs, and its LR schedule's length with them, to its deadline.
+
+    A schedule laid over a fixed number of epochs and cut by a deadline never finishes its decay when
+    the run is slower than planned: the photo codec runs stopped at 99 of 130 epochs with the cosine's
+    rate still 3x its floor (benchmarks/results/codec.md). So after each epoch from the second of this
+    session on (the first pays start-up), the run's epochs become those that fit before `deadline` at
+    the speed of the epoch just ended (training, validation, checkpoint), `safety` of the time left,
+    at most `most_epochs` and never fewer than are done. The last epoch's speed, not the mean: a
+    machine that got busy mid-run is what cut the photo runs. `once=True` re-plans after the second
+    epoch only (optimize's retraining, whose members are short). Pair it with StopAt(deadline).
+    """
+
+    def __init__(self, deadline: float, most_epochs: int, *, once: bool = False, safety: float = 0.98,
+                 clock: Callable[[], float] | None = None):
+        import time
+
+        self.deadline, self.most_epochs, self.once, self.safety = deadline, most_epochs, once, safety
+        self.clock = clock or time.time
+        self.last_end: float | None = None
+        self.epochs_seen = 0
+
+    def on_epoch_end(self, loop: "Loop", row: dict[str, float]) -> None:
+        import math
+
+        now, previous = self.clock(), self.last_end
+        self.last_end, self.epochs_seen = now, self.epochs_seen + 1
+        if previous is None or (self.once and self.epochs_seen != 2):
+            return
+        done = int(row["epoch"])
+        fit = done + math.floor((self.deadline - now) * self.safety / max(now - previous, 1e-3))
+        loop.epochs = max(done, min(self.most_epochs, fit))
+        loop.schedule.total_steps = loop.epochs * loop.steps_per_epoch

@@ -233,27 +233,27 @@ def retrain_on_a_fake_clock(monkeypatch, reasons: list[list[str]], deadline: flo
     return trained, clock["now"]
 
 
-def test_members_replan_their_epochs_from_their_own_first_epoch(monkeypatch):
+def test_members_replan_their_epochs_from_their_own_first_epoch():
     """After epoch 2 the run's epochs and its schedule's length follow the speed of that epoch (within the
-    deadline, REPLAN_SAFETY margin), never more than it may have; other epochs change nothing."""
+    deadline, REPLAN_SAFETY margin), never more than it may have; other epochs change nothing (once=True)."""
     from types import SimpleNamespace
 
+    from aeopt.optimize.retrain import REPLAN_SAFETY
+    from aeopt.train import DeadlinePlan
     from aeopt.train.optim import Schedule
-    from aeopt.optimize import retrain
 
     clock = {"now": 1000.0}
-    monkeypatch.setattr(retrain.time, "time", lambda: clock["now"])
     for most, expected in ((100, 2 + int(0.98 * 80 / 8)), (5, 5)):
-        hook = retrain.replan_epochs(deadline=1100.0, most_epochs=most)
+        hook = DeadlinePlan(1100.0, most, once=True, safety=REPLAN_SAFETY, clock=lambda: clock["now"])
         trainer = SimpleNamespace(epochs=13, steps_per_epoch=7, schedule=Schedule("onecycle", total_steps=13 * 7))
         clock["now"] = 1012.0                         # the first epoch, start-up included, took 12 s
-        hook(trainer, {"epoch": 1})
+        hook.on_epoch_end(trainer, {"epoch": 1})
         assert trainer.epochs == 13
         clock["now"] = 1020.0                         # the second took 8 s: 80 s are left
-        hook(trainer, {"epoch": 2})
+        hook.on_epoch_end(trainer, {"epoch": 2})
         assert trainer.epochs == expected and trainer.schedule.total_steps == expected * 7
         clock["now"] = 1028.0
-        hook(trainer, {"epoch": 3})
+        hook.on_epoch_end(trainer, {"epoch": 3})
         assert trainer.epochs == expected
 
 

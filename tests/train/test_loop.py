@@ -77,3 +77,44 @@ def test_fit_without_a_run_directory_writes_nothing_and_keeps_the_best_weights(t
                  settings, device="cpu", log=lambda m: None, progress=False)
     assert list(tmp_path.iterdir()) == []
     assert result.best_val == min(r["val_loss"] for r in result.history)
+
+
+class FakeClock(Callback):
+    """Each optimizer step takes `step_seconds` of fake time; from epoch `slow_from` on, `slow` times that."""
+
+    def __init__(self, step_seconds: float, slow_from: int, slow: float):
+        self.now, self.step_seconds, self.slow_from, self.slow = 0.0, step_seconds, slow_from, slow
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_step_end(self, loop, batch, parts):
+        self.now += self.step_seconds * (self.slow if loop.epoch + 1 >= self.slow_from else 1.0)
+
+
+def test_a_time_capped_run_that_slows_down_still_ends_its_schedule(digits):
+    """30 planned epochs, a deadline that holds them at the first speed, then the machine gets 3x slower from
+    epoch 4: DeadlinePlan shortens the run so the cosine reaches its floor on the last step, instead of StopAt
+    cutting the run mid-decay (what happened to the photo codec runs)."""
+    from aeopt.train import DeadlinePlan, StopAt
+
+    settings = Settings.from_flat(epochs=30, batch_size=256, precision="fp32", lr=3e-3, schedule="cosine",
+                                  model="mlp", hidden="16", patience=None)
+    steps = -(-len(digits.x_train) // 256)
+    results = {}
+    for planned in (False, True):
+        clock = FakeClock(1.0, slow_from=4, slow=3.0)
+        deadline = 30 * steps * 1.0
+        callbacks = [clock, StopAt(deadline, clock=clock)] + ([DeadlinePlan(deadline, 30, clock=clock)] if planned else [])
+        torch.manual_seed(0)
+        model = create_model("mlp", (1, 8, 8), 4, hidden="16")
+        objective = model.objective(settings, in_unit_range=True, steps_per_epoch=steps)
+        results[planned] = fit(model, objective, InMemorySource(digits.x_train, seed=0),
+                               InMemorySource(digits.x_val, seed=0), settings, device="cpu", callbacks=callbacks,
+                               log=lambda m: None, progress=False), clock.now
+    (cut, cut_end), (fitted, fitted_end) = results[False], results[True]
+    floor = 0.01 * 3e-3
+    # time for 3 + 27 / 3 = 12 epochs: StopAt alone ends within epoch 13's first step, the rate far above its floor
+    assert cut.history[-1]["lr"] > 50 * floor, [r["lr"] for r in cut.history]
+    assert 11 <= len(fitted.history) <= 12 and fitted_end <= deadline
+    assert fitted.history[-1]["lr"] < 1.2 * floor  # the cosine's last step: 1% of the rate
