@@ -60,7 +60,10 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
         else:
             ax.set_xlim(0, 2.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from aeopt.evaluate.figures import figure_bytes
+    from aeopt.runs import atomic_write_bytes
+
+    atomic_write_bytes(path, figure_bytes(fig, dpi=120))  # a killed report leaves the old figure, not half a PNG
     plt.close(fig)
 
 
