@@ -16,28 +16,17 @@ import torch
 
 from ..errors import AeoptError
 from .batches import InMemorySource, MmapSource, as_float
+from .samples import CHUNK_ROWS, to_samples, unit_float
 from .shards import Releaser, ShardedArray, gather, read_shards, release
-from .readers import (GREY_MODES, NPY_MAGIC, has_magic, is_channels_last, load_csv, load_digits, load_fashion,
+from .readers import (GREY_MODES, NPY_MAGIC, has_magic, load_digits, load_fashion,
                       load_image_dir, load_npy, load_npy_mapped, load_npz, open_image, read_idx, require_file)
+from .tables import load_csv
 
 KNOWN_SOURCES = ["digits", "fashion-mnist", "idx:IMAGES[,LABELS]", "npy:PATH", "npz:PATH",
                  "images:DIR", "csv:PATH", "shards:DIR"]
 MAPPED_HOLDOUT_MAX = 10_000          # mapped/sharded data: validation and test each at most this many samples
 MAPPED_HOLDOUT_MAX_BYTES = 64 << 20  # ... and this many bytes of float32, so memory does not grow with the data
 MMAP_ABOVE_BYTES = 1 << 30  # npy:PATH is memory-mapped above this size unless --mmap says otherwise
-CHUNK_ROWS = 4096           # rows per chunk when a mapped file is checked or summarized
-
-
-def chunks_of(x):
-    """(start, rows) over an array in CHUNK_ROWS pieces; a memory map's pages are handed back after each
-    piece, so reading a file much larger than memory never makes the process hold it."""
-    releaser = Releaser(x) if isinstance(x, (np.memmap, ShardedArray)) else None
-    for start in range(0, len(x), CHUNK_ROWS):
-        chunk = x[start:start + CHUNK_ROWS]
-        yield start, chunk
-        if releaser is not None:
-            releaser.tick(chunk.nbytes)
-    release(x)
 
 
 class MappedSplit:
@@ -190,7 +179,7 @@ def load_data(spec: str = "digits", *, data_dir: str | None = None, seed: int = 
     scaler = None
     if is_image:
         # uint8 pixels of the training split stay uint8 (Dataset.train_split); val/test are float32
-        xs = [xs[0] if xs[0].dtype == np.uint8 else _unit_float(xs[0])] + [_unit_float(a) for a in xs[1:]]
+        xs = [xs[0] if xs[0].dtype == np.uint8 else unit_float(xs[0])] + [unit_float(a) for a in xs[1:]]
     else:
         # Statistics from the train split only, so nothing leaks from val/test into training.
         train64 = xs[0].astype(np.float64)
@@ -217,7 +206,7 @@ def _mapped_dataset(x, y: np.ndarray | None, spec: str, seed: int, val_fraction:
         train = train[:limit]
     scaler = None
     if is_image:
-        to_samples = _unit_float
+        as_rows = unit_float
     else:
         total, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
         releaser, ordered = Releaser(x), np.sort(train)
@@ -231,17 +220,17 @@ def _mapped_dataset(x, y: np.ndarray | None, spec: str, seed: int, val_fraction:
         std[~(std > 1e-12)] = 1.0
         scaler = {"mean": mean.tolist(), "std": std.tolist()}
 
-        def to_samples(rows: np.ndarray) -> np.ndarray:
+        def as_rows(rows: np.ndarray) -> np.ndarray:
             return standardize(rows, scaler)
 
     def loaded(rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(to_samples(gather(x, rows))))
+        return torch.from_numpy(np.ascontiguousarray(as_rows(gather(x, rows))))
 
     def labels(rows: np.ndarray) -> torch.Tensor | None:
         return None if y is None else torch.from_numpy(y[rows])
 
     release(x)  # the checks and statistics read the whole map: hand its pages back
-    return Dataset(spec, MappedSplit(x, train, to_samples), loaded(val), loaded(test), labels(train), labels(val),
+    return Dataset(spec, MappedSplit(x, train, as_rows), loaded(val), loaded(test), labels(train), labels(val),
                    labels(test), is_image=is_image, scaler=scaler)
 
 
@@ -272,7 +261,7 @@ def read_source(spec: str, *, data_dir: str | None = None, seed: int = 0,
         x, y = read_shards(arg, spec)
     else:
         raise AeoptError(f"unknown data source {spec!r}: use one of {', '.join(KNOWN_SOURCES)}")
-    x = _to_samples(x, spec)
+    x = to_samples(x, spec)
     if y is not None:
         y = _labels(y, len(x), spec)
     return x, y, splits
@@ -317,8 +306,8 @@ def load_array_file(path: str) -> np.ndarray:
     """
     if has_magic(require_file(path), NPY_MAGIC):  # trust the content, not the extension
         x = load_npy(path, path)
-        x = _to_samples(x[None] if x.ndim == 1 else x, path)
-        return np.ascontiguousarray(_unit_float(x) if x.ndim == 4 else x, dtype=np.float32)
+        x = to_samples(x[None] if x.ndim == 1 else x, path)
+        return np.ascontiguousarray(unit_float(x) if x.ndim == 4 else x, dtype=np.float32)
     try:
         im = open_image(Path(path).expanduser(), path, lambda im: im.convert("L" if im.mode in GREY_MODES else "RGB"))
     except AeoptError as e:
@@ -326,7 +315,7 @@ def load_array_file(path: str) -> np.ndarray:
                          "pass a .npy batch or a PNG/JPEG image") from None
     a = np.asarray(im)
     a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
-    return np.ascontiguousarray(_unit_float(a))
+    return np.ascontiguousarray(unit_float(a))
 
 
 # --- checks and shared helpers ------------------------------------------------------------------
@@ -350,45 +339,6 @@ def _check_args(seed, val_fraction, test_fraction, limit, image_size) -> None:
                          "or no limit to use all training samples")
     if image_size is not None and (len(image_size) != 2 or not all(is_int(v) and v > 0 for v in image_size)):
         raise AeoptError(f"image_size must be two positive integers (height, width), got {image_size!r}")
-
-
-def _to_samples(x: np.ndarray, where: str) -> np.ndarray:
-    """Check dtype and values; bring images to (N, C, H, W) and leave tables (N, F)."""
-    if x.dtype.kind not in "biuf":
-        raise AeoptError(f"{where}: unsupported dtype {x.dtype}: save a numeric (integer or float) array")
-    if x.ndim < 2:  # before any pass over the rows: a 0-d array has none
-        raise AeoptError(f"{where}: array of shape {x.shape} is neither a table (N, F) nor images: reshape it")
-    if 0 in x.shape[1:]:
-        raise AeoptError(f"{where}: array of shape {x.shape} has samples without values: save at least one "
-                         "feature or pixel per sample")
-    if x.dtype.kind == "f":
-        bad = sum(chunk.size - int(np.count_nonzero(np.isfinite(chunk))) for _, chunk in chunks_of(x))
-        if bad:
-            raise AeoptError(f"{bad} NaN/Inf values in {where}; clean or impute them first")
-    shape = x.shape
-    first = x.ndim == 4 and shape[1] in (1, 3, 4)
-    if x.ndim == 3:
-        x = x[:, None]
-    elif is_channels_last(shape):
-        x = x.transpose(0, 3, 1, 2)
-    elif not (first or (x.ndim == 2 and shape[1] > 0)):
-        raise AeoptError(f"{where}: array of shape {shape} is neither a table (N, F) nor images (N, H, W), "
-                         "(N, C, H, W) with C in 1/3/4 or (N, H, W, C) with C in 1/3: reshape it")
-    if x.ndim == 4 and x.dtype != np.uint8:
-        # Only uint8 has an obvious scale (/255); for anything else a guess could silently be wrong.
-        ranges = [(float(chunk.min()), float(chunk.max())) for _, chunk in chunks_of(x)]
-        lo, hi = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if x.size else (0.0, 0.0)
-        if lo < 0 or hi > 1:
-            raise AeoptError(f"{where}: image values lie in [{lo:g}, {hi:g}], not [0, 1]: scale them to "
-                             "[0, 1] (or save uint8 pixels), or save the data as a 2-D (N, F) table")
-    return x
-
-
-def _unit_float(x: np.ndarray) -> np.ndarray:
-    """Images as float32: uint8 pixels / 255; anything else is already in [0, 1]."""
-    if x.dtype == np.uint8:
-        return np.divide(x, 255, dtype=np.float32)
-    return x.astype(np.float32)
 
 
 def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import math
 import os
@@ -13,7 +12,6 @@ import tokenize
 import warnings
 import zipfile
 import zlib
-from array import array
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +29,6 @@ _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2")
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-_LABEL_COLUMNS = ("label", "class", "y")
 NPY_MAGIC = b"\x93NUMPY"
 MAX_DEFLATE_RATIO = 1032  # DEFLATE (gzip, zip) cannot expand more: a header claiming more is corrupt
 READ_PIECE = 16 << 20    # compressed data is read this much at a time
@@ -358,67 +355,3 @@ def _memory_bytes() -> int | float:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return math.inf
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-        return True
-    except ValueError:
-        return False
-
-
-def load_csv(path: str, where: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a numeric CSV table with an optional header row and label column.
-
-    Each row becomes numbers as it is read, so memory is that of the float64 table (8 bytes a cell), not
-    of the Python strings of every cell (about 60 bytes each): a large table never costs 8x its size.
-    """
-    file = require_file(path)
-    values, raw_labels, header, cols, label_col, rows = array("d"), [], None, [], None, 0
-    try:
-        with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            for cells in reader:
-                row = [c.strip() for c in cells]
-                if not any(row):
-                    continue
-                line = reader.line_num
-                if header is None:
-                    header, is_data = row, all(map(_is_number, row))
-                    if is_data:  # no header row: every row is data
-                        header = [f"column {i + 1}" for i in range(len(row))]
-                    names = [h.lower() for h in header]
-                    label_col = next((names.index(n) for n in _LABEL_COLUMNS if n in names), None)
-                    cols = [i for i in range(len(header)) if i != label_col]
-                    if not is_data:
-                        continue
-                if not cols:
-                    raise AeoptError(f"{where}: no feature columns besides the label: add numeric columns")
-                if len(row) != len(header):
-                    raise AeoptError(f"{where}: line {line} has {len(row)} cells but the header has {len(header)}: "
-                                     "give every row the same number of cells")
-                try:
-                    numbers = [float(row[i]) for i in cols]
-                except ValueError:
-                    i = next(i for i in cols if not _is_number(row[i]))
-                    raise AeoptError(f"{where}: non-numeric value {row[i]!r} in column {header[i]!r} at line "
-                                     f"{line}: make the column numeric (class names belong in a 'label' column)"
-                                     ) from None
-                if label_col is not None and not row[label_col]:
-                    raise AeoptError(f"{where}: empty {header[label_col]!r} at line {line}: give every row a label")
-                values.extend(numbers)
-                if label_col is not None:
-                    raw_labels.append(row[label_col])
-                rows += 1
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise AeoptError(f"{where}: not a readable CSV text file ({e}): save it as UTF-8 CSV") from None
-    if header is None:
-        raise AeoptError(f"{where}: the table is empty: write a header row and one row per sample")
-    if not rows:
-        raise AeoptError(f"{where}: the table is empty (only a header): add one row per sample")
-    x = np.frombuffer(values, dtype=np.float64).reshape(rows, len(cols))
-    if label_col is None:
-        return x, None
-    numeric = all(map(_is_number, raw_labels))
-    return x, (np.array([float(v) for v in raw_labels]) if numeric else np.array(raw_labels))

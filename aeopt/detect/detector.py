@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..data import InMemorySource
-from ..data.datasets import _to_samples, _unit_float
+from ..data.samples import to_samples, unit_float
 from ..errors import AeoptError
 from ..models.losses import choose_auto_loss
 from ..runs import build_model
@@ -131,7 +131,7 @@ class AutoencoderDetector(BaseEstimator):
                 self.scale_ = np.where(std > 1e-12, std, 1.0)
             x = ((X - self.mean_) / self.scale_).astype(np.float32)
         else:
-            x = _unit_float(_to_samples(X, "X"))
+            x = unit_float(to_samples(X, "X"))
         if reset:
             self.sample_shape_ = tuple(x.shape[1:])
             self.n_features_in_ = math.prod(self.sample_shape_)

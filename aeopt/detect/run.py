@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..data import load_data, standardize
-from ..data.datasets import _to_samples, _unit_float, in_memory
+from ..data.datasets import in_memory
+from ..data.samples import to_samples, unit_float
 from ..errors import AeoptError, describe_failure
 from ..runs import atomic_write_text, load_tensors, load_torch, save_config, save_tensors, staged_dir, write_json
 from .detector import AutoencoderDetector
@@ -170,7 +171,7 @@ def load_detector(run_dir: str | Path) -> tuple[AutoencoderDetector, dict[str, A
 
 def read_all(spec: str, data_dir: str | None = None) -> np.ndarray:
     """Every sample of a data spec in file order (no split), images in [0, 1], tables unscaled."""
-    from ..data import readers
+    from ..data import readers, tables
 
     kind, _, arg = spec.partition(":")
     if spec == "digits":
@@ -186,12 +187,12 @@ def read_all(spec: str, data_dir: str | None = None) -> np.ndarray:
     elif kind == "images" and arg:
         x = readers.load_image_dir(arg, spec, None)[0]
     elif kind == "csv" and arg:
-        x = readers.load_csv(arg, spec)[0]
+        x = tables.load_csv(arg, spec)[0]
     else:
         load_data(spec)  # raises the one-line "unknown data source" error that lists the known ones
         raise AeoptError(f"unknown data source {spec!r}")
-    x = _to_samples(x, spec)
-    return _unit_float(x) if x.ndim == 4 else x
+    x = to_samples(x, spec)
+    return unit_float(x) if x.ndim == 4 else x
 
 
 def score_file(run_dir: str | Path, data: str, out: str | Path, *, data_dir: str | None = None,
