@@ -173,7 +173,7 @@ def train_photos(args) -> None:
     from aeopt.models import create_model
     from aeopt.runs import save_config
     from aeopt.settings import Settings
-    from aeopt.train.callbacks import DeadlinePlan, StopAt
+    from aeopt.train.callbacks import DeadlinePlan
     from aeopt.train.loop import fit
     from aeopt.train.prepare import prepare_run_dir
 
@@ -199,7 +199,7 @@ def train_photos(args) -> None:
     save_config(run_dir, config, info)
     deadline = time.time() + 60 * args.minutes
     fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,
-                     callbacks=[DeadlinePlan(deadline, args.epochs), StopAt(deadline)], progress=False)
+                     callbacks=[DeadlinePlan(deadline, args.epochs)], progress=False)
     finish_codec_run(run_dir, fit_result.model.cpu(), test, fit_result)  # a first look on 8 photos; `photos` measures
     (run_dir / "training.json").write_text(json.dumps({
         "train_seconds": fit_result.train_seconds, "epochs": fit_result.epochs, "steps_about": fit_result.loop.step,

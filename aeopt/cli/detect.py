@@ -64,7 +64,8 @@ def add_commands(subparsers) -> None:
     f.add_argument("--normal-class", type=int, help="train on this class only; anomalies = the other classes")
     f.add_argument("--contamination", type=_contamination, default=0.1,
                    help="expected share of anomalies in (0, 0.5], or auto (from the score distribution)")
-    f.add_argument("--score", default="auto", help="recon | latent | combined | forest | elbo (VAE) | auto")
+    f.add_argument("--score", default="auto", help="recon | latent | combined (recon + code distance, + the encoder's feature map for conv) | forest | "
+                        "elbo (VAE) | auto")
     f.add_argument("--recon", help="reconstruction error: mse | bce | ssim | auto")
     f.add_argument("--latent", help="code density: knn | gauss")
     f.add_argument("--threshold", default="contamination",

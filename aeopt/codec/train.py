@@ -24,7 +24,7 @@ from ..models.codec import SMALL_IMAGE
 from ..runs import build_model, read_config, save_config, warm_start, write_json
 from ..settings import Settings
 from ..train.api import TrainResult, resolve_settings
-from ..train.callbacks import Callback, DeadlinePlan, StopAt
+from ..train.callbacks import Callback, DeadlinePlan
 from ..train.loop import fit, resolve_device
 from ..train.prepare import how_to_continue, open_run
 
@@ -109,8 +109,8 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
     config = config.replace(out=str(run_dir))
     save_config(run_dir, config, info)
     deadline = time.time() + max_seconds if max_seconds else None
-    callbacks = [*callbacks, *tracking.trackers] + ([DeadlinePlan(deadline, config.optimization.epochs),
-                                                     StopAt(deadline)] if deadline else [])
+    callbacks = [*callbacks, *tracking.trackers] + ([DeadlinePlan(deadline, config.optimization.epochs)]
+                                                    if deadline else [])
     with tracking:
         try:
             result = fit(model, model.objective(config), train, val, config, run_dir=run_dir, device=torch_device,

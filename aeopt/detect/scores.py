@@ -209,8 +209,8 @@ class Scorer:
     seed: int = 0                                # the forest's
     forest_features: np.ndarray | None = None    # training residuals + codes (forest), float32
     forest: object = None                        # the fitted IsolationForest (refitted on load)
-    features: bool = True                        # combined: add the feature-map part where the encoder has one
-    feature_reference: np.ndarray | None = None  # training feature maps, pooled (k-NN), float32
+    features: bool = True                        # combined: fit the feature-map part where the encoder has one
+    feature_reference: np.ndarray | None = None  # training feature maps, pooled (k-NN), float32; set = the part is used
 
     def parts(self, model, x: torch.Tensor, *, training: bool = False) -> dict[str, np.ndarray]:
         """The raw score parts this score needs, per sample."""
@@ -221,11 +221,11 @@ class Scorer:
         errors, codes = passed["error"], passed["code"]
         parts = {}
         if self.score == "forest":
-            features = np.concatenate([passed["residual"], codes], axis=1).astype(np.float32)
+            forest_input = np.concatenate([passed["residual"], codes], axis=1).astype(np.float32)
             if training:
-                self.forest_features = features
-                self.forest = fit_forest(features, self.seed)
-            parts["forest"] = -self.forest.score_samples(features)  # higher = shorter paths = more isolated
+                self.forest_features = forest_input
+                self.forest = fit_forest(forest_input, self.seed)
+            parts["forest"] = -self.forest.score_samples(forest_input)  # higher = shorter paths = more isolated
         if self.score in ("recon", "combined", "forest"):
             parts["recon"] = errors
         if self.score in ("latent", "combined", "forest"):
@@ -235,13 +235,11 @@ class Scorer:
                 parts["latent"] = knn_distance(codes, self.reference, self.n_neighbors, exclude_self=training)
             else:
                 parts["latent"] = self.gaussian.distance(codes)
-        if want_features and passed["features"] is not None:
+        if want_features and passed["features"] is not None:  # None: no spatial map (an MLP encoder)
             if training:
                 self.feature_reference = passed["features"].astype(np.float32)
             parts["features"] = knn_distance(passed["features"], self.feature_reference, self.n_neighbors,
                                              exclude_self=training)
-        elif training:
-            self.features = False  # no spatial map (an MLP encoder): combined is recon + latent
         return parts
 
     def _fit_latent(self, codes: np.ndarray) -> None:
@@ -293,9 +291,9 @@ class Scorer:
         if "reference" in tensors:
             scorer.reference = tensors["reference"].numpy()
         scorer.features = bool(meta.get("features", False))  # runs saved before the part existed: without it
-        if scorer.features and "feature_reference" not in tensors:
-            raise KeyError("scorer.feature_reference")
         if scorer.features:
+            if "feature_reference" not in tensors:
+                raise KeyError("scorer.feature_reference")
             scorer.feature_reference = tensors["feature_reference"].float().numpy()
         if "gauss_mean" in tensors:
             scorer.gaussian = Gaussian(tensors["gauss_mean"].double().numpy(),

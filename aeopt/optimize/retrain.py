@@ -34,7 +34,7 @@ from ..data import Dataset
 from ..deploy.inference import load
 from ..evaluate import evaluate_model, reconstruct
 from ..runs import write_json
-from ..train import DeadlinePlan, StopAt
+from ..train import DeadlinePlan
 from .objectives import reconstruction_error
 from .trial import TrialPlan, fit_config, trial_config
 
@@ -183,8 +183,8 @@ def retrain_member(pick: Pick, plan: TrialPlan, dataset: Dataset, epochs: int, d
     else:
         timed = deadline is not None
         trainer = fit_config(config, dataset, device=plan.device,
-                             callbacks=[DeadlinePlan(deadline, most_epochs or epochs, once=True, safety=REPLAN_SAFETY),
-                                        StopAt(deadline)] if timed else [])
+                             callbacks=[DeadlinePlan(deadline, most_epochs or epochs, once=True,
+                                                     safety=REPLAN_SAFETY)] if timed else [])
         model = trainer.model
         metrics = {**evaluate_model(model, dataset, device=trainer.device), "epochs": trainer.epoch,
                    "best_epoch": trainer.best_epoch, "train_seconds": trainer.train_seconds, **trainer.throughput()}

@@ -31,8 +31,8 @@ STUDY_NAME = "aeopt"
 DEFAULT_STORAGE_FILE = "study.db"
 DEFAULT_JOURNAL_FILE = "study.journal"  # --workers N on one machine
 STORAGE_ATTEMPTS = 5
-# What a process that lost the race to create a new study database sees (3 processes opening one new SQLite
-# file at once, 15 times: 6 "unique constraint failed", 3 "already exists"); retried, every other error is not.
+# What a process that lost the race to create a new study database sees (the messages measured:
+# benchmarks/results/design_notes.md); retried, every other error is not.
 SCHEMA_RACE_MESSAGES = ("duplicate", "already exists", "unique constraint", "locked")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 _UNITS = {"s": 1, "m": 60, "h": 3600}

@@ -7,6 +7,8 @@ the batch and the step's detached loss parts.
 """
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -50,8 +52,6 @@ class StopAt(Callback):
     """End training after the step that crosses `deadline` (a time.time() value); best weights kept."""
 
     def __init__(self, deadline: float, clock: Callable[[], float] | None = None):
-        import time
-
         self.deadline, self.clock = deadline, clock or time.time
 
     def on_step_end(self, loop: "Loop", batch: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
@@ -59,7 +59,7 @@ class StopAt(Callback):
             loop.stop = True
 
 
-class DeadlinePlan(Callback):
+class DeadlinePlan(StopAt):
     """Fit a time-capped run's epochs, and its LR schedule's length with them, to its deadline.
 
     A schedule laid over a fixed number of epochs and cut by a deadline never finishes its decay when
@@ -69,21 +69,18 @@ class DeadlinePlan(Callback):
     the speed of the epoch just ended (training, validation, checkpoint), `safety` of the time left,
     at most `most_epochs` and never fewer than are done. The last epoch's speed, not the mean: a
     machine that got busy mid-run is what cut the photo runs. `once=True` re-plans after the second
-    epoch only (optimize's retraining, whose members are short). Pair it with StopAt(deadline).
+    epoch only (optimize's retraining, whose members are short). It is a StopAt too: the run also
+    ends after the step that crosses the deadline.
     """
 
     def __init__(self, deadline: float, most_epochs: int, *, once: bool = False, safety: float = 0.98,
                  clock: Callable[[], float] | None = None):
-        import time
-
-        self.deadline, self.most_epochs, self.once, self.safety = deadline, most_epochs, once, safety
-        self.clock = clock or time.time
+        super().__init__(deadline, clock)
+        self.most_epochs, self.once, self.safety = most_epochs, once, safety
         self.last_end: float | None = None
         self.epochs_seen = 0
 
     def on_epoch_end(self, loop: "Loop", row: dict[str, float]) -> None:
-        import math
-
         now, previous = self.clock(), self.last_end
         self.last_end, self.epochs_seen = now, self.epochs_seen + 1
         if previous is None or (self.once and self.epochs_seen != 2):

@@ -105,7 +105,8 @@ def test_a_time_capped_run_that_slows_down_still_ends_its_schedule(digits):
     for planned in (False, True):
         clock = FakeClock(1.0, slow_from=4, slow=3.0)
         deadline = 30 * steps * 1.0
-        callbacks = [clock, StopAt(deadline, clock=clock)] + ([DeadlinePlan(deadline, 30, clock=clock)] if planned else [])
+        stop = DeadlinePlan(deadline, 30, clock=clock) if planned else StopAt(deadline, clock=clock)  # a StopAt too
+        callbacks = [clock, stop]
         torch.manual_seed(0)
         model = create_model("mlp", (1, 8, 8), 4, hidden="16")
         objective = model.objective(settings, in_unit_range=True, steps_per_epoch=steps)
@@ -116,5 +117,6 @@ def test_a_time_capped_run_that_slows_down_still_ends_its_schedule(digits):
     floor = 0.01 * 3e-3
     # time for 3 + 27 / 3 = 12 epochs: StopAt alone ends within epoch 13's first step, the rate far above its floor
     assert cut.history[-1]["lr"] > 50 * floor, [r["lr"] for r in cut.history]
+    assert cut_end > deadline  # StopAt ended it after the step that crossed the deadline
     assert 11 <= len(fitted.history) <= 12 and fitted_end <= deadline
     assert fitted.history[-1]["lr"] < 1.2 * floor  # the cosine's last step: 1% of the rate
