@@ -37,6 +37,10 @@ def add_commands(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="of the encoder's transforms: bf16 is meant for CPUs with bf16 matrix units (AMX; not "
                         "benchmarked yet); files decode bit-exactly either way (default fp32)")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="search STEPS gradient steps per image for latents that cost fewer bytes at the same or "
+                        "better quality (SGA; the decoder is unchanged; 200 is a good setting, at about 0.13 s "
+                        "per step for a 481x321 photo on 2 cores; default 0: plain rounding)")
     _common(p)
     p.set_defaults(func=cmd_compress)
 
@@ -52,8 +56,8 @@ def _common(p) -> None:
     add_common_flags(p)
 
 
-def _bar(total: int, quiet: bool):
-    if quiet or total < PROGRESS_FROM:
+def _bar(total: int, quiet: bool, slow: bool = False):
+    if quiet or (total < PROGRESS_FROM and not slow):
         return None
     from tqdm.auto import tqdm
 
@@ -110,7 +114,10 @@ def cmd_compress(args) -> None:
     from ..codec.api import encode, load_codec
     from ..codec.evaluate import quality
 
+    from ..codec.refine import check_steps
+
     run = load_codec(args.run)
+    check_steps(args.refine)
     out = Path(args.out)
     if args.data and args.inputs:
         raise AeoptError("pass either INPUT files or --data SPEC, not both")
@@ -133,11 +140,12 @@ def cmd_compress(args) -> None:
         raise AeoptError("nothing to compress: pass INPUT files or --data SPEC")
     _check_free(list(targets.values()), args.overwrite)
     images = [im for ims in groups.values() for im in ims]
-    bar = _bar(len(images), args.quiet)
+    bar = _bar(len(images), args.quiet, slow=args.refine > 0)
     files, recon = {}, []
     try:
         for name, ims in groups.items():
-            sizes, stream, decoded = encode(run, ims, reconstruct=True, progress=bar, precision=args.precision)
+            sizes, stream, decoded = encode(run, ims, reconstruct=True, progress=bar, precision=args.precision,
+                                           refine=args.refine)
             files[name] = run.pack(sizes, stream)
             recon += decoded
     finally:

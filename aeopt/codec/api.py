@@ -20,6 +20,7 @@ from ..models.codec.model import CodecModel
 from ..models.codec.transforms import HYPER_STRIDE
 from . import coder, container
 from .coder import LATENT_LIMIT, Coder
+from .refine import check_steps, refine
 from .tables import CodecTables, load_tables
 
 BATCH = 256  # images per transform call: big enough for throughput, small enough for memory
@@ -126,12 +127,14 @@ def check_precision(precision: str) -> str:
 
 
 @torch.no_grad()
-def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
+def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refine_steps: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1].
 
     `precision="bf16"` runs g_a and h_a under bf16 autocast (meant for CPUs with AMX; not timed yet):
     that changes which integers the encoder picks, never whether they decode, since the decoder
-    reads the integers themselves and chooses their tables in integer arithmetic (intnet.py)."""
+    reads the integers themselves and chooses their tables in integer arithmetic (intnet.py).
+    `refine_steps` > 0 searches for better integers than rounding finds (refine.py), in fp32."""
     model = run.model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
         y = model.analyse(x).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
@@ -139,8 +142,10 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32") -> t
         if model.entropy == "hyperprior":
             # h_a sees y before rounding, as in training (and in CompressAI's compress): on rounded y it
             # predicted scales that cost Fashion-MNIST files 17% more at the lowest rate (codec.md)
-            z = torch.round(model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)).long().numpy()
-    return torch.round(y).long().numpy(), z
+            z = model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
+    y, z = refine(model, x.float(), y, z, check_steps(refine_steps))
+    as_ints = lambda t: t.clamp(-LATENT_LIMIT, LATENT_LIMIT).long().numpy()  # noqa: E731
+    return as_ints(y), None if z is None else as_ints(z)
 
 
 @torch.no_grad()
@@ -148,38 +153,71 @@ def _synthesise(run: CodecRun, y: np.ndarray, size: tuple[int, int]) -> np.ndarr
     return to_uint8(run.model.synthesise(torch.from_numpy(y).float(), size))
 
 
-def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None, precision: str = "fp32"):
-    """(sizes, streams, reconstructions): `joint` -> one stream for all images (a many-image
-    file), else one stream per image; reconstructions (the decoder's uint8 output) on request;
-    `precision`: of the encoder's transforms (encode_latents)."""
+@dataclass
+class Chunk:
+    """The integer latents of a chunk of same-size images (chunks()) and their table rows."""
+
+    size: tuple[int, int]
+    idx: list[int]
+    y: np.ndarray
+    z: np.ndarray | None
+    rows: np.ndarray
+
+
+def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", refine: int = 0
+            ) -> tuple[list[tuple[int, int]], list[Chunk]]:
+    """(sizes, chunks) of every image: what encode() codes, computed once (measure() codes it twice)."""
     run = load_codec(run)
     check_precision(precision)
+    check_steps(refine)
     items = as_images(images, run.channels)
     sizes = [tuple(im.shape[1:]) for im in items]
-    streams: list = [None] * len(items)
-    recon: list = [None] * len(items)
-    enc = coder.new_encoder() if joint else None
+    out = []
     for size, idx in chunks(sizes):
-        y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision)
-        rows = run.coder.rows(z, y.shape)
-        if joint:
-            run.coder.encode_into(enc, y, z, rows)
-        else:
-            for k, i in enumerate(idx):
-                streams[i] = run.coder.encode(y[k:k + 1], None if z is None else z[k:k + 1], rows[k:k + 1])
-        if reconstruct:
-            for k, x_hat in zip(idx, _synthesise(run, y, size)):
-                recon[k] = x_hat
+        y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision, refine)
+        out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape)))
         if progress is not None:
             progress.update(len(idx))
-    return sizes, (coder.finish(enc) if joint else streams), recon
+    return sizes, out
 
 
-def compress(run, images, *, precision: str = "fp32") -> bytes:
-    """One .aec file holding every image (a single-image file for one image); `precision`: of the
-    encoder's transforms, fp32 or bf16 (the file decodes the same way, in fp32, anywhere)."""
+def streams(run: CodecRun, parts: list[Chunk], n_images: int, *, joint: bool = True):
+    """One stream for all images (`joint`: a many-image file), else a list of one stream per image."""
+    if joint:
+        enc = coder.new_encoder()
+        for part in parts:
+            run.coder.encode_into(enc, part.y, part.z, part.rows)
+        return coder.finish(enc)
+    out: list = [None] * n_images
+    for part in parts:
+        for k, i in enumerate(part.idx):
+            out[i] = run.coder.encode(part.y[k:k + 1], None if part.z is None else part.z[k:k + 1],
+                                      part.rows[k:k + 1])
+    return out
+
+
+def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None, precision: str = "fp32",
+           refine: int = 0):
+    """(sizes, streams, reconstructions): `joint` -> one stream for all images (a many-image
+    file), else one stream per image; reconstructions (the decoder's uint8 output) on request;
+    `precision`: of the encoder's transforms (encode_latents); `refine`: steps of the encode-time
+    search for better latents (refine.py; 0 = plain rounding)."""
     run = load_codec(run)
-    sizes, stream, _ = encode(run, images, precision=precision)
+    sizes, parts = latents(run, images, progress=progress, precision=precision, refine=refine)
+    recon: list = [None] * len(sizes)
+    if reconstruct:
+        for part in parts:
+            for k, x_hat in zip(part.idx, _synthesise(run, part.y, part.size)):
+                recon[k] = x_hat
+    return sizes, streams(run, parts, len(sizes), joint=joint), recon
+
+
+def compress(run, images, *, precision: str = "fp32", refine: int = 0) -> bytes:
+    """One .aec file holding every image (a single-image file for one image); `precision`: of the
+    encoder's transforms, fp32 or bf16 (the file decodes the same way, in fp32, anywhere);
+    `refine`: steps of the encode-time search for smaller files (refine.py), 0 = none."""
+    run = load_codec(run)
+    sizes, stream, _ = encode(run, images, precision=precision, refine=refine)
     return run.pack(sizes, stream)
 
 

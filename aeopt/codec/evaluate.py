@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..models.codec.msssim import ms_ssim_per_sample
-from .api import CodecRun, decompress_files, encode
+from .api import CodecRun, decompress_files, latents, streams
 
 
 def quality(originals: list[np.ndarray], decoded: list[np.ndarray]) -> dict[str, float]:
@@ -27,17 +27,18 @@ def quality(originals: list[np.ndarray], decoded: list[np.ndarray]) -> dict[str,
     return {"psnr": psnr, "mse": mse / 255.0 ** 2, "ms_ssim": float(np.mean(ms))}
 
 
-def measure(run: CodecRun, images: list[np.ndarray], *, progress=None) -> dict:
-    """bpp, PSNR, MS-SSIM, bytes per image and per-image times over `images` (uint8 (C, H, W) each)."""
+def measure(run: CodecRun, images: list[np.ndarray], *, progress=None, refine: int = 0) -> dict:
+    """bpp, PSNR, MS-SSIM, bytes per image and per-image times over `images` (uint8 (C, H, W) each);
+    `refine`: steps of the encode-time latent search (refine.py), counted in the encode time."""
     pixels = sum(im.shape[1] * im.shape[2] for im in images)
     started = time.perf_counter()
-    sizes, streams, _ = encode(run, images, joint=False, progress=progress)
-    files = [run.pack([size], stream) for size, stream in zip(sizes, streams)]
+    sizes, parts = latents(run, images, progress=progress, refine=refine)
+    files = [run.pack([size], stream) for size, stream in zip(sizes, streams(run, parts, len(sizes), joint=False))]
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     decoded = [images[0] for images in decompress_files(run, files)]
     decode_s = time.perf_counter() - started
-    batch = run.pack(*encode(run, images)[:2])
+    batch = run.pack(sizes, streams(run, parts, len(sizes)))  # the same latents as one many-image file
     total = sum(len(f) for f in files)
     return {"images": len(images), "pixels": pixels, "bytes": total, "bpp": 8 * total / pixels,
             "bytes_per_image": total / len(images), **quality(images, decoded),

@@ -1,0 +1,112 @@
+"""Encode-time refinement of the latents: smaller files at the same or better quality, same decoder.
+
+The encoder g_a is amortized: trained to be good on average, it leaves each image's latents short
+of the best integers for R + lambda * D under the model's own decoder and densities. `refine`
+searches for better ones by gradient descent on y and z themselves with the networks fixed, using
+stochastic Gumbel annealing (SGA, Yang, Bamler & Mandt 2020, "Improving Inference for Neural Image
+Compression"): each value is a random soft choice between its floor and ceiling that sharpens
+into rounding as the temperature falls, so the optimization ends at integers instead of drifting
+across rounding boundaries (plain Adam with straight-through rounding did not pay: design_notes.md).
+
+Only the encoder changes: the file holds integers like any other, decodes bit-exactly with the
+same tables, and a file refined on one machine decodes anywhere. The search is seeded, so the same
+image and settings give the same file. Each image keeps its plain latents if the refined ones do
+not lower its R + lambda * D (by the model's estimate): refinement never makes an image worse by
+the measure it optimizes. It costs one g_s forward and backward per step (benchmarks/results/codec.md).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import AeoptError
+from ..models.codec.entropy import SCALE_MAX, SCALE_MIN, GaussianConditional
+from ..models.codec.model import CodecModel
+from ..models.codec.msssim import ms_ssim_per_sample
+
+MAX_STEPS = 10_000
+LEARNING_RATE = 0.015  # Adam's step, in units of each image's latent spread: 0.01 did best on Fashion-MNIST, 0.02 on photos (design_notes.md)
+SPREAD_MIN = 0.1
+TAU_START, TAU_END = 0.5, 0.02  # SGA temperature: flat for the first 30% of the steps, then exponential
+HOLD = 0.3
+SEED = 0
+
+
+def check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
+        raise AeoptError(f"refine steps must be a whole number in 0..{MAX_STEPS}, got {steps!r}")
+    return steps
+
+
+def temperature(step: int, steps: int) -> float:
+    held = HOLD * steps
+    if step <= held:
+        return TAU_START
+    return max(TAU_START * math.exp(math.log(TAU_END / TAU_START) * (step - held) / (steps - held)), TAU_END)
+
+
+def soft_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
+    """SGA: floor or ceiling, chosen by a Gumbel-softmax whose logits favour the nearer one."""
+    floor = torch.floor(v)
+    eps = 1e-5
+    logits = torch.stack([-torch.atanh((v - floor).clamp(-1 + eps, 1 - eps)) / tau,
+                          -torch.atanh((floor + 1 - v).clamp(-1 + eps, 1 - eps)) / tau], -1)
+    uniform = torch.rand(logits.shape, generator=generator).clamp_min(1e-20)
+    weights = torch.softmax((logits - torch.log(-torch.log(uniform))) / tau, -1)
+    return floor + weights[..., 1]
+
+
+def per_image_loss(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+    """R + lambda * D per image (N,), in the training objective's units (bits per pixel, 255^2 MSE)."""
+    if z is None:
+        likelihood = model.y_density.likelihood(y)
+        bits = -torch.log2(likelihood).flatten(1).sum(1)
+    else:
+        scale = torch.exp(model.log_scales(z, y.shape)).clamp(SCALE_MIN, SCALE_MAX)
+        bits = (-torch.log2(GaussianConditional.likelihood(y, scale)).flatten(1).sum(1)
+                - torch.log2(model.z_density.likelihood(z)).flatten(1).sum(1))
+    x_hat = model.synthesise(y, tuple(x.shape[-2:]))
+    if model.distortion == "ms-ssim":
+        distortion = 1 - ms_ssim_per_sample(x_hat, x)
+    else:
+        distortion = 255.0 ** 2 * (x_hat - x).square().flatten(1).mean(1)
+    return bits / (x.shape[-2] * x.shape[-1]) + model.lmbda * distortion
+
+
+def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, steps: int,
+           lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Integer-valued (float) y, z for the batch x, starting from the encoder's unrounded y, z."""
+    if steps == 0:
+        return torch.round(y), None if z is None else torch.round(z)
+    generator = torch.Generator().manual_seed(SEED)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            start = [y] if z is None else [y, z]
+            # Adam moves every value by about lr per step: in units of each image's own spread of
+            # values, so that one rate suits 28x28 images (y std ~1) and photos (std ~2.5) alike
+            spreads = [v.detach().flatten(1).std(1).clamp_min(SPREAD_MIN).view(-1, 1, 1, 1) for v in start]
+            free = [(v.detach() / s).requires_grad_(True) for v, s in zip(start, spreads)]
+            optimizer = torch.optim.Adam(free, lr=lr or LEARNING_RATE)
+            for step in range(steps):
+                tau = temperature(step, steps)
+                soft = [soft_round(u * s, tau, generator) for u, s in zip(free, spreads)]
+                loss = per_image_loss(model, x, soft[0], soft[1] if z is not None else None).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            free = [u.detach() * s for u, s in zip(free, spreads)]
+        with torch.no_grad():
+            plain = [torch.round(y), None if z is None else torch.round(z)]
+            refined = [torch.round(v.detach()) for v in free] + ([None] if z is None else [])
+            better = per_image_loss(model, x, *refined) < per_image_loss(model, x, *plain)
+            keep = better.view(-1, 1, 1, 1)
+            y_out = torch.where(keep, refined[0], plain[0])
+            z_out = None if z is None else torch.where(keep, refined[1], plain[1])
+        return y_out, z_out
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)

@@ -1,0 +1,137 @@
+"""What encode-time refinement (aeopt compress --refine) buys, against the peers, in one run.
+
+  flock /tmp/aeopt-bench.lock python benchmarks/codec_refine.py [--steps 100] [--fmnist 1000] [--photos 100]
+
+On the cached runs of benchmarks/codec.py (Fashion-MNIST fm-*, photos photos-long2 / photos-low2):
+for the first N test images of each set, aeopt plain and refined (one .aec file per image, every
+byte counted) and the peers (PNG/JPEG/WebP/AVIF) on those same images; BD-rate of both against each
+peer; the refined 768x512 photo's encode time. Refinement costs seconds per photo, so it runs on a
+subset; plain aeopt on the same subset says how far the subset is from the whole set (codec.md).
+Writes benchmarks/results/codec_refined.json and codec_refined.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.codec import BSDS, CACHE, FM_PEERS, PHOTO_PEERS, RESULTS, _bd_table, _rebuilt  # noqa: E402
+from benchmarks.common import machine_line  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import aeopt  # noqa: E402
+from aeopt.codec import compress, decompress_images  # noqa: E402
+from aeopt.codec.evaluate import measure  # noqa: E402
+from aeopt.codec.peers import measure_peers  # noqa: E402
+
+
+def _point(run_name: str, run, images, steps: int) -> dict:
+    t = measure(run, images, refine=steps)
+    point = {"run": run_name, "lmbda": run.model.lmbda, "refine": steps, "bpp": t["bpp"],
+             "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
+             "batch_bpp": t["batch_file"]["bpp"], "encode_ms": t["encode_ms_per_image"],
+             "decode_ms": t["decode_ms_per_image"]}
+    print(json.dumps(point), flush=True)
+    return point
+
+
+def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, steps: int) -> dict:
+    load_before = os.getloadavg()
+    plain, refined = [], []
+    for run_name in runs:
+        run = _rebuilt(CACHE / run_name)
+        plain.append(_point(run_name, run, images, 0))
+        refined.append(_point(run_name, run, images, steps))
+    peer_points = measure_peers(images, peers)
+    return {"data": name, "images": len(images), "machine": machine_line(), "load_before": load_before,
+            "load_after": os.getloadavg(), "plain": plain, "refined": refined, "peers": peer_points,
+            "bd_rate_plain": _bd_table(plain, peer_points), "bd_rate_refined": _bd_table(refined, peer_points)}
+
+
+def _photo_timing(run_name: str, image: np.ndarray, steps: int) -> dict:
+    from PIL import Image
+
+    run = _rebuilt(CACHE / run_name)
+    big = np.asarray(Image.fromarray(image.transpose(1, 2, 0)).resize((768, 512), Image.Resampling.BICUBIC))
+    big = big.transpose(2, 0, 1).copy()
+    started = time.perf_counter()
+    data = compress(run, big, refine=steps)
+    mid = time.perf_counter()
+    decompress_images(run, data)
+    return {"run": run_name, "encode_s": mid - started, "decode_s": time.perf_counter() - mid, "bytes": len(data),
+            "plain_bytes": len(compress(run, big))}
+
+
+def _table(part: dict) -> list[str]:
+    lines = [f"Machine: {part['machine']}; load average before {part['load_before'][0]:.1f}, after "
+             f"{part['load_after'][0]:.1f}. The first {part['images']} test images, one .aec file each.", "",
+             "| run | lambda | encoder | bytes/image | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for p in part["plain"] + part["refined"]:
+        encoder = f"refined, {p['refine']} steps" if p["refine"] else "plain rounding"
+        lines.append(f"| {p['run']} | {p['lmbda']:g} | {encoder} | {p['bytes_per_image']:.1f} | {p['bpp']:.4f} | "
+                     f"{p['psnr']:.2f} | {p['ms_ssim']:.4f} | {p['encode_ms']:.1f} | {p['decode_ms']:.1f} |")
+    lines += ["", "| codec | setting | bytes/image | bpp | PSNR dB |", "| --- | --- | --- | --- | --- |"]
+    for p in part["peers"]:
+        psnr = "n/a" if p["setting"] is None else f"{p['psnr']:.2f}"
+        lines.append(f"| {p['codec']} | {p['setting'] if p['setting'] is not None else 'optimize'} | "
+                     f"{p['bytes_per_image']:.1f} | {p['bpp']:.4f} | {psnr} |")
+    lines += ["", "| BD-rate of aeopt vs | plain | refined |", "| --- | --- | --- |"]
+    for codec, plain in part["bd_rate_plain"].items():
+        refined = part["bd_rate_refined"][codec]
+        fmt = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
+        lines.append(f"| {codec} | {fmt(plain)} | {fmt(refined)} |")
+    return lines
+
+
+def write_report(result: dict) -> None:
+    lines = ["# Encode-time refinement (`aeopt compress --refine STEPS`)", "",
+             "`benchmarks/codec_refine.py`. The same cached runs as codec.md, the same decoder: only the encoder "
+             "searches for better integers (SGA, aeopt/codec/refine.py). Whole files, every header counted; "
+             "PSNR from the mean MSE; BD-rate over the PSNR range both curves cover (negative = fewer bytes). "
+             f"{result['steps']} steps per image, {result['threads']} threads.", ""]
+    for part in result["parts"]:
+        lines += [f"## {part['data']}", ""] + _table(part) + [""]
+    if result.get("photo_768x512"):
+        t = result["photo_768x512"]
+        lines += [f"A 768x512 photo ({t['run']}), refined: encode {t['encode_s']:.1f} s, decode {t['decode_s']:.2f} s, "
+                  f"{t['bytes']:,} bytes (plain: {t['plain_bytes']:,}).", ""]
+    (RESULTS / "codec_refined.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--fmnist", type=int, default=1000, help="first N Fashion-MNIST test images (0: skip)")
+    parser.add_argument("--photos", type=int, default=100, help="first N BSDS500 test photos (0: skip)")
+    parser.add_argument("--fm-runs", default="fm-0.0008,fm-0.002,fm-0.005,fm-0.013")
+    parser.add_argument("--photo-runs", default="photos-long2,photos-low2")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {"steps": args.steps, "threads": args.threads, "parts": []}
+    if args.fmnist:
+        test = list((aeopt.load_data("fashion-mnist").x_test * 255).round().byte().numpy())[:args.fmnist]
+        result["parts"].append(_part("Fashion-MNIST", args.fm_runs.split(","), test, FM_PEERS, args.steps))
+    if args.photos:
+        from aeopt.data.patches import image_files, read_image
+
+        test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.photos]
+        result["parts"].append(_part("Photographs (BSDS500 test)", args.photo_runs.split(","), test, PHOTO_PEERS,
+                                     args.steps))
+        result["photo_768x512"] = _photo_timing(args.photo_runs.split(",")[0], test[0], args.steps)
+    (RESULTS / "codec_refined.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_report(result)
+    print(json.dumps({p["data"]: {"plain": p["bd_rate_plain"], "refined": p["bd_rate_refined"]}
+                      for p in result["parts"]}))
+
+
+if __name__ == "__main__":
+    main()
