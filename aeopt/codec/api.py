@@ -182,18 +182,36 @@ def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", re
 
 
 def streams(run: CodecRun, parts: list[Chunk], n_images: int, *, joint: bool = True):
-    """One stream for all images (`joint`: a many-image file), else a list of one stream per image."""
+    """One stream for all images (`joint`: a many-image file), else a list of one stream per image;
+    short streams cut to the bytes they need (coder.trimmed)."""
     if joint:
         enc = coder.new_encoder()
         for part in parts:
             run.coder.encode_into(enc, part.y, part.z, part.rows)
-        return coder.finish(enc)
+        return coder.trimmed(coder.finish(enc), lambda stream: _decodes_to(run, stream, parts))
     out: list = [None] * n_images
     for part in parts:
         for k, i in enumerate(part.idx):
-            out[i] = run.coder.encode(part.y[k:k + 1], None if part.z is None else part.z[k:k + 1],
-                                      part.rows[k:k + 1])
+            one = Chunk(part.size, [i], part.y[k:k + 1], None if part.z is None else part.z[k:k + 1],
+                        part.rows[k:k + 1])
+            stream = run.coder.encode(one.y, one.z, one.rows)
+            out[i] = coder.trimmed(stream, lambda s, one=one: _decodes_to(run, s, [one]))
     return out
+
+
+def _decodes_to(run: CodecRun, stream: bytes, parts: list[Chunk]) -> bool:
+    """Whether the stream decodes to exactly these latents (z first: y's tables come from it)."""
+    try:
+        decoder = coder.start_decoder(stream)
+        for part in parts:
+            _, z_shape = latent_shapes(run, *part.size)
+            if z_shape and not np.array_equal(run.coder.decode_z(decoder, len(part.idx), z_shape), part.z):
+                return False
+            if not np.array_equal(run.coder.decode_y(decoder, part.rows), part.y):
+                return False
+        return True
+    except (AssertionError, ValueError, RuntimeError, OverflowError):  # what constriction raises on bad data
+        return False
 
 
 def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None, precision: str = "fp32",

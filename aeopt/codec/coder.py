@@ -10,6 +10,8 @@ its bit length (uniform over 0..ESCAPE_BITS) and its bits below the leading one 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import constriction
 
@@ -110,13 +112,39 @@ def new_encoder():
 
 
 def start_decoder(stream: bytes):
-    if len(stream) % 4:
-        raise AeoptError("the compressed stream is damaged (its length is not a whole number of words)")
-    return queue.RangeDecoder(np.frombuffer(stream, dtype=">u4").astype(np.uint32))
+    """A decoder over the stream, zero-padded to whole 32-bit words (trimmed() cuts the last word short)."""
+    padded = bytes(stream) + b"\0" * (-len(stream) % 4)
+    return queue.RangeDecoder(np.frombuffer(padded, dtype=">u4").astype(np.uint32))
 
 
 def finish(enc) -> bytes:
     return enc.get_compressed().astype(">u4").tobytes()
+
+
+TRIM_BELOW = 4096  # bytes: below this the ~2 bytes that trimming saves are worth its trial decodes
+
+
+def trimmed(stream: bytes, decodes: Callable[[bytes], bool]) -> bytes:
+    """The stream cut to as few bytes as still decode to the same symbols once zero-padded.
+
+    The range coder ends on whole 32-bit words, wasting 2 bytes per stream on average: a third of
+    the gap between a 28x28 image's file and its information content. Any number inside the final
+    coding interval decodes the same, so the shortest prefix that, padded with zeros, lands inside it
+    is either the stream's prefix itself or that prefix plus one unit in its last byte; both are
+    tried with a real decode (`decodes`), shortest first while one works. Saves 1.8 bytes per stream
+    on average (design_notes.md). Only streams under TRIM_BELOW bytes are worth the trial decodes."""
+    if len(stream) >= TRIM_BELOW:
+        return stream
+    best = stream
+    for cut in range(1, len(stream)):
+        head = stream[:-cut]
+        bumped = int.from_bytes(head, "big") + 1
+        candidates = [head] + ([bumped.to_bytes(len(head), "big")] if bumped < 256 ** len(head) else [])
+        fits = next((c for c in candidates if decodes(c)), None)
+        if fits is None:  # a shorter cut needs a coarser multiple inside the same interval: none
+            return best
+        best = fits
+    return best
 
 
 def _encode_escapes(enc, values: np.ndarray) -> None:

@@ -43,7 +43,7 @@ def test_many_image_files_cost_no_bytes_per_same_size_image():
     (b"PK\x03\x04" + b"\0" * 20, "wrong magic"),
     (b"\xae", "truncated"),
     (b"\xae\xc0\x10\x00\x01", "truncated"),
-    (b"\xae\xc0\x20\x00\x01" + b"\0" * 10, "format version 2; this aeopt reads versions up to 1: upgrade"),
+    (b"\xae\xc0\x30\x00\x01" + b"\0" * 10, "format version 3; this aeopt reads versions up to 2: upgrade"),
     (b"\xae\xc0\xf0\x00\x01" + b"\0" * 10, "format version 15"),
     (b"\xae\xc0\x00\x00\x01" + b"\0" * 10, "version 0 does not exist"),
     (b"\xae\xc0\x18" + FP[:2] + b"\0" * 10, "unknown flag bits"),

@@ -209,12 +209,12 @@ def _hostile(good: bytes, other: bytes) -> dict:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 4
     future = bytearray(good)
-    future[2] = (2 << 4) | (future[2] & 15)
+    future[2] = (3 << 4) | (future[2] & 15)
     return {"truncated": (good[:len(good) - 3], "checksum"), "bit-flipped": (bytes(flipped), "checksum"),
             "wrong-magic": (b"\x89PNG" + good[4:], "wrong magic"),
             "zero-length": (b"", "empty"),
             "huge-size": (good[:5] + b"\xff\xff\x03\xff\xff\x03" + good[5:], "damaged or from another model"),
-            "future-version": (bytes(future), "format version 2; this aeopt reads versions up to 1"),
+            "future-version": (bytes(future), "format version 3; this aeopt reads versions up to 2"),
             "other-model": (other, "another model")}
 
 
