@@ -118,6 +118,21 @@ def test_auto_threshold_finds_a_separated_group():
     assert (np.ones(10) > auto_threshold(np.ones(10))[0]).sum() == 0  # equal scores: nothing flagged
 
 
+def test_auto_threshold_reads_a_large_anomalous_share_from_the_mode():
+    """A third anomalous: the MAD grows with them and Hampel's rule flags too few; the mirror rule
+    (whatever is missing below the mode is the anomalies' share) flags about the right share."""
+    rng = np.random.default_rng(0)
+    scores = np.r_[rng.normal(0, 1, 650), rng.normal(4, 1, 350)]
+    truth = np.r_[np.zeros(650), np.ones(350)]
+    threshold, how = auto_threshold(scores)
+    median = np.median(scores)
+    hampel = median + 2 * 1.4826 * np.median(np.abs(scores - median))
+    assert "mirror rule" in how.split(":")[1] and threshold < hampel
+    assert 0.28 <= (scores > threshold).mean() <= 0.42
+    f1 = lambda t: 2 * ((scores > t) & (truth == 1)).sum() / ((scores > t).sum() + truth.sum())  # noqa: E731
+    assert f1(threshold) > f1(hampel) + 0.1 and f1(threshold) > 0.85
+
+
 def test_auto_contamination_flags_no_more_than_half():
     x = np.random.default_rng(1).normal(size=(200, 4))
     detector = AutoencoderDetector(contamination="auto", epochs=1, model_options={"hidden": "8"}).fit(x)
