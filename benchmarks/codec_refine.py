@@ -1,13 +1,13 @@
 """What encode-time refinement (aeopt compress --refine) buys, against the peers, in one run.
 
-  flock /tmp/aeopt-bench.lock python benchmarks/codec_refine.py [--steps 100] [--fmnist 1000] [--photos 100]
+  flock /tmp/aeopt-bench.lock python benchmarks/codec_refine.py [--steps 100,400] [--fmnist 1000] [--photos 100]
 
 On the cached runs of benchmarks/codec.py (Fashion-MNIST fm-*, photos photos-long2 / photos-low2):
 for the first N test images of each set, aeopt plain and refined (one .aec file per image, every
 byte counted) and the peers (PNG/JPEG/WebP/AVIF) on those same images; BD-rate of both against each
 peer; the refined 768x512 photo's encode time. Refinement costs seconds per photo, so it runs on a
 subset; plain aeopt on the same subset says how far the subset is from the whole set (codec.md).
-Writes benchmarks/results/codec_refined.json and codec_refined.md.
+Writes benchmarks/results/codec_refined.json (a part not rerun is kept from it) and codec_refined.md.
 """
 from __future__ import annotations
 
@@ -42,17 +42,24 @@ def _point(run_name: str, run, images, steps: int) -> dict:
     return point
 
 
-def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, steps: int) -> dict:
+def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, steps: list[int]) -> dict:
     load_before = os.getloadavg()
     plain, refined = [], []
     for run_name in runs:
         run = _rebuilt(CACHE / run_name)
         plain.append(_point(run_name, run, images, 0))
-        refined.append(_point(run_name, run, images, steps))
+        refined += [_point(run_name, run, images, n) for n in steps]
     peer_points = measure_peers(images, peers)
     return {"data": name, "images": len(images), "machine": machine_line(), "load_before": load_before,
-            "load_after": os.getloadavg(), "plain": plain, "refined": refined, "peers": peer_points,
-            "bd_rate_plain": _bd_table(plain, peer_points), "bd_rate_refined": _bd_table(refined, peer_points)}
+            "load_after": os.getloadavg(), "plain": plain, "refined": refined, "peers": peer_points}
+
+
+def _bd_rates(part: dict) -> dict[str, dict]:
+    """BD-rate per peer of plain aeopt and of each refinement setting, from the part's points."""
+    out = {"plain": _bd_table(part["plain"], part["peers"])}
+    for steps in sorted({p["refine"] for p in part["refined"]}):
+        out[f"refined, {steps} steps"] = _bd_table([p for p in part["refined"] if p["refine"] == steps], part["peers"])
+    return out
 
 
 def _photo_timing(run_name: str, image: np.ndarray, steps: int) -> dict:
@@ -83,11 +90,11 @@ def _table(part: dict) -> list[str]:
         psnr = "n/a" if p["setting"] is None else f"{p['psnr']:.2f}"
         lines.append(f"| {p['codec']} | {p['setting'] if p['setting'] is not None else 'optimize'} | "
                      f"{p['bytes_per_image']:.1f} | {p['bpp']:.4f} | {psnr} |")
-    lines += ["", "| BD-rate of aeopt vs | plain | refined |", "| --- | --- | --- |"]
-    for codec, plain in part["bd_rate_plain"].items():
-        refined = part["bd_rate_refined"][codec]
-        fmt = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
-        lines.append(f"| {codec} | {fmt(plain)} | {fmt(refined)} |")
+    rates = _bd_rates(part)
+    fmt = lambda v: "n/a" if v is None else f"{v:+.1f}%"  # noqa: E731
+    lines += ["", "| BD-rate of aeopt vs | " + " | ".join(rates) + " |", "| --- |" + " --- |" * len(rates)]
+    for codec in rates["plain"]:
+        lines.append(f"| {codec} | " + " | ".join(fmt(r[codec]) for r in rates.values()) + " |")
     return lines
 
 
@@ -95,8 +102,10 @@ def write_report(result: dict) -> None:
     lines = ["# Encode-time refinement (`aeopt compress --refine STEPS`)", "",
              "`benchmarks/codec_refine.py`. The same cached runs as codec.md, the same decoder: only the encoder "
              "searches for better integers (SGA, aeopt/codec/refine.py). Whole files, every header counted; "
-             "PSNR from the mean MSE; BD-rate over the PSNR range both curves cover (negative = fewer bytes). "
-             f"{result['steps']} steps per image, {result['threads']} threads.", ""]
+             "PSNR from the mean MSE; BD-rate over the PSNR range both curves cover (negative = fewer bytes); "
+             "times on 2 threads.", ""]
+    if result.get("note"):
+        lines += [result["note"], ""]
     for part in result["parts"]:
         lines += [f"## {part['data']}", ""] + _table(part) + [""]
     if result.get("photo_768x512"):
@@ -108,29 +117,37 @@ def write_report(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", default="100", help="refinement steps, comma-separated")
     parser.add_argument("--fmnist", type=int, default=1000, help="first N Fashion-MNIST test images (0: skip)")
     parser.add_argument("--photos", type=int, default=100, help="first N BSDS500 test photos (0: skip)")
     parser.add_argument("--fm-runs", default="fm-0.0008,fm-0.002,fm-0.005,fm-0.013")
     parser.add_argument("--photo-runs", default="photos-long2,photos-low2")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--note", default=None, help="how this run was made, printed under the title (kept if omitted)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"steps": args.steps, "threads": args.threads, "parts": []}
+    steps = [int(v) for v in args.steps.split(",")]
+    path = RESULTS / "codec_refined.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"parts": []}  # parts not rerun are kept
+    result["threads"] = args.threads
+    if args.note is not None:
+        result["note"] = args.note
+    fresh = []
     if args.fmnist:
         test = list((aeopt.load_data("fashion-mnist").x_test * 255).round().byte().numpy())[:args.fmnist]
-        result["parts"].append(_part("Fashion-MNIST", args.fm_runs.split(","), test, FM_PEERS, args.steps))
+        fresh.append(_part("Fashion-MNIST", args.fm_runs.split(","), test, FM_PEERS, steps))
     if args.photos:
         from aeopt.data.patches import image_files, read_image
 
         test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.photos]
-        result["parts"].append(_part("Photographs (BSDS500 test)", args.photo_runs.split(","), test, PHOTO_PEERS,
-                                     args.steps))
-        result["photo_768x512"] = _photo_timing(args.photo_runs.split(",")[0], test[0], args.steps)
-    (RESULTS / "codec_refined.json").write_text(json.dumps(result, indent=2) + "\n")
+        fresh.append(_part("Photographs (BSDS500 test)", args.photo_runs.split(","), test, PHOTO_PEERS, steps))
+        result["photo_768x512"] = _photo_timing(args.photo_runs.split(",")[0], test[0], steps[0])
+    names = [p["data"] for p in fresh]
+    result["parts"] = fresh + [p for p in result["parts"] if p["data"] not in names]
+    result["parts"].sort(key=lambda p: p["data"])  # Fashion-MNIST, then photographs
+    path.write_text(json.dumps(result, indent=2) + "\n")
     write_report(result)
-    print(json.dumps({p["data"]: {"plain": p["bd_rate_plain"], "refined": p["bd_rate_refined"]}
-                      for p in result["parts"]}))
+    print(json.dumps({p["data"]: _bd_rates(p) for p in result["parts"]}))
 
 
 if __name__ == "__main__":

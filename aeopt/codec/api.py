@@ -20,7 +20,7 @@ from ..models.codec.model import CodecModel
 from ..models.codec.transforms import HYPER_STRIDE
 from . import coder, container
 from .coder import LATENT_LIMIT, Coder
-from .refine import check_steps, refine
+from .refine import check_size, check_steps, refine
 from .tables import CodecTables, load_tables
 
 BATCH = 256  # images per transform call: big enough for throughput, small enough for memory
@@ -172,6 +172,9 @@ def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", re
     check_steps(refine)
     items = as_images(images, run.channels)
     sizes = [tuple(im.shape[1:]) for im in items]
+    if refine:
+        for size in set(sizes):
+            check_size(*size)
     out = []
     for size, idx in chunks(sizes):
         y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision, refine)

@@ -26,6 +26,9 @@ from ..models.codec.model import CodecModel
 from ..models.codec.msssim import ms_ssim_per_sample
 
 MAX_STEPS = 10_000
+# The search backpropagates through g_s: ~0.9 KB per pixel on top of plain coding (a 512x512 RGB
+# photo: +240 MB), so a 64-Mpixel image would need ~60 GB. Larger images are refused by name.
+MAX_PIXELS = 1 << 23
 LEARNING_RATE = 0.015  # Adam's step, in units of each image's latent spread: 0.01 did best on Fashion-MNIST, 0.02 on photos (design_notes.md)
 SPREAD_MIN = 0.1
 TAU_START, TAU_END = 0.5, 0.02  # SGA temperature: flat for the first 30% of the steps, then exponential
@@ -37,6 +40,12 @@ def check_steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
         raise AeoptError(f"refine steps must be a whole number in 0..{MAX_STEPS}, got {steps!r}")
     return steps
+
+
+def check_size(height: int, width: int) -> None:
+    if height * width > MAX_PIXELS:
+        raise AeoptError(f"refine keeps the decoder's gradients (~1 KB per pixel): a {height}x{width} image is over "
+                         f"its {MAX_PIXELS / 2 ** 20:.0f} Mpixel limit; compress it without --refine")
 
 
 def temperature(step: int, steps: int) -> float:

@@ -52,6 +52,17 @@ def test_no_image_ends_worse_than_plain_rounding_by_the_models_estimate(codec_ru
     assert (loss["refined"] < loss["plain"] - 1e-6).float().mean() > 0.5  # most images found better integers
 
 
+def test_images_too_large_to_refine_are_refused_before_any_work(codec_runs, monkeypatch):
+    import aeopt.codec.refine as refine_module
+    from aeopt.errors import AeoptError
+
+    monkeypatch.setattr(refine_module, "MAX_PIXELS", 100)
+    run = load_codec(codec_runs["hyperprior"])
+    with pytest.raises(AeoptError, match="11x10 image is over"):
+        compress(run, np.zeros((1, 11, 10), np.uint8), refine=5)
+    assert len(compress(run, np.zeros((1, 10, 10), np.uint8), refine=5)) > 0
+
+
 def test_temperature_holds_then_falls_to_its_floor():
     assert temperature(0, 100) == temperature(30, 100) == 0.5
     assert 0.02 < temperature(60, 100) < 0.5 and abs(temperature(99, 100) - 0.02) < 0.002
