@@ -15,7 +15,6 @@ from typing import Callable
 import numpy as np
 import constriction
 
-from ..errors import AeoptError
 from .tables import CodecTables, Table
 
 cmodel, queue = constriction.stream.model, constriction.stream.queue  # (a native module: no submodule imports)
