@@ -113,7 +113,6 @@ def _record_run(folder: Path, run) -> None:
 def cmd_compress(args) -> None:
     from ..codec.api import encode, load_codec
     from ..codec.evaluate import quality
-
     from ..codec.refine import check_steps
 
     run = load_codec(args.run)

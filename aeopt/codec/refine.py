@@ -12,7 +12,7 @@ Only the encoder changes: the file holds integers like any other, decodes bit-ex
 same tables, and a file refined on one machine decodes anywhere. The search is seeded, so the same
 image and settings give the same file. Each image keeps its plain latents if the refined ones do
 not lower its R + lambda * D (by the model's estimate): refinement never makes an image worse by
-the measure it optimizes. It costs one g_s forward and backward per step (benchmarks/results/codec.md).
+the measure it optimizes. It costs one g_s forward and backward per step (benchmarks/results/codec_refined.md).
 """
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ import math
 import torch
 
 from ..errors import AeoptError
-from ..models.codec.entropy import SCALE_MAX, SCALE_MIN, GaussianConditional
 from ..models.codec.model import CodecModel
-from ..models.codec.msssim import ms_ssim_per_sample
+from ..models.codec.objective import bits_per_pixel_per_sample, distortion_per_sample
 
 MAX_STEPS = 10_000
 # The search backpropagates through g_s: ~0.9 KB per pixel on top of plain coding (a 512x512 RGB
@@ -68,23 +67,13 @@ def soft_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch
 
 def per_image_loss(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """R + lambda * D per image (N,), in the training objective's units (bits per pixel, 255^2 MSE)."""
-    if z is None:
-        likelihood = model.y_density.likelihood(y)
-        bits = -torch.log2(likelihood).flatten(1).sum(1)
-    else:
-        scale = torch.exp(model.log_scales(z, y.shape)).clamp(SCALE_MIN, SCALE_MAX)
-        bits = (-torch.log2(GaussianConditional.likelihood(y, scale)).flatten(1).sum(1)
-                - torch.log2(model.z_density.likelihood(z)).flatten(1).sum(1))
+    likelihoods = model.likelihoods(y) if z is None else model.likelihoods(y, z, model.log_scales(z, y.shape))
     x_hat = model.synthesise(y, tuple(x.shape[-2:]))
-    if model.distortion == "ms-ssim":
-        distortion = 1 - ms_ssim_per_sample(x_hat, x)
-    else:
-        distortion = 255.0 ** 2 * (x_hat - x).square().flatten(1).mean(1)
-    return bits / (x.shape[-2] * x.shape[-1]) + model.lmbda * distortion
+    return bits_per_pixel_per_sample(likelihoods, x) + model.lmbda * distortion_per_sample(model.distortion, x_hat, x)
 
 
-def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, steps: int,
-           lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, steps: int
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Integer-valued (float) y, z for the batch x, starting from the encoder's unrounded y, z."""
     if steps == 0:
         return torch.round(y), None if z is None else torch.round(z)
@@ -99,7 +88,7 @@ def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor 
             # values, so that one rate suits 28x28 images (y std ~1) and photos (std ~2.5) alike
             spreads = [v.detach().flatten(1).std(1).clamp_min(SPREAD_MIN).view(-1, 1, 1, 1) for v in start]
             free = [(v.detach() / s).requires_grad_(True) for v, s in zip(start, spreads)]
-            optimizer = torch.optim.Adam(free, lr=lr or LEARNING_RATE)
+            optimizer = torch.optim.Adam(free, lr=LEARNING_RATE)
             for step in range(steps):
                 tau = temperature(step, steps)
                 soft = [soft_round(u * s, tau, generator) for u, s in zip(free, spreads)]
@@ -107,15 +96,13 @@ def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            free = [u.detach() * s for u, s in zip(free, spreads)]
         with torch.no_grad():
-            plain = [torch.round(y), None if z is None else torch.round(z)]
-            refined = [torch.round(v.detach()) for v in free] + ([None] if z is None else [])
-            better = per_image_loss(model, x, *refined) < per_image_loss(model, x, *plain)
-            keep = better.view(-1, 1, 1, 1)
-            y_out = torch.where(keep, refined[0], plain[0])
-            z_out = None if z is None else torch.where(keep, refined[1], plain[1])
-        return y_out, z_out
+            plain = [torch.round(v) for v in start]
+            refined = [torch.round(v.detach() * s) for v, s in zip(free, spreads)]
+            as_pair = lambda vs: (vs[0], vs[1] if z is not None else None)  # noqa: E731
+            keep = (per_image_loss(model, x, *as_pair(refined)) < per_image_loss(model, x, *as_pair(plain)))
+            chosen = [torch.where(keep.view(-1, 1, 1, 1), r, p) for r, p in zip(refined, plain)]
+        return as_pair(chosen)
     finally:
         for p in frozen:
             p.requires_grad_(True)

@@ -70,7 +70,7 @@ def test_temperature_holds_then_falls_to_its_floor():
 
 def test_cli_refine_round_trips_and_impossible_steps_exit_2(codec_runs, tmp_path, capsys):
     run_dir = codec_runs["hyperprior"]
-    np.save(tmp_path / "x.npy", _digits_test(8)[:, :, :, :])
+    np.save(tmp_path / "x.npy", _digits_test(8))
     assert main(["compress", str(run_dir), str(tmp_path / "x.npy"), "--out", str(tmp_path / "a"),
                  "--refine", "10", "--quiet"]) == 0
     assert "compressed 8 image(s)" in capsys.readouterr().out

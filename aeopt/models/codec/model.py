@@ -73,23 +73,28 @@ class CodecModel(Autoencoder):
         """x_hat in [0, 1], cropped to `size` (height, width)."""
         return self.decoder(y_hat)[..., :size[0], :size[1]].clamp(0, 1)
 
+    def likelihoods(self, y: torch.Tensor, z: torch.Tensor | None = None,
+                    log_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """P of every element of y (and z, given h_s's log-scales for y) under the densities: what
+        the rate is measured with, in training and in the encoder's search (codec/refine.py)."""
+        with torch.autocast(y.device.type, enabled=False):  # densities in fp32 even in a bf16 run: tiny tails
+            if self.entropy != "hyperprior":
+                return {"y": self.y_density.likelihood(y.float())}
+            scale = torch.exp(log_scale.float()).clamp(SCALE_MIN, SCALE_MAX)
+            return {"z": self.z_density.likelihood(z.float()), "y": self.y_density.likelihood(y.float(), scale)}
+
     # --- training / evaluation forward ---------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         y = self.analyse(x)
         rate_mode, dist_mode = ("noise", "ste") if self.training else ("round", "round")
         y_rate, y_dist = quantize(y, rate_mode), quantize(y, dist_mode)
-        likelihoods = {}
         if self.entropy == "hyperprior":
             z = self.hyper_analyse(y)
             z_tilde = quantize(z, rate_mode)
             log_scale = self.log_scales(z_tilde, y.shape)
-        with torch.autocast(x.device.type, enabled=False):  # densities in fp32 even in a bf16 run: tiny tails
-            if self.entropy == "hyperprior":
-                likelihoods["z"] = self.z_density.likelihood(z_tilde.float())
-                scale = torch.exp(log_scale.float()).clamp(SCALE_MIN, SCALE_MAX)
-                likelihoods["y"] = self.y_density.likelihood(y_rate.float(), scale)
-            else:
-                likelihoods["y"] = self.y_density.likelihood(y_rate.float())
+            likelihoods = self.likelihoods(y_rate, z_tilde, log_scale)
+        else:
+            likelihoods = self.likelihoods(y_rate)
         logits = self.decoder(y_dist)[..., :x.shape[-2], :x.shape[-1]]
         return {"x_hat": logits.clamp(0, 1), "logits": logits, "z": y, "likelihoods": likelihoods}
 

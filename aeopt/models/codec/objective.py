@@ -24,10 +24,22 @@ def bits_per_pixel(likelihoods: dict[str, torch.Tensor], x: torch.Tensor) -> tor
     return sum(-torch.log2(p).sum() for p in likelihoods.values()) / pixels
 
 
+def bits_per_pixel_per_sample(likelihoods: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """bits_per_pixel for each image of the batch (N,)."""
+    return sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values()) / (x.shape[-2] * x.shape[-1])
+
+
 def distortion(kind: str, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if kind == "ms-ssim":
         return 1 - ms_ssim_per_sample(x_hat, x).mean()
     return 255.0 ** 2 * (x_hat.float() - x.float()).square().mean()
+
+
+def distortion_per_sample(kind: str, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """distortion for each image of the batch (N,)."""
+    if kind == "ms-ssim":
+        return 1 - ms_ssim_per_sample(x_hat, x)
+    return 255.0 ** 2 * (x_hat.float() - x.float()).square().flatten(1).mean(1)
 
 
 class CodecObjective(Objective):
