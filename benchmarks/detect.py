@@ -34,10 +34,11 @@ from benchmarks.common import machine_line  # noqa: E402
 
 ODDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "odds"
 ODDS_SETS = ("arrhythmia", "cardio", "ionosphere", "letter", "pima", "satellite", "shuttle", "wbc")
-# (score, recon, feature map in combined): rows scored on the same trained model
-SCORE_VARIANTS = (("recon", "mse", False), ("recon", "ssim", False), ("latent", "mse", False),
-                  ("combined", "mse", False), ("combined", "ssim", False), ("combined", "mse", True),
-                  ("combined", "ssim", True), ("forest", "mse", False))
+# (score, recon, feature map in combined, gradients part in combined): rows scored on the same trained model
+SCORE_VARIANTS = (("recon", "mse", False, False), ("recon", "ssim", False, False), ("latent", "mse", False, False),
+                  ("combined", "mse", False, False), ("combined", "ssim", False, False),
+                  ("combined", "mse", True, False), ("combined", "ssim", True, False),
+                  ("combined", "mse", True, True), ("combined", "ssim", True, True), ("forest", "mse", False, False))
 
 
 def flat(x: np.ndarray) -> np.ndarray:
@@ -89,6 +90,18 @@ def peer_iforest(xtr, xte, seed):
     return -m.score_samples(flat(xte)), time.perf_counter() - t
 
 
+def peer_hog_knn(xtr, xte, seed):
+    """aeopt's gradients part alone (no autoencoder): k-NN (k = 5) on orientation histograms."""
+    from aeopt.detect.gradients import orientation_histograms
+    from aeopt.detect.scores import knn_distance
+
+    t = time.perf_counter()
+    reference = orientation_histograms(torch.from_numpy(xtr).float().reshape(len(xtr), -1, *xtr.shape[-2:]))
+    fit_s = time.perf_counter() - t
+    query = orientation_histograms(torch.from_numpy(xte).float().reshape(len(xte), -1, *xte.shape[-2:]))
+    return knn_distance(query, reference, 5, exclude_self=False), fit_s
+
+
 def peer_pyod(name):
     def run(xtr, xte, seed):
         if name == "knn":
@@ -114,12 +127,13 @@ def score_variants(det, xtr, xte, yte, variants) -> dict[str, float]:
     out = {}
     xtr_t = det._samples(xtr, reset=False)
     xte_t = det._samples(xte, reset=False)
-    for score, recon, features in variants:
-        if (recon == "ssim" or features) and xtr_t.dim() != 4:
+    for score, recon, features, gradients in variants:
+        if (recon == "ssim" or features or gradients) and xtr_t.dim() != 4:
             continue
-        sc = Scorer(score, recon, "knn", det.n_neighbors, features=features)
+        sc = Scorer(score, recon, "knn", det.n_neighbors, features=features, gradients=gradients)
         sc.fit(det.model_, xtr_t)
         label = f"{score}-{recon}" + (" + feature map" if features else " (no feature map)" if score == "combined" else "")
+        label += " + gradients" if gradients else ""
         out[label] = roc_auc_score(yte, sc(det.model_, xte_t))
     return out
 
@@ -143,7 +157,8 @@ def one_class(name: str, args) -> list[str]:
     classes = [int(c) for c in args.classes.split(",")] if args.classes else sorted(set(ya.tolist()))
     peers = {"PyOD AutoEncoder": peer_pyod_ae,
              f"PyOD DeepSVDD ({args.svdd_epochs} ep)": lambda a, b, s: peer_deepsvdd(a, b, s, args.svdd_epochs),
-             f"PCA-{k}": lambda a, b, s: peer_pca(a, b, s, k), "IsolationForest": peer_iforest}
+             f"PCA-{k}": lambda a, b, s: peer_pca(a, b, s, k), "IsolationForest": peer_iforest,
+             "HOG k-NN (aeopt's gradients part alone)": peer_hog_knn}
     if args.skip:
         peers = {n: f for n, f in peers.items() if not any(s in n for s in args.skip.split(","))}
     auc: dict[str, list[float]] = {}

@@ -165,19 +165,23 @@ def test_every_score_ranks_zeros_against_the_rest(zeros, score, recon, latent):
 def test_combined_adds_the_encoder_feature_map_for_conv_encoders_only(zeros):
     detector, x_train, x_test, y_test = zeros
     scorer = detector.scorer_
-    assert set(scorer.scales) == {"recon", "latent", "features"}
+    assert set(scorer.scales) == {"recon", "latent", "features", "gradients"}
     channels = [m for m in detector.model_.encoder.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
     assert scorer.feature_reference.shape == (len(x_train), channels * 4)  # the last conv layer's map in 2 x 2 cells
     parts = scorer.parts(detector.model_, detector._samples(x_test, reset=False))
     assert roc_auc_score(y_test, parts["features"]) > 0.9
-    # the merge: weights 1, 1, 2 over the standardized parts
-    z = {n: (parts[n] - m) / s for n, (m, s) in scorer.scales.items()}
-    np.testing.assert_allclose(detector.decision_function(x_test), (z["recon"] + z["latent"] + 2 * z["features"]) / 4)
+    # the merge (gradients part aside, test_gradients.py): weights 1, 1, 2 over the standardized parts
     x_train_t = torch.from_numpy(x_train)
-    without = Scorer("combined", "mse", "knn", 5, features=False)
+    no_gradients = Scorer("combined", "mse", "knn", 5, gradients=False)
+    no_gradients.fit(detector.model_, x_train_t)
+    parts = no_gradients.parts(detector.model_, detector._samples(x_test, reset=False))
+    z = {n: (parts[n] - m) / s for n, (m, s) in no_gradients.scales.items()}
+    np.testing.assert_allclose(no_gradients(detector.model_, torch.from_numpy(x_test)),
+                               (z["recon"] + z["latent"] + 2 * z["features"]) / 4)
+    without = Scorer("combined", "mse", "knn", 5, features=False, gradients=False)
     without.fit(detector.model_, x_train_t)
     assert set(without.scales) == {"recon", "latent"} and without.feature_reference is None
-    mlp = AutoencoderDetector(model="mlp", epochs=1, precision="fp32").fit(x_train)  # no spatial map: left out
+    mlp = AutoencoderDetector(model="mlp", epochs=1, precision="fp32", gradients=False).fit(x_train)  # no spatial map
     assert set(mlp.scorer_.scales) == {"recon", "latent"} and not mlp.scorer_.meta()["features"]
     # a run saved before the part existed (no "features" in its meta) scores as it did: recon + latent
     meta = {k: v for k, v in without.meta().items() if k != "features"}

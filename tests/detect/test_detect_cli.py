@@ -37,6 +37,7 @@ def test_score_writes_index_score_is_anomaly(run_dir, tmp_path):
     threshold = json.loads((run_dir / "metrics.json").read_text())["detect"]["threshold"]
     assert detector.threshold_ == pytest.approx(threshold)
     assert "features" in detector.scorer_.scales and len(detector.scorer_.feature_reference) > 100  # saved, loaded
+    assert "gradients" in detector.scorer_.scales and len(detector.scorer_.gradient_reference) > 100
     for row in rows[:200]:
         assert int(row["is_anomaly"]) == int(float(row["score"]) > threshold)
     assert [int(r["index"]) for r in rows[:3]] == [0, 1, 2]
