@@ -33,6 +33,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     params = {k: v for k, v in (("model", args.model), ("latent_dim", args.latent_dim), ("epochs", args.epochs),
                                 ("robust", args.robust), ("recon", args.recon), ("latent", args.latent),
                                 ("precision", args.precision)) if v is not None}
+    params.update({k: False for k, off in (("features", args.no_features), ("gradients", args.no_gradients)) if off})
     if args.width is not None or args.hidden is not None:
         params["model_options"] = {k: v for k, v in (("width", args.width), ("hidden", args.hidden)) if v is not None}
     metrics = fit_run(args.data, args.out, normal_class=args.normal_class, contamination=args.contamination,
@@ -64,8 +65,11 @@ def add_commands(subparsers) -> None:
     f.add_argument("--normal-class", type=int, help="train on this class only; anomalies = the other classes")
     f.add_argument("--contamination", type=_contamination, default=0.1,
                    help="expected share of anomalies in (0, 0.5], or auto (from the score distribution)")
-    f.add_argument("--score", default="auto", help="recon | latent | combined (recon + code distance, + the encoder's feature map for conv) | forest | "
-                        "elbo (VAE) | auto")
+    f.add_argument("--score", default="auto", help="recon | latent | combined (recon + code distance, + the encoder's "
+                   "feature map for conv, + orientation histograms for images) | forest | elbo (VAE) | auto")
+    f.add_argument("--no-features", action="store_true", help="combined: leave out the encoder's feature map")
+    f.add_argument("--no-gradients", action="store_true",
+                   help="combined: leave out the images' orientation histograms (the autoencoder's parts only)")
     f.add_argument("--recon", help="reconstruction error: mse | bce | ssim | auto")
     f.add_argument("--latent", help="code density: knn | gauss")
     f.add_argument("--threshold", default="contamination",

@@ -84,3 +84,12 @@ def test_labels_without_anomalies_warn_and_keep_the_threshold(tmp_path, capsys):
     detector, _ = load_detector(out)
     assert detector.threshold_ > detector.decision_scores_.min()
     assert 0.05 <= detector.labels_.mean() <= 0.15
+
+
+def test_no_gradients_and_no_features_leave_their_parts_out(tmp_path):
+    out = tmp_path / "plain"
+    assert main(["detect", "fit", "--data", "digits", "--normal-class", "0", "--epochs", "1", "--no-gradients",
+                 "--no-features", "--out", str(out), "--quiet"]) == 0
+    detector, _ = load_detector(out)
+    assert set(detector.scorer_.scales) == {"recon", "latent"} and detector.gradients is False
+    assert json.loads((out / "detector.json").read_text())["scorer"]["gradients"] is False
