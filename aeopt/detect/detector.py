@@ -34,8 +34,8 @@ from .thresholds import auto_threshold, check_contamination, contamination_thres
 
 # What `score="auto"` picks, and why; the figures are in benchmarks/results/detect.md.
 AUTO_SCORE = {
-    "image": ("combined", "images: reconstruction error and k-NN code distance merged ranked best in the "
-                          "one-class benchmark (benchmarks/results/detect.md)"),
+    "image": ("combined", "images: reconstruction error, k-NN code and feature-map distances and the orientation-"
+                          "histogram distance merged ranked best in the one-class benchmark (benchmarks/results/detect.md)"),
     "table": ("forest", "tables: an Isolation Forest on the autoencoder's per-feature residuals and codes ranked "
                         "best on the ODDS benchmark, above the raw-feature Isolation Forest "
                         "(benchmarks/results/detect.md)"),
