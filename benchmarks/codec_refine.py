@@ -54,6 +54,29 @@ def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, ste
             "load_after": os.getloadavg(), "plain": plain, "refined": refined, "peers": peer_points}
 
 
+def _merged(parts: list[dict], name: str) -> dict:
+    """One part from parts over disjoint subsets of the same images (same runs, steps, peers): bytes,
+    bpp, MS-SSIM and times averaged by image count, PSNR from the averaged MSE. Exact when the
+    images have one pixel count (BSDS500 photos are all 481 x 321)."""
+    total = sum(p["images"] for p in parts)
+
+    def combine(points: list[dict]) -> dict:
+        out = dict(points[0])
+        for key in ("bpp", "bytes_per_image", "ms_ssim", "batch_bpp", "encode_ms", "decode_ms"):
+            if all(point.get(key) is not None for point in points):
+                out[key] = sum(point[key] * p["images"] for point, p in zip(points, parts)) / total
+        if all(point.get("psnr") is not None for point in points):
+            mse = sum(10 ** (-point["psnr"] / 10) * p["images"] for point, p in zip(points, parts)) / total
+            out["psnr"] = -10 * np.log10(mse)
+        return out
+
+    merged = {"data": name, "images": total, "machine": parts[-1]["machine"], "load_before": parts[0]["load_before"],
+              "load_after": parts[-1]["load_after"], "merged_from": [p["data"] for p in parts]}
+    for key in ("plain", "refined", "peers"):
+        merged[key] = [combine(list(points)) for points in zip(*(p[key] for p in parts))]
+    return merged
+
+
 def _bd_rates(part: dict) -> dict[str, dict]:
     """BD-rate per peer of plain aeopt and of each refinement setting, from the part's points."""
     out = {"plain": _bd_table(part["plain"], part["peers"])}
@@ -76,9 +99,17 @@ def _photo_timing(run_name: str, image: np.ndarray, steps: int) -> dict:
             "plain_bytes": len(compress(run, big))}
 
 
+def _which(part: dict) -> str:
+    if "merged_from" in part:
+        return f"All {part['images']} test images, from runs on {' and '.join(part['merged_from'])} merged (_merged)"
+    if "photos " in part["data"]:
+        return part["data"].split("(")[1].rstrip(")").replace("BSDS500 test photos", "BSDS500 test photos")
+    return f"The first {part['images']} test images"
+
+
 def _table(part: dict) -> list[str]:
     lines = [f"Machine: {part['machine']}; load average before {part['load_before'][0]:.1f}, after "
-             f"{part['load_after'][0]:.1f}. The first {part['images']} test images, one .aec file each.", "",
+             f"{part['load_after'][0]:.1f}. {_which(part)}, one .aec file each.", "",
              "| run | lambda | encoder | bytes/image | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in part["plain"] + part["refined"]:
@@ -120,6 +151,9 @@ def main() -> None:
     parser.add_argument("--steps", default="100", help="refinement steps, comma-separated")
     parser.add_argument("--fmnist", type=int, default=1000, help="first N Fashion-MNIST test images (0: skip)")
     parser.add_argument("--photos", type=int, default=100, help="first N BSDS500 test photos (0: skip)")
+    parser.add_argument("--photo-from", type=int, default=0,
+                        help="start at this test photo: a later run can cover the rest of the set, and the parts "
+                             "that together cover every test photo are reported merged")
     parser.add_argument("--fm-runs", default="fm-0.0008,fm-0.002,fm-0.005,fm-0.013")
     parser.add_argument("--photo-runs", default="photos-long2,photos-low2")
     parser.add_argument("--threads", type=int, default=2)
@@ -136,14 +170,22 @@ def main() -> None:
     if args.fmnist:
         test = list((aeopt.load_data("fashion-mnist").x_test * 255).round().byte().numpy())[:args.fmnist]
         fresh.append(_part("Fashion-MNIST", args.fm_runs.split(","), test, FM_PEERS, steps))
-    if args.photos:
-        from aeopt.data.patches import image_files, read_image
+    from aeopt.data.patches import image_files, read_image
 
-        test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.photos]
-        fresh.append(_part("Photographs (BSDS500 test)", args.photo_runs.split(","), test, PHOTO_PEERS, steps))
-        result["photo_768x512"] = _photo_timing(args.photo_runs.split(",")[0], test[0], steps[0])
+    if args.photos:
+        files = image_files(BSDS / "test")
+        test = [read_image(f, "RGB") for f in files][args.photo_from:args.photo_from + args.photos]
+        name = "Photographs (BSDS500 test)" if not args.photo_from else \
+            f"Photographs (BSDS500 test photos {args.photo_from + 1}-{args.photo_from + len(test)})"
+        fresh.append(_part(name, args.photo_runs.split(","), test, PHOTO_PEERS, steps))
+        if not args.photo_from:
+            result["photo_768x512"] = _photo_timing(args.photo_runs.split(",")[0], test[0], steps[0])
     names = [p["data"] for p in fresh]
     result["parts"] = fresh + [p for p in result["parts"] if p["data"] not in names]
+    photo_parts = [p for p in result["parts"] if p["data"].startswith("Photographs (") and "merged_from" not in p]
+    if len(photo_parts) > 1 and sum(p["images"] for p in photo_parts) == len(image_files(BSDS / "test")):
+        result["parts"] = [p for p in result["parts"] if "merged_from" not in p]
+        result["parts"].append(_merged(photo_parts, "Photographs (BSDS500 test, all photos)"))
     result["parts"].sort(key=lambda p: p["data"])  # Fashion-MNIST, then photographs
     path.write_text(json.dumps(result, indent=2) + "\n")
     write_report(result)
