@@ -5,8 +5,10 @@ Why a hand-made descriptor beside the autoencoder: an autoencoder trained on one
 redraw that class, and a shirt, a pullover and a coat redraw alike; they differ in where edges
 run (a collar, a zip, sleeve ends), which is what a histogram of gradient directions per cell
 records. The k-NN distance on it costs no training (one pass over the training images) and, merged
-with the autoencoder's parts, moved one-class Fashion-MNIST from 0.936 to 0.956 mean AUROC on the
-held-out validation images (benchmarks/results/detect.md, where the autoencoder's share is stated too).
+with the autoencoder's parts, moved one-class Fashion-MNIST from 0.936 to 0.957 mean AUROC on the
+validation images it was chosen on and to 0.956 on the test set (benchmarks/results/detect.md, which
+also says how much of that the descriptor gives alone: 0.953). Stored per run: the training images'
+descriptors, 585 float32 each (~13 MB for 5,500 images).
 
 The descriptor, each choice measured on Fashion-MNIST's validation split (detect.md):
   - gradients by central differences, per pixel the channel with the largest magnitude (colour);
