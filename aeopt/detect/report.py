@@ -73,6 +73,12 @@ def plot_extremes(x, scores: np.ndarray, path: Path) -> None:
     _save(fig, path)
 
 
+PART_NAMES = {"recon": "reconstruction error", "latent": "k-NN distance of the code",
+              "features": "k-NN distance of the encoder's feature map",
+              "gradients": "k-NN distance of the orientation histograms (no autoencoder)",
+              "forest": "Isolation Forest on residuals and code"}
+
+
 def write_report(run_dir: Path, detector, ds, metrics: dict[str, Any], scores: np.ndarray,
                  y: np.ndarray | None) -> None:
     plot_histogram(scores, y, detector.threshold_, run_dir / "scores.png")
@@ -87,6 +93,12 @@ def write_report(run_dir: Path, detector, ds, metrics: dict[str, Any], scores: n
         lines += ["| test set | AUROC | average precision | F1 at the threshold |", "| --- | --- | --- | --- |",
                   f"| {int(y.sum())} anomalies / {len(y)} | {d['auroc']:.4f} | {d['average_precision']:.4f} | "
                   f"{d['f1']:.4f} |", ""]
+    if len(metrics.get("detect_parts", {})) > 1:
+        total = sum(part["weight"] for part in metrics["detect_parts"].values())
+        lines += ["The score's parts, each alone on the test set (the score is their weighted mean of "
+                  "standardized values):", "", "| part | share of the score | AUROC alone |", "| --- | --- | --- |"]
+        lines += [f"| {PART_NAMES.get(name, name)} | {part['weight'] / total:.0%} | {part['auroc']:.4f} |"
+                  for name, part in metrics["detect_parts"].items()] + [""]
     lines += ["Test scores and the threshold:", "", "![score histogram](scores.png)"]
     if y is not None and 0 < y.sum() < len(y):
         plot_curves(scores, y, run_dir / "curves.png")

@@ -99,11 +99,20 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
     test_scores = detector.decision_function(ds.x_test)
     if y_test is not None and 0 < y_test.sum() < len(y_test):
         metrics["detect"] = evaluate_scores(test_scores, y_test, detector.threshold_)
+        metrics["detect_parts"] = part_aurocs(detector, ds.x_test, y_test)
     else:
         log("note: the test split has no anomaly labels (0/1, or --normal-class): no AUROC / F1")
     metrics["test_flagged"] = float((test_scores > detector.threshold_).mean())
     _write_run(out, detector, ds, data, normal_class, metrics, test_scores, y_test)
     return metrics
+
+
+def part_aurocs(detector: AutoencoderDetector, x, y: np.ndarray) -> dict[str, dict[str, float]]:
+    """{part: {"weight", "auroc"}}: how well each part of the score ranks the labelled test set alone."""
+    from sklearn.metrics import roc_auc_score
+
+    return {name: {"weight": float(weight), "auroc": float(roc_auc_score(y, values))}
+            for name, (weight, values) in detector.score_parts(x).items()}
 
 
 def evaluate_scores(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:

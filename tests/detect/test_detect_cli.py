@@ -22,6 +22,10 @@ def test_fit_writes_a_run_with_metrics_and_report(run_dir):
     d = metrics["detect"]
     assert set(d) == {"auroc", "average_precision", "threshold", "f1"}
     assert d["auroc"] > 0.9 and d["average_precision"] > 0.9 and 0 < d["f1"] <= 1
+    parts = metrics["detect_parts"]  # each part alone on the same test set, with its weight
+    assert set(parts) == {"recon", "latent", "features", "gradients"}
+    assert sum(p["weight"] for p in parts.values()) == 10 and all(0.5 < p["auroc"] <= 1 for p in parts.values())
+    assert "AUROC alone" in (run_dir / "report.md").read_text()
     for name in ("report.md", "scores.png", "curves.png", "extremes.png", "model.safetensors", "detector.json",
                  "detector.safetensors", "config.yaml"):
         assert (run_dir / name).is_file(), name

@@ -66,6 +66,9 @@ def test_combined_on_images_merges_the_gradients_part_at_its_weight(zeros):
     z = {n: (parts[n] - m) / s for n, (m, s) in scorer.scales.items()}
     expected = (z["recon"] + z["latent"] + 2 * z["features"] + GRADIENTS_WEIGHT * z["gradients"]) / (4 + GRADIENTS_WEIGHT)
     np.testing.assert_allclose(detector.decision_function(x_test), expected)
+    parts = detector.score_parts(x_test)  # the public view of the same standardized parts
+    np.testing.assert_allclose(sum(w * v for w, v in parts.values()) / sum(w for w, _ in parts.values()), expected)
+    assert {n: w for n, (w, _) in parts.items()} == {"recon": 1, "latent": 1, "features": 2, "gradients": GRADIENTS_WEIGHT}
     # training scores are leave-one-out: a training image is not its own nearest neighbour
     assert scorer.fit(detector.model_, detector._samples(x_train, reset=False)).min() > -50
 
@@ -94,3 +97,11 @@ def test_tables_get_no_gradients_part():
     x = np.random.default_rng(0).normal(size=(200, 6))
     detector = AutoencoderDetector(score_type="combined", epochs=1, precision="fp32").fit(x)
     assert "gradients" not in detector.scorer_.scales and detector.scorer_.gradient_reference is None
+
+
+def test_score_parts_of_a_single_score_is_the_score_itself():
+    x = np.random.default_rng(0).normal(size=(200, 6))
+    detector = AutoencoderDetector(score_type="recon", epochs=1, precision="fp32").fit(x)
+    parts = detector.score_parts(x[:50])
+    assert list(parts) == ["recon"] and parts["recon"][0] == 1.0
+    np.testing.assert_array_equal(parts["recon"][1], detector.decision_function(x[:50]))
