@@ -186,7 +186,8 @@ def main() -> None:
     if len(photo_parts) > 1 and sum(p["images"] for p in photo_parts) == len(image_files(BSDS / "test")):
         result["parts"] = [p for p in result["parts"] if "merged_from" not in p]
         result["parts"].append(_merged(photo_parts, "Photographs (BSDS500 test, all photos)"))
-    result["parts"].sort(key=lambda p: p["data"])  # Fashion-MNIST, then photographs
+    # Fashion-MNIST, then the photographs: the whole set first, then the runs it was merged from
+    result["parts"].sort(key=lambda p: (p["data"].startswith("Photographs"), "merged_from" not in p, p["data"]))
     path.write_text(json.dumps(result, indent=2) + "\n")
     write_report(result)
     print(json.dumps({p["data"]: _bd_rates(p) for p in result["parts"]}))
