@@ -6,7 +6,9 @@ All argparse code lives in this package, one module per command group, each expo
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+from contextlib import contextmanager
 
 from ..errors import AeoptError, Interrupted, caused_by_ctrl_c
 
@@ -54,10 +56,46 @@ def redeliver_ctrl_c_from_finalizers() -> None:
         sys.unraisablehook = _ctrl_c_hook
 
 
+_ctrl_c_seen = False
+
+
+def _note_ctrl_c(signum, frame) -> None:
+    global _ctrl_c_seen
+    _ctrl_c_seen = True
+    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as without this handler
+
+
+@contextmanager
+def remembering_ctrl_c():
+    """Ctrl-C that lands inside a C extension can come out as another error with no KeyboardInterrupt
+    left in its chain (matplotlib's image resampling turned it into "ValueError: Invalid affine
+    transformation matrix": benchmarks/chaos.py caught it). While open, every Ctrl-C is noted, so that
+    an error after one is still reported as the interruption it is. Only where Python's own handler is
+    installed (the main thread, SIGINT not ignored by the shell); the previous handler comes back after."""
+    global _ctrl_c_seen
+    _ctrl_c_seen = False
+    try:
+        installed = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        if installed:
+            signal.signal(signal.SIGINT, _note_ctrl_c)
+    except ValueError:  # not the main thread: the handler is not ours to change
+        installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     redeliver_ctrl_c_from_finalizers()
+    with remembering_ctrl_c():
+        return _run(argv, debug)
+
+
+def _run(argv: list[str], debug: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(argv)  # the command as typed: `train --nproc-per-node` relaunches it under torchrun
@@ -69,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aeopt: error: {message}", file=sys.stderr)
         return 2
     except BaseException as err:  # Ctrl-C (or a library failing on its way out of one): say how to go on
-        if debug or isinstance(err, SystemExit) or not caused_by_ctrl_c(err):
+        if debug or isinstance(err, SystemExit) or not (caused_by_ctrl_c(err) or _ctrl_c_seen):
             raise
         hint = str(err) if isinstance(err, Interrupted) else \
             "nothing half-written was left; rerun the command to start again"

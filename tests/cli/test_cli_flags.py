@@ -132,3 +132,39 @@ def test_a_library_failing_on_its_way_out_of_ctrl_c_is_still_an_interruption(mon
     monkeypatch.setattr(evaluate_cli, "cmd_models", broken)
     with pytest.raises(UnboundLocalError):
         main(["models"])
+
+
+def test_ctrl_c_that_a_c_extension_turns_into_another_error_is_still_an_interruption(monkeypatch, capsys):
+    """matplotlib's image resampling turned a Ctrl-C into "ValueError: Invalid affine transformation matrix",
+    with no KeyboardInterrupt left in its chain (chaos.py caught it): one line, exit 130. The handler that
+    notes it is aeopt's only while main runs."""
+    import os
+    import signal
+    import time
+
+    from aeopt.cli import evaluate as evaluate_cli
+
+    def swallowed_then_broken(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises KeyboardInterrupt here
+        except KeyboardInterrupt:
+            pass  # as the C extension did
+        raise ValueError("Invalid affine transformation matrix")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
+    try:
+        monkeypatch.setattr(evaluate_cli, "cmd_models", swallowed_then_broken)
+        assert main(["models"]) == 130
+        err = capsys.readouterr().err
+        assert err.startswith("aeopt: interrupted;") and len(err.strip().splitlines()) == 1
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handed back
+
+        def broken(args):  # without a Ctrl-C the same error is a bug, and raises
+            raise ValueError("Invalid affine transformation matrix")
+
+        monkeypatch.setattr(evaluate_cli, "cmd_models", broken)
+        with pytest.raises(ValueError):
+            main(["models"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
