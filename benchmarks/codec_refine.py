@@ -102,8 +102,8 @@ def _photo_timing(run_name: str, image: np.ndarray, steps: int) -> dict:
 def _which(part: dict) -> str:
     if "merged_from" in part:
         return f"All {part['images']} test images, from runs on {' and '.join(part['merged_from'])} merged (_merged)"
-    if "photos " in part["data"]:
-        return part["data"].split("(")[1].rstrip(")").replace("BSDS500 test photos", "BSDS500 test photos")
+    if "photos " in part["data"]:  # "Photographs (BSDS500 test photos 101-200)"
+        return part["data"].split("(")[1].rstrip(")")
     return f"The first {part['images']} test images"
 
 
@@ -173,8 +173,8 @@ def main() -> None:
     from aeopt.data.patches import image_files, read_image
 
     if args.photos:
-        files = image_files(BSDS / "test")
-        test = [read_image(f, "RGB") for f in files][args.photo_from:args.photo_from + args.photos]
+        files = image_files(BSDS / "test")[args.photo_from:args.photo_from + args.photos]
+        test = [read_image(f, "RGB") for f in files]
         name = "Photographs (BSDS500 test)" if not args.photo_from else \
             f"Photographs (BSDS500 test photos {args.photo_from + 1}-{args.photo_from + len(test)})"
         fresh.append(_part(name, args.photo_runs.split(","), test, PHOTO_PEERS, steps))

@@ -29,7 +29,7 @@ from ..runs import build_model
 from ..settings import Settings
 from ..train import fit, resolve_device
 from .robust import check_trim, trimmed_objective
-from .scores import LATENT_KINDS, MERGED, RECON_KINDS, SCORES, Scorer
+from .scores import LATENT_KINDS, RECON_KINDS, SCORES, Scorer
 from .thresholds import auto_threshold, check_contamination, contamination_threshold, f1_threshold
 
 # What `score="auto"` picks, and why; the figures are in benchmarks/results/detect.md.
@@ -230,12 +230,7 @@ class AutoencoderDetector(BaseEstimator):
         (training median 0, IQR 1), so one can see which part flags which sample; decision_function is
         their weighted mean. A single score (recon, latent, elbo) is its one part at weight 1, as is."""
         check_is_fitted(self)
-        scorer = self.scorer_
-        parts = scorer.parts(self.model_, self._samples(X, reset=False))
-        if not scorer.scales:
-            return {name: (1.0, values) for name, values in parts.items()}
-        weights = MERGED[scorer.score]
-        return {name: (weights[name], (parts[name] - m) / s) for name, (m, s) in scorer.scales.items()}
+        return self.scorer_.weighted(self.scorer_.parts(self.model_, self._samples(X, reset=False)))
 
     def predict(self, X) -> np.ndarray:
         """1 for an anomaly (score above `threshold_`), 0 for a normal sample."""

@@ -28,7 +28,7 @@ from ..data.samples import to_samples, unit_float
 from ..errors import AeoptError, describe_failure
 from ..runs import atomic_write_text, load_tensors, load_torch, save_config, save_tensors, staged_dir, write_json
 from .detector import AutoencoderDetector
-from .scores import Scorer
+from .scores import Scorer, weighted_mean
 from .thresholds import NoAnomalyInLabelsWarning, check_contamination
 
 THRESHOLDS = ("contamination", "f1")
@@ -96,10 +96,11 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
     metrics: dict[str, Any] = {"n_train": len(x_train), "score": detector.score_type_,
                                "threshold_method": detector.threshold_method_}
     y_test = _split_labels(ds.y_test, normal_class)
-    test_scores = detector.decision_function(ds.x_test)
+    parts = detector.score_parts(ds.x_test)  # one pass: the score and, with labels, each part's AUROC
+    test_scores = weighted_mean(parts)
     if y_test is not None and 0 < y_test.sum() < len(y_test):
         metrics["detect"] = evaluate_scores(test_scores, y_test, detector.threshold_)
-        metrics["detect_parts"] = part_aurocs(detector, ds.x_test, y_test)
+        metrics["detect_parts"] = part_aurocs(parts, y_test)
     else:
         log("note: the test split has no anomaly labels (0/1, or --normal-class): no AUROC / F1")
     metrics["test_flagged"] = float((test_scores > detector.threshold_).mean())
@@ -107,12 +108,12 @@ def fit_run(data: str, out: str | Path, *, normal_class: int | None = None, cont
     return metrics
 
 
-def part_aurocs(detector: AutoencoderDetector, x, y: np.ndarray) -> dict[str, dict[str, float]]:
-    """{part: {"weight", "auroc"}}: how well each part of the score ranks the labelled test set alone."""
+def part_aurocs(parts: dict[str, tuple[float, np.ndarray]], y: np.ndarray) -> dict[str, dict[str, float]]:
+    """{part: {"weight", "auroc"}} from score_parts: how well each part ranks the labelled samples alone."""
     from sklearn.metrics import roc_auc_score
 
     return {name: {"weight": float(weight), "auroc": float(roc_auc_score(y, values))}
-            for name, (weight, values) in detector.score_parts(x).items()}
+            for name, (weight, values) in parts.items()}
 
 
 def evaluate_scores(scores: np.ndarray, y: np.ndarray, threshold: float) -> dict[str, float]:

@@ -195,6 +195,11 @@ def fit_forest(features: np.ndarray, seed: int):
     return IsolationForest(n_estimators=FOREST_TREES, random_state=seed).fit(features)
 
 
+def weighted_mean(weighted: dict[str, tuple[float, np.ndarray]]) -> np.ndarray:
+    """The score from its Scorer.weighted parts (a single part at weight 1 comes back as is)."""
+    return sum(w * values for w, values in weighted.values()) / sum(w for w, _ in weighted.values())
+
+
 def robust_scale(train_scores: np.ndarray) -> tuple[float, float]:
     """(median, IQR) of the training scores: a scale that the few anomalies in them cannot move."""
     q25, q50, q75 = np.percentile(train_scores, [25, 50, 75])
@@ -274,12 +279,17 @@ class Scorer:
     def __call__(self, model, x: torch.Tensor) -> np.ndarray:
         return self.merge(self.parts(model, x))
 
-    def merge(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+    def weighted(self, parts: dict[str, np.ndarray]) -> dict[str, tuple[float, np.ndarray]]:
+        """{part: (weight, values)} as the merge uses them: a merged score's parts standardized by their
+        training (median, IQR); a single score is its one part at weight 1, unchanged."""
         if self.score not in MERGED:
-            return next(iter(parts.values()))
+            name, values = next(iter(parts.items()))
+            return {name: (1.0, values)}
         weights = MERGED[self.score]
-        total = sum(weights[n] for n in self.scales)
-        return sum(weights[n] * (parts[n] - m) / s for n, (m, s) in self.scales.items()) / total
+        return {n: (weights[n], (parts[n] - m) / s) for n, (m, s) in self.scales.items()}
+
+    def merge(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        return weighted_mean(self.weighted(parts))
 
     # --- persistence: tensors to safetensors, the rest to JSON (never pickle) ---
     def tensors(self) -> dict[str, torch.Tensor]:

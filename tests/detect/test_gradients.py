@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 from aeopt import AutoencoderDetector
 from aeopt.detect import gradients
 from aeopt.detect.gradients import BINS, GRIDS, orientation_histograms
-from aeopt.detect.scores import GRADIENTS_WEIGHT, Scorer
+from aeopt.detect.scores import GRADIENTS_WEIGHT, Scorer, knn_distance
 
 
 def _grids(h: np.ndarray) -> list[np.ndarray]:
@@ -69,8 +69,12 @@ def test_combined_on_images_merges_the_gradients_part_at_its_weight(zeros):
     parts = detector.score_parts(x_test)  # the public view of the same standardized parts
     np.testing.assert_allclose(sum(w * v for w, v in parts.values()) / sum(w for w, _ in parts.values()), expected)
     assert {n: w for n, (w, _) in parts.items()} == {"recon": 1, "latent": 1, "features": 2, "gradients": GRADIENTS_WEIGHT}
-    # training scores are leave-one-out: a training image is not its own nearest neighbour
-    assert scorer.fit(detector.model_, detector._samples(x_train, reset=False)).min() > -50
+    # training scores are leave-one-out: a training image is not its own nearest neighbour (distance 0)
+    fresh = Scorer("combined", "mse", "knn", 5)
+    training_parts = fresh.parts(detector.model_, detector._samples(x_train, reset=False), training=True)
+    h = fresh.gradient_reference
+    np.testing.assert_allclose(training_parts["gradients"], knn_distance(h, h, 5, exclude_self=True))
+    assert (training_parts["gradients"] > knn_distance(h, h, 5, exclude_self=False)).all()  # self (0) left out
 
 
 def test_gradients_false_and_old_runs_leave_the_part_out(zeros):
