@@ -145,6 +145,8 @@ class ModelSettings:
     lmbda: float | None = setting(None, "codec: rate-distortion trade-off, loss = bits + lmbda * distortion")
     quality: int | None = setting(None, "codec: preset 1..8 for lmbda and width (higher = better, larger)")
     distortion: str | None = setting(None, "codec: mse | ms-ssim")
+    hyper_width: int | None = setting(None, "codec: channels of the hyperprior's h_a / h_s and z (default: --width); "
+                                      "narrower decodes faster")
 
     def knobs(self) -> dict[str, Any]:
         """The model's own settings that were given (None keeps each model's default)."""

@@ -93,14 +93,14 @@ def train_fmnist(args) -> None:
     with --init, each lambda starts from the weights of its run already there (then renamed -init)."""
     for lmbda in [float(v) for v in args.lambdas.split(",")]:
         started = time.perf_counter()
-        out = CACHE / f"fm-{lmbda:g}"
+        out = CACHE / f"{args.prefix}-{lmbda:g}"
         init = None
         if args.init:  # the library's --init: a fresh optimizer and schedule from the run's best weights
-            init = CACHE / f"fm-{lmbda:g}-init"
+            init = CACHE / f"{args.prefix}-{lmbda:g}-init"
             if not init.exists():
                 out.rename(init)
         result = aeopt.train(data="fashion-mnist", model="codec", entropy="hyperprior", lmbda=lmbda,
-                             latent_dim=args.latent, width=args.width, epochs=args.epochs, batch_size=64, lr=args.lr,
+                             latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width, epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
                              limit=args.limit, init=str(init) if init else None)
         print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
@@ -279,6 +279,8 @@ def main() -> None:
         p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
         p.add_argument("--latent", type=int, default=32)
         p.add_argument("--width", type=int, default=48)
+        p.add_argument("--hyper-width", type=int, default=None, help="h_a / h_s channels (default: --width)")
+        p.add_argument("--prefix", default="fm", help="cached runs are PREFIX-LAMBDA in benchmarks/.cache/codec")
         p.add_argument("--test", type=int, default=10_000)
     p = sub.add_parser("train-photos")
     p.add_argument("--minutes", type=float, default=20, help="wall-clock cap")

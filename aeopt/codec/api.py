@@ -62,8 +62,15 @@ def load_codec(run: "str | Path | CodecRun") -> CodecRun:
     if not isinstance(loaded.model, CodecModel):
         raise AeoptError(f"{run} is a {loaded.config.model!r} run, not a codec; train one with "
                          "`aeopt train --model codec`")
-    tables = load_tables(run, loaded.model)
+    tables = load_tables(run, loaded.model)  # the fingerprint hashes the weights in NCHW order either way
+    # Channels-last convolutions run g_a 1.7x and g_s 1.3x faster on small images (codec.md); the
+    # integers the decoder reads do not depend on it (y's tables come from the integer h_s).
+    loaded.model.to(memory_format=torch.channels_last)
     return CodecRun(Path(run), loaded.model, tables, Coder(tables))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def as_images(images, channels: int) -> list[torch.Tensor]:
@@ -100,7 +107,7 @@ def as_images(images, channels: int) -> list[torch.Tensor]:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).numpy()
+    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).contiguous().numpy()  # NCHW even after channels_last
 
 
 def chunks(sizes: list[tuple[int, int]]) -> list[tuple[tuple[int, int], list[int]]]:
@@ -137,7 +144,7 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refi
     `refine_steps` > 0 searches for better integers than rounding finds (refine.py), in fp32."""
     model = run.model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
-        y = model.analyse(x).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
+        y = model.analyse(channels_last(x)).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
         z = None
         if model.entropy == "hyperprior":
             # h_a sees y before rounding, as in training (and in CompressAI's compress): on rounded y it
@@ -150,7 +157,7 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refi
 
 @torch.no_grad()
 def _synthesise(run: CodecRun, y: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return to_uint8(run.model.synthesise(torch.from_numpy(y).float(), size))
+    return to_uint8(run.model.synthesise(channels_last(torch.from_numpy(y).float()), size))
 
 
 @dataclass
@@ -248,7 +255,7 @@ def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], 
     y_shape = (run.model.latent_dim, yh, yw)
     if run.model.entropy != "hyperprior":
         return y_shape, None
-    return y_shape, (run.model.width, -(-yh // HYPER_STRIDE), -(-yw // HYPER_STRIDE))
+    return y_shape, (run.model.hyper_width, -(-yh // HYPER_STRIDE), -(-yw // HYPER_STRIDE))
 
 
 def _decode_chunk(run: CodecRun, decoders: list, size: tuple[int, int], n_each: int) -> np.ndarray:

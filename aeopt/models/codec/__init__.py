@@ -35,7 +35,7 @@ def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> 
 
 @register_model("codec", "learned image codec (Ballé 2017/2018): `aeopt compress` / `aeopt decompress`")
 def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
-          width=None, depth=None) -> CodecModel:
+          width=None, depth=None, hyper_width=None) -> CodecModel:
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior).
         lmbda: rate-distortion trade-off, R [bpp] + lmbda * D; bigger = better quality, more bytes.
@@ -44,6 +44,9 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
         distortion: mse | ms-ssim.
         width: channels of the transforms (N; default 32 for small images, 64 for photos; 48 / 96 at quality 6..8).
         depth: stride-2 stages of g_a (default 2 below 64 pixels, else 4).
+        hyper_width: channels of the hyperprior's h_a, h_s and z (default: width). The decoder runs h_s
+            in integer arithmetic, its costliest step on small images; a narrower one decodes faster
+            (benchmarks/results/codec.md measures the trade).
         latent_dim is M, the channels of the spatial latent y.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
@@ -57,11 +60,12 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)
         width = (32 if small else 64) if quality is None or quality <= 5 else (48 if small else 96)
     depth = (2 if small else 4) if depth is None else depth
-    for what, value in (("--width", width), ("--depth", depth)):
+    hyper_width = width if hyper_width is None else hyper_width
+    for what, value in (("--width", width), ("--depth", depth), ("--hyper-width", hyper_width)):
         if not isinstance(value, int) or value < 1:
             raise AeoptError(f"{what} must be a positive integer, got {value!r}")
     return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
-                      lmbda=lmbda, distortion=distortion, output=output)
+                      lmbda=lmbda, distortion=distortion, output=output, hyper_width=hyper_width)
 
 
 __all__ = ["CodecModel", "CodecObjective", "codec"]

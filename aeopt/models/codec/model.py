@@ -31,17 +31,18 @@ def quantize(y: torch.Tensor, mode: str) -> torch.Tensor:
 
 class CodecModel(Autoencoder):
     def __init__(self, input_shape: tuple[int, ...], *, entropy: str, width: int, latent: int, depth: int,
-                 lmbda: float, distortion: str, output: str):
+                 lmbda: float, distortion: str, output: str, hyper_width: int | None = None):
         channels = input_shape[0]
         super().__init__(analysis(channels, width, latent, depth), synthesis(channels, width, latent, depth),
                          input_shape, latent, output)
         self.entropy, self.width, self.depth = entropy, width, depth
         self.lmbda, self.distortion = lmbda, distortion
         self.stride = 2 ** depth
+        self.hyper_width = hyper_width or width  # the channels of z
         if entropy == "hyperprior":
-            self.hyper_encoder = hyper_analysis(latent, width)
-            self.hyper_decoder = hyper_synthesis(latent, width)
-            self.z_density = EntropyBottleneck(width)
+            self.hyper_encoder = hyper_analysis(latent, self.hyper_width)
+            self.hyper_decoder = hyper_synthesis(latent, self.hyper_width)
+            self.z_density = EntropyBottleneck(self.hyper_width)
             self.y_density = GaussianConditional()
         else:
             self.y_density = EntropyBottleneck(latent)
