@@ -53,6 +53,9 @@ def add_commands(sub) -> None:
 
 
 def _common(p) -> None:
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads coding side by side: the slices of a many-image file, or separate files "
+                        "(default: as many as torch may use, the physical cores; files do not depend on it)")
     add_common_flags(p)
 
 
@@ -113,10 +116,12 @@ def _record_run(folder: Path, run) -> None:
 def cmd_compress(args) -> None:
     from ..codec.api import encode, load_codec
     from ..codec.evaluate import quality
+    from ..codec.parallel import check_workers, in_parallel
     from ..codec.refine import check_steps
 
     run = load_codec(args.run)
     check_steps(args.refine)
+    check_workers(args.workers)
     out = Path(args.out)
     if args.data and args.inputs:
         raise AeoptError("pass either INPUT files or --data SPEC, not both")
@@ -141,10 +146,14 @@ def cmd_compress(args) -> None:
     images = [im for ims in groups.values() for im in ims]
     bar = _bar(len(images), args.quiet, slow=args.refine > 0)
     files, recon = {}, []
+
+    def one_group(ims):  # inputs code side by side; a many-image group codes its slices side by side
+        return encode(run, ims, reconstruct=True, progress=bar, precision=args.precision, refine=args.refine,
+                      workers=1 if len(groups) > 1 else args.workers)
+
     try:
-        for name, ims in groups.items():
-            sizes, stream, decoded = encode(run, ims, reconstruct=True, progress=bar, precision=args.precision,
-                                           refine=args.refine)
+        for name, (sizes, stream, decoded) in zip(groups, in_parallel(one_group, list(groups.values()),
+                                                                        args.workers)):
             files[name] = run.pack(sizes, stream)
             recon += decoded
     finally:
@@ -187,7 +196,9 @@ def _run_for(files: list[Path], given: str | None) -> str:
 
 def cmd_decompress(args) -> None:
     from ..codec.api import decompress_files, load_codec
+    from ..codec.parallel import check_workers
 
+    check_workers(args.workers)
     paths = [Path(f) for f in args.files]
     for p in paths:
         if not p.is_file():
@@ -197,7 +208,7 @@ def cmd_decompress(args) -> None:
     count = sum(1 for _ in blobs)
     bar = _bar(count, args.quiet)
     try:
-        decoded = decompress_files(run, blobs, names=[str(p) for p in paths], progress=bar)
+        decoded = decompress_files(run, blobs, names=[str(p) for p in paths], progress=bar, workers=args.workers)
     finally:
         if bar is not None:
             bar.close()

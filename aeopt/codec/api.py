@@ -20,6 +20,7 @@ from ..models.codec.model import CodecModel
 from ..models.codec.transforms import HYPER_STRIDE
 from . import coder, container
 from .coder import LATENT_LIMIT, Coder
+from .parallel import in_parallel
 from .refine import check_size, check_steps, refine
 from .tables import CodecTables, load_tables
 
@@ -40,17 +41,18 @@ class CodecRun:
     def channels(self) -> int:
         return self.model.input_shape[0]
 
-    def pack(self, sizes: list[tuple[int, int]], stream: bytes) -> bytes:
-        return container.pack(sizes, stream, rgb=self.channels == 3, fingerprint=self.tables.fingerprint,
+    def pack(self, sizes: list[tuple[int, int]], streams: "bytes | list[bytes]") -> bytes:
+        return container.pack(sizes, streams, rgb=self.channels == 3, fingerprint=self.tables.fingerprint,
                               model_size=self.model.input_shape[1:])
 
-    def unpack(self, data: bytes, what: str) -> tuple[list[tuple[int, int]], bytes]:
-        rgb, sizes, stream = container.unpack(data, fingerprint=self.tables.fingerprint, what=what,
+    def unpack(self, data: bytes, what: str) -> tuple[list[tuple[int, int]], list[tuple[int, int, bytes]]]:
+        """(image sizes, slices: (first image, end image, stream) each)."""
+        rgb, sizes, slices = container.unpack(data, fingerprint=self.tables.fingerprint, what=what,
                                               model_size=self.model.input_shape[1:])
         if rgb != (self.channels == 3):
             raise AeoptError(f"{what} holds {'RGB' if rgb else 'grey'} images but the codec is "
                              f"{'RGB' if self.channels == 3 else 'grey'}; the file is damaged")
-        return sizes, stream
+        return sizes, slices
 
 
 def load_codec(run: "str | Path | CodecRun") -> CodecRun:
@@ -169,36 +171,54 @@ class Chunk:
     y: np.ndarray
     z: np.ndarray | None
     rows: np.ndarray
+    slice: int = 0  # which slice of the file (container.slices) its images are in
 
 
-def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", refine: int = 0
-            ) -> tuple[list[tuple[int, int]], list[Chunk]]:
-    """(sizes, chunks) of every image: what encode() codes, computed once (measure() codes it twice)."""
+def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", refine: int = 0,
+            checked: bool = False) -> tuple[list[tuple[int, int]], list[Chunk]]:
+    """(sizes, chunks) of every image: what encode() codes, computed once (measure() codes it twice).
+    `checked`: the images are as_images()'s output and the options already checked (encode's slices)."""
     run = load_codec(run)
-    check_precision(precision)
-    check_steps(refine)
-    items = as_images(images, run.channels)
+    items = images if checked else as_images(images, run.channels)
     sizes = [tuple(im.shape[1:]) for im in items]
-    if refine:
-        for size in set(sizes):
-            check_size(*size)
+    if not checked:
+        _check_options(sizes, precision, refine)
     out = []
-    for size, idx in chunks(sizes):
+    for k, size, idx in sliced_chunks(sizes):
         y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision, refine)
-        out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape)))
+        out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape), k))
         if progress is not None:
             progress.update(len(idx))
     return sizes, out
 
 
-def streams(run: CodecRun, parts: list[Chunk], n_images: int, *, joint: bool = True):
-    """One stream for all images (`joint`: a many-image file), else a list of one stream per image;
-    short streams cut to the bytes they need (coder.trimmed)."""
+def _check_options(sizes: list[tuple[int, int]], precision: str, refine: int) -> None:
+    check_precision(precision)
+    check_steps(refine)
+    if refine:
+        for size in set(sizes):
+            check_size(*size)
+
+
+def sliced_chunks(sizes: list[tuple[int, int]]) -> list[tuple[int, tuple[int, int], list[int]]]:
+    """(slice, size, image indices) in coding order: each slice's images in chunks(), slice by slice;
+    the order of a one-slice file is chunks(sizes) itself (what versions 1 and 2 coded)."""
+    return [(k, size, [a + i for i in idx]) for k, (a, b) in enumerate(container.slices(sizes))
+            for size, idx in chunks(sizes[a:b])]
+
+
+def streams(run: CodecRun, parts: list[Chunk], n_images: int, *, joint: bool = True) -> list[bytes]:
+    """One stream per slice (`joint`: a many-image file), else one stream per image; short streams
+    cut to the bytes they need (coder.trimmed)."""
     if joint:
-        enc = coder.new_encoder()
-        for part in parts:
-            run.coder.encode_into(enc, part.y, part.z, part.rows)
-        return coder.trimmed(coder.finish(enc), lambda stream: _decodes_to(run, stream, parts))
+        out = []
+        for k in sorted({part.slice for part in parts}):
+            mine = [part for part in parts if part.slice == k]
+            enc = coder.new_encoder()
+            for part in mine:
+                run.coder.encode_into(enc, part.y, part.z, part.rows)
+            out.append(coder.trimmed(coder.finish(enc), lambda stream, mine=mine: _decodes_to(run, stream, mine)))
+        return out
     out: list = [None] * n_images
     for part in parts:
         for k, i in enumerate(part.idx):
@@ -225,28 +245,42 @@ def _decodes_to(run: CodecRun, stream: bytes, parts: list[Chunk]) -> bool:
 
 
 def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progress=None, precision: str = "fp32",
-           refine: int = 0):
-    """(sizes, streams, reconstructions): `joint` -> one stream for all images (a many-image
-    file), else one stream per image; reconstructions (the decoder's uint8 output) on request;
-    `precision`: of the encoder's transforms (encode_latents); `refine`: steps of the encode-time
-    search for better latents (refine.py; 0 = plain rounding)."""
+           refine: int = 0, workers: int | None = None):
+    """(sizes, streams, reconstructions): `joint` -> one stream per slice of the images
+    (container.slices: a many-image file), else one stream per image; reconstructions (the decoder's
+    uint8 output) on request; `precision`: of the encoder's transforms (encode_latents); `refine`:
+    steps of the encode-time search for better latents (refine.py; 0 = plain rounding); `workers`:
+    threads coding slices side by side (parallel.py; None: as many as torch may use). The file is the
+    same whatever the number of workers."""
     run = load_codec(run)
-    sizes, parts = latents(run, images, progress=progress, precision=precision, refine=refine)
-    recon: list = [None] * len(sizes)
-    if reconstruct:
-        for part in parts:
-            for k, x_hat in zip(part.idx, _synthesise(run, part.y, part.size)):
-                recon[k] = x_hat
-    return sizes, streams(run, parts, len(sizes), joint=joint), recon
+    items = as_images(images, run.channels)
+    sizes = [tuple(im.shape[1:]) for im in items]
+    _check_options(sizes, precision, refine)
+    bounds = container.slices(sizes) if joint else [(0, len(items))]
+
+    def one_slice(bound: tuple[int, int]):
+        a, b = bound
+        _, parts = latents(run, items[a:b], progress=progress, precision=precision, refine=refine, checked=True)
+        recon: list = [None] * (b - a)
+        if reconstruct:
+            for part in parts:
+                for k, x_hat in zip(part.idx, _synthesise(run, part.y, part.size)):
+                    recon[k] = x_hat
+        return streams(run, parts, b - a, joint=joint), recon
+
+    done = in_parallel(one_slice, bounds, workers)
+    coded = [stream for streams_, _ in done for stream in streams_] if joint else done[0][0]
+    return sizes, coded, [x_hat for _, recon in done for x_hat in recon]
 
 
-def compress(run, images, *, precision: str = "fp32", refine: int = 0) -> bytes:
+def compress(run, images, *, precision: str = "fp32", refine: int = 0, workers: int | None = None) -> bytes:
     """One .aec file holding every image (a single-image file for one image); `precision`: of the
     encoder's transforms, fp32 or bf16 (the file decodes the same way, in fp32, anywhere);
-    `refine`: steps of the encode-time search for smaller files (refine.py), 0 = none."""
+    `refine`: steps of the encode-time search for smaller files (refine.py), 0 = none; `workers`:
+    threads (None: as many as torch may use; the file does not depend on it)."""
     run = load_codec(run)
-    sizes, stream, _ = encode(run, images, precision=precision, refine=refine)
-    return run.pack(sizes, stream)
+    sizes, coded, _ = encode(run, images, precision=precision, refine=refine, workers=workers)
+    return run.pack(sizes, coded)
 
 
 def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], tuple[int, int, int] | None]:
@@ -280,34 +314,44 @@ def _decoding(what: str):
         raise AeoptError(f"{what} is damaged (its stream does not decode: {detail})") from None
 
 
-def decompress_images(run, data: bytes, *, what: str = "the data", progress=None) -> list[np.ndarray]:
-    """Every image of an .aec file, uint8 (C, H, W) each, in order."""
+def decompress_images(run, data: bytes, *, what: str = "the data", progress=None, workers: int | None = None
+                      ) -> list[np.ndarray]:
+    """Every image of an .aec file, uint8 (C, H, W) each, in order; `workers`: threads decoding its
+    slices side by side (None: as many as torch may use)."""
     run = load_codec(run)
-    sizes, stream = run.unpack(data, what)
-    out: list = [None] * len(sizes)
-    with _decoding(what):
-        decoder = coder.start_decoder(stream)
-        for size, idx in chunks(sizes):
-            for i, x_hat in zip(idx, _synthesise(run, _decode_chunk(run, [decoder], size, len(idx)), size)):
-                out[i] = x_hat
-            if progress is not None:
-                progress.update(len(idx))
-    return out
+    sizes, slices = run.unpack(data, what)
+
+    def one_slice(part: tuple[int, int, bytes]) -> list[np.ndarray]:
+        a, b, stream = part
+        out: list = [None] * (b - a)
+        with _decoding(what):
+            decoder = coder.start_decoder(stream)
+            for size, idx in chunks(sizes[a:b]):
+                for i, x_hat in zip(idx, _synthesise(run, _decode_chunk(run, [decoder], size, len(idx)), size)):
+                    out[i] = x_hat
+                if progress is not None:
+                    progress.update(len(idx))
+        return out
+
+    return [x_hat for part in in_parallel(one_slice, slices, workers) for x_hat in part]
 
 
-def decompress_files(run, files: list[bytes], *, names: list[str] | None = None, progress=None
-                     ) -> list[list[np.ndarray]]:
+def decompress_files(run, files: list[bytes], *, names: list[str] | None = None, progress=None,
+                     workers: int | None = None) -> list[list[np.ndarray]]:
     """The images of many .aec files, each checked on its own; single-image files of one size are
-    decoded in shared batches (one h_s and one synthesis call per BATCH files)."""
+    decoded in shared batches (one h_s and one synthesis call per BATCH files), `workers` batches
+    (or slices of a many-image file) at a time."""
     run = load_codec(run)
     names = names or [f"file {i}" for i in range(len(files))]
-    parsed = [run.unpack(data, name) for data, name in zip(files, names)]
+    parsed = [(sizes, slices[0][2]) for sizes, slices in (run.unpack(data, name) for data, name in zip(files, names))]
     out: list = [None] * len(files)
     singles = [i for i, (sizes, _) in enumerate(parsed) if len(sizes) == 1]
     for i, (sizes, _) in enumerate(parsed):
         if len(sizes) > 1:
-            out[i] = decompress_images(run, files[i], what=names[i], progress=progress)
-    for size, idx in chunks([parsed[i][0][0] for i in singles]):
+            out[i] = decompress_images(run, files[i], what=names[i], progress=progress, workers=workers)
+
+    def one_batch(batch: tuple[tuple[int, int], list[int]]) -> None:
+        size, idx = batch
         files_idx = [singles[k] for k in idx]
         with _decoding(names[files_idx[0]] if len(files_idx) == 1 else f"one of {len(files_idx)} files"):
             decoders = [coder.start_decoder(parsed[i][1]) for i in files_idx]
@@ -316,6 +360,8 @@ def decompress_files(run, files: list[bytes], *, names: list[str] | None = None,
             out[i] = [x_hat]
         if progress is not None:
             progress.update(len(idx))
+
+    in_parallel(one_batch, chunks([parsed[i][0][0] for i in singles]), workers)
     return out
 
 

@@ -1,4 +1,4 @@
-"""The .aec container, format version 2: every byte accounted for, every field checked.
+"""The .aec container, format version 3: every byte accounted for, every field checked.
 
     magic       2 bytes  AE C0 (0xAE first: not text, not another common format's signature)
     version     1 byte   high 4 bits: FORMAT_VERSION (a reader refuses newer versions by name);
@@ -10,8 +10,11 @@
     [count]     varint   many images only: how many
     [others]    varint   many images only: how many images differ in size from the first, then
                          for each: its index, height and width (varints)
-    stream      bytes    the range-coded stream of all images (coder.py), up to the checksum;
-                         version 2 cuts its last 32-bit word short (a reader pads it with zero
+    [lengths]   varints  version 3, many images only: the byte length of every slice's stream but
+                         the last (slices(): a fixed split of the images, derived from their sizes)
+    streams     bytes    the range-coded stream of each slice's images (coder.py), up to the checksum;
+                         one slice (no lengths) is the whole file in versions 1 and 2. Version 2+
+                         streams may end inside their last 32-bit word (a reader pads it with zero
                          bytes: coder.trimmed); version 1 streams are whole words, read the same way
     checksum    4 bytes  CRC-32 (big-endian) of the model's full 32-byte fingerprint followed by
                          every byte above: damage, truncation and another model's file all fail it
@@ -20,7 +23,10 @@ Why so lean: on 28x28 images a learned codec's stream is a few dozen bytes, so a
 would be a third of the file. The 2-byte model id gives the "another model" message; the
 checksum, seeded with the whole 256-bit fingerprint, is what makes that check reliable (a file
 of another model passes with probability 2**-32). One image costs 9 bytes besides its stream
-(11 with its size), each further image of a many-image file one to three bytes. Sizes are capped
+(11 with its size), each further image of a many-image file one to three bytes. Slices are what
+lets a many-image file be coded and decoded on several cores: each is an independent stream of
+about SLICE_IMAGES images (a few bytes each: 0.01 bytes an image). A writer uses version 3 only for
+a file of several slices, so every file an older reader could read is still written for it. Sizes are capped
 (MAX_SIDE, MAX_PIXELS) before anything is allocated, so a hostile header cannot ask for gigabytes.
 """
 from __future__ import annotations
@@ -30,7 +36,11 @@ import zlib
 from ..errors import AeoptError
 
 MAGIC = b"\xae\xc0"
-FORMAT_VERSION = 2  # 2: streams may end inside a word (1.8 bytes less per file); 1 files still read
+FORMAT_VERSION = 3  # 3: slices; 2: streams may end inside a word (1.8 bytes less per file); 1 still read
+UNSLICED_VERSION = 2  # what a file of one slice is written as: older readers read it
+# A slice closes at SLICE_IMAGES images or SLICE_PIXELS pixels: 10 slices in 10,000 Fashion-MNIST
+# images (enough to keep 2..10 cores busy), one in a file of a few photos.
+SLICE_IMAGES, SLICE_PIXELS = 1024, 1 << 22
 MAX_SIDE = 1 << 15
 MAX_PIXELS = 1 << 26  # 64 Mpixel over the whole file: the decoder's working memory stays a few GB at most
 MAX_IMAGES = 1 << 20
@@ -79,16 +89,36 @@ class _Reader:
         return h, w
 
 
-def pack(sizes: list[tuple[int, int]], stream: bytes, *, rgb: bool, fingerprint: bytes,
+def slices(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, end) image ranges of a version 3 file's slices, from the image sizes alone: in order,
+    each closed when it holds SLICE_IMAGES images or SLICE_PIXELS pixels."""
+    out, start, pixels = [], 0, 0
+    for i, (h, w) in enumerate(sizes):
+        pixels += h * w
+        if i + 1 - start >= SLICE_IMAGES or pixels >= SLICE_PIXELS:
+            out.append((start, i + 1))
+            start, pixels = i + 1, 0
+    if start < len(sizes):
+        out.append((start, len(sizes)))
+    return out
+
+
+def pack(sizes: list[tuple[int, int]], streams: "bytes | list[bytes]", *, rgb: bool, fingerprint: bytes,
          model_size: tuple[int, int] | None = None) -> bytes:
-    """One .aec file; `model_size` (the model's training size) lets a file of that size skip its size."""
+    """One .aec file: `streams` holds one stream per slice (slices(sizes)), or one stream for all images
+    (an unsliced file, as versions 1 and 2 are); `model_size` (the model's training size) lets a file of
+    that size skip its size."""
     if not sizes:
         raise AeoptError("no images to pack")
+    streams = [streams] if isinstance(streams, (bytes, bytearray)) else list(streams)
+    if len(streams) not in (1, len(slices(sizes))):
+        raise AeoptError(f"{len(streams)} streams for {len(slices(sizes))} slices")
     first = tuple(sizes[0])
     implied = model_size is not None and first == tuple(model_size)
     many = len(sizes) > 1
     flags = (FLAG_RGB if rgb else 0) | (FLAG_MANY if many else 0) | (FLAG_MODEL_SIZE if implied else 0)
-    out = bytearray(MAGIC + bytes([FORMAT_VERSION << 4 | flags]) + fingerprint[:2])
+    version = FORMAT_VERSION if len(streams) > 1 else UNSLICED_VERSION
+    out = bytearray(MAGIC + bytes([version << 4 | flags]) + fingerprint[:2])
     if not implied:
         out += _varint(first[0]) + _varint(first[1])
     if many:
@@ -96,7 +126,10 @@ def pack(sizes: list[tuple[int, int]], stream: bytes, *, rgb: bool, fingerprint:
         out += _varint(len(sizes)) + _varint(len(others))
         for i, (h, w) in others:
             out += _varint(i) + _varint(h) + _varint(w)
-    out += stream
+    if version >= 3 and many:
+        for stream in streams[:-1]:
+            out += _varint(len(stream))
+    out += b"".join(streams)
     out += zlib.crc32(bytes(out), zlib.crc32(fingerprint)).to_bytes(CHECKSUM_BYTES, "big")
     return bytes(out)
 
@@ -125,9 +158,11 @@ def read_header(data: bytes, what: str = "the file") -> tuple[int, int, bytes]:
 
 
 def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
-           model_size: tuple[int, int] | None = None) -> tuple[bool, list[tuple[int, int]], bytes]:
-    """(rgb, image sizes, stream) of a file written for the model with this fingerprint; AeoptError otherwise."""
-    _, flags, model_id = read_header(data, what)
+           model_size: tuple[int, int] | None = None
+           ) -> tuple[bool, list[tuple[int, int]], list[tuple[int, int, bytes]]]:
+    """(rgb, image sizes, slices) of a file written for the model with this fingerprint, each slice
+    (first image, end image, its stream); AeoptError otherwise."""
+    version, flags, model_id = read_header(data, what)
     data = bytes(data)
     if model_id != fingerprint[:2]:
         raise AeoptError(f"{what} was compressed with another model (id {model_id.hex()}, this run's is "
@@ -148,7 +183,7 @@ def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
                          "pixels: the file is damaged or hostile")
     if not flags & FLAG_MANY:
         _check_work(first[0] * first[1], body_end - reader.pos, what)
-        return bool(flags & FLAG_RGB), [first], data[reader.pos:body_end]
+        return bool(flags & FLAG_RGB), [first], [(0, 1, data[reader.pos:body_end])]
     count, n_others = reader.varint("image count"), reader.varint("size list")
     pixels = (count - n_others) * first[0] * first[1]
     if not 2 <= count <= MAX_IMAGES or n_others >= count or n_others > body_end or pixels > MAX_PIXELS:
@@ -166,8 +201,17 @@ def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
         if pixels > MAX_PIXELS:
             raise AeoptError(f"{what} declares more than {MAX_PIXELS:,} pixels: the file is damaged or hostile")
     sizes = [others.get(i, first) for i in range(count)]
+    bounds = slices(sizes) if version >= 3 else [(0, count)]
+    lengths = [reader.varint("slice length") for _ in bounds[:-1]]
+    if sum(lengths) > body_end - reader.pos:
+        raise AeoptError(f"{what} is damaged (its slices claim {sum(lengths):,} bytes; "
+                         f"{body_end - reader.pos:,} are left)")
     _check_work(sum(h * w for h, w in sizes), body_end - reader.pos, what)
-    return bool(flags & FLAG_RGB), sizes, data[reader.pos:body_end]
+    cuts = [reader.pos]
+    for length in lengths:
+        cuts.append(cuts[-1] + length)
+    cuts.append(body_end)
+    return bool(flags & FLAG_RGB), sizes, [(a, b, data[cuts[k]:cuts[k + 1]]) for k, (a, b) in enumerate(bounds)]
 
 
 def _check_work(pixels: int, stream_bytes: int, what: str) -> None:

@@ -25,9 +25,9 @@ def _resealed(body: bytes) -> bytes:
 
 
 def test_round_trip_single_and_many_with_sizes():
-    assert container.unpack(_file([(28, 28)]), fingerprint=FP) == (False, [(28, 28)], b"\x01\x02\x03\x04")
+    assert container.unpack(_file([(28, 28)]), fingerprint=FP) == (False, [(28, 28)], [(0, 1, b"\x01\x02\x03\x04")])
     sizes = [(28, 28), (5, 300), (28, 28), (1, 1)]
-    assert container.unpack(_file(sizes, b"abcdefgh"), fingerprint=FP) == (False, sizes, b"abcdefgh")
+    assert container.unpack(_file(sizes, b"abcdefgh"), fingerprint=FP) == (False, sizes, [(0, 4, b"abcdefgh")])
     implied = _file([(28, 28)], model_size=(28, 28))
     assert len(implied) == len(_file([(28, 28)])) - 2 == 9 + 4
     assert container.unpack(implied, fingerprint=FP, model_size=(28, 28))[1] == [(28, 28)]
@@ -43,7 +43,7 @@ def test_many_image_files_cost_no_bytes_per_same_size_image():
     (b"PK\x03\x04" + b"\0" * 20, "wrong magic"),
     (b"\xae", "truncated"),
     (b"\xae\xc0\x10\x00\x01", "truncated"),
-    (b"\xae\xc0\x30\x00\x01" + b"\0" * 10, "format version 3; this aeopt reads versions up to 2: upgrade"),
+    (b"\xae\xc0\x40\x00\x01" + b"\0" * 10, "format version 4; this aeopt reads versions up to 3: upgrade"),
     (b"\xae\xc0\xf0\x00\x01" + b"\0" * 10, "format version 15"),
     (b"\xae\xc0\x00\x00\x01" + b"\0" * 10, "version 0 does not exist"),
     (b"\xae\xc0\x18" + FP[:2] + b"\0" * 10, "unknown flag bits"),

@@ -74,8 +74,9 @@ def test_encoded_with_2_threads_decodes_identically_with_1_thread(codec_runs, tm
     torch.set_num_threads(1)
     run = load_codec(run_dir)
     data = (tmp_path / "x.aec").read_bytes()
-    sizes, stream = run.unpack(data, "x.aec")
-    y = _decode_chunk(run, [start_decoder(stream)], sizes[0], len(sizes))
+    sizes, slices = run.unpack(data, "x.aec")
+    assert len(slices) == 1
+    y = _decode_chunk(run, [start_decoder(slices[0][2])], sizes[0], len(sizes))
     assert np.array_equal(y, np.load(tmp_path / "y.npy"))
     assert np.array_equal(decompress(run, data), np.load(tmp_path / "d2.npy"))
     if precision == "bf16":
@@ -209,12 +210,12 @@ def _hostile(good: bytes, other: bytes) -> dict:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 4
     future = bytearray(good)
-    future[2] = (3 << 4) | (future[2] & 15)
+    future[2] = (4 << 4) | (future[2] & 15)
     return {"truncated": (good[:len(good) - 3], "checksum"), "bit-flipped": (bytes(flipped), "checksum"),
             "wrong-magic": (b"\x89PNG" + good[4:], "wrong magic"),
             "zero-length": (b"", "empty"),
             "huge-size": (good[:5] + b"\xff\xff\x03\xff\xff\x03" + good[5:], "damaged or from another model"),
-            "future-version": (bytes(future), "format version 3; this aeopt reads versions up to 2"),
+            "future-version": (bytes(future), "format version 4; this aeopt reads versions up to 3"),
             "other-model": (other, "another model")}
 
 
