@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import aeopt  # noqa: E402
 from aeopt.codec import compress, decompress_images, load_codec  # noqa: E402
 from aeopt.codec.bdrate import bd_rate  # noqa: E402
+from aeopt.codec.evaluate import measure  # noqa: E402
 from aeopt.codec.peers import decode_file, encode_file, measure_peers  # noqa: E402
 from aeopt.codec.report import strip_figure  # noqa: E402
 
@@ -51,32 +52,58 @@ FM_PEERS = {"PNG": [None], "JPEG": [5, 10, 30, 50, 75], "WebP": [0, 10, 30, 50, 
 PHOTO_PEERS = {"JPEG": [10, 30, 50, 75], "WebP": [0, 10, 30, 50, 75], "AVIF": [10, 30, 50]}  # AVIF: ~0.5 s a photo
 
 
-def _batch_timing(run, images: list[np.ndarray], threads: int) -> dict:
-    """aeopt batch mode: one many-image file for all images, encode then decode, per image."""
-    torch.set_num_threads(threads)
-    started = time.perf_counter()
-    data = compress(run, images)
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    decoded = decompress_images(run, data)
-    decode_s = time.perf_counter() - started
+def _batch_timing(run, images: list[np.ndarray], workers: int) -> dict:
+    """aeopt batch mode: one many-image file for all images, encode then decode, per image, on
+    `workers` cores: torch and BLAS get one thread each (one worker is one core; BLAS would
+    otherwise spread the integer h_s over both, and did in the tables before this one)."""
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    with threadpool_limits(1, user_api="blas"):
+        compress(run, images[:300], workers=workers)  # warm-up: first calls allocate
+        started = time.perf_counter()
+        data = compress(run, images, workers=workers)
+        encode_s = time.perf_counter() - started
+        started = time.perf_counter()
+        decoded = decompress_images(run, data, workers=workers)
+        decode_s = time.perf_counter() - started
     assert len(decoded) == len(images)
     n = len(images)
-    return {"threads": threads, "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n,
+    return {"workers": workers, "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n,
             "images_per_s": n / (encode_s + decode_s), "file_bytes": len(data)}
 
 
-def _peer_timing(images: list[np.ndarray], codec: str, setting) -> dict:
-    started = time.perf_counter()
-    files = [encode_file(im, codec, setting) for im in images]
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    for f, im in zip(files, images):
-        decode_file(f, im.shape[0])
-    decode_s = time.perf_counter() - started
+def _peer_encode(job: tuple) -> list[bytes]:
+    images, codec, setting = job
+    return [encode_file(im, codec, setting) for im in images]
+
+
+def _peer_decode(files: list[bytes]) -> int:
+    for f in files:
+        decode_file(f, 1)
+    return len(files)
+
+
+def _peer_timing(images: list[np.ndarray], codec: str, setting, workers: int = 1, pool: str = "threads") -> dict:
+    """A peer's encode then decode of every image, per image; with workers > 1 the images are split
+    into `workers` parts coded side by side by a thread pool (Pillow holds the GIL part of the time:
+    what a Python user gets from threads) or a process pool (the peer's ceiling on these cores; the
+    files travel back to the parent, as a real pipeline needs them). Grey images only (decode_file)."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    parts = [images[k::workers] for k in range(workers)]
+    executor = (ProcessPoolExecutor if pool == "processes" else ThreadPoolExecutor)(workers)
+    with executor:
+        list(executor.map(_peer_encode, [(p[:20], codec, setting) for p in parts]))  # start the workers
+        started = time.perf_counter()
+        files = list(executor.map(_peer_encode, [(p, codec, setting) for p in parts]))
+        encode_s = time.perf_counter() - started
+        started = time.perf_counter()
+        assert sum(executor.map(_peer_decode, files)) == len(images)
+        decode_s = time.perf_counter() - started
     n = len(images)
-    return {"codec": codec, "setting": setting, "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n,
-            "images_per_s": n / (encode_s + decode_s)}
+    return {"codec": codec, "setting": setting, "workers": workers, "pool": pool if workers > 1 else None,
+            "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n, "images_per_s": n / (encode_s + decode_s)}
 
 
 def _bd_table(ours: list[dict], peers: list[dict], key: str = "bpp") -> dict:
@@ -95,7 +122,9 @@ def train_fmnist(args) -> None:
         started = time.perf_counter()
         out = CACHE / f"{args.prefix}-{lmbda:g}"
         init = None
-        if args.init:  # the library's --init: a fresh optimizer and schedule from the run's best weights
+        if args.init_from:  # a new family of runs, each from the same lambda's run of another family
+            init = CACHE / f"{args.init_from}-{lmbda:g}"
+        elif args.init:  # the library's --init: a fresh optimizer and schedule from the run's best weights
             init = CACHE / f"{args.prefix}-{lmbda:g}-init"
             if not init.exists():
                 out.rename(init)
@@ -125,44 +154,76 @@ def _stage(run_dir: Path) -> dict:
     return {"epochs": epochs, **{k: config[k] for k in ("optimizer", "lr", "weight_decay", "schedule")}}
 
 
-def part_fmnist(args) -> None:
-    from aeopt.codec.evaluate import measure
+def _lineage(run_dir: Path) -> list[Path]:
+    """The run and every run it warm-started from, oldest first: its config's `init`, or (runs trained
+    before configs recorded it) the NAME-init folder beside it."""
+    import yaml
 
-    load_before = os.getloadavg()
-    lambdas = [float(v) for v in args.lambdas.split(",")]
-    data = aeopt.load_data("fashion-mnist")
-    test = list((data.x_test * 255).round().byte().numpy())[:args.test]
+    chain = [run_dir]
+    while True:
+        init = yaml.safe_load((chain[-1] / "config.yaml").read_text()).get("init")
+        before = CACHE / Path(init).name if init else CACHE / f"{chain[-1].name}-init"
+        if not before.is_dir() or before in chain or (not init and chain[-1].name.endswith("-init")):
+            return chain[::-1]
+        chain.append(before)
+
+
+def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[dict, list]:
+    """One model family (PREFIX-LAMBDA runs) measured on the test images: its points and runs."""
+    import yaml
+
     points, runs = [], []
-    torch.set_num_threads(1)
     for lmbda in lambdas:
-        run_dir = CACHE / f"fm-{lmbda:g}"
+        run_dir = CACHE / f"{prefix}-{lmbda:g}"
         run = _rebuilt(run_dir)
+        chain = _lineage(run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        before = CACHE / f"fm-{lmbda:g}-init"  # a warm-started run: its training so far counts too
-        stages = [_stage(r) for r in ([before] if before.exists() else []) + [run_dir]]
-        if before.exists():
-            metrics["train_seconds"] += json.loads((before / "metrics.json").read_text())["train_seconds"]
-            metrics["epochs"] = sum(st["epochs"] for st in stages)
+        stages = [_stage(r) for r in chain]
+        train_seconds = sum(json.loads((r / "metrics.json").read_text())["train_seconds"] for r in chain)
         t = measure(run, test)
         points.append({"lmbda": lmbda, "bpp": t["bpp"], "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"],
                        "ms_ssim": t["ms_ssim"], "batch_bpp": t["batch_file"]["bpp"],
                        "batch_bytes_per_image": t["batch_file"]["bytes_per_image"],
                        "encode_ms": t["encode_ms_per_image"], "decode_ms": t["decode_ms_per_image"],
-                       "train_seconds": metrics["train_seconds"], "epochs": metrics["epochs"], "stages": stages,
+                       "train_seconds": train_seconds, "epochs": sum(st["epochs"] for st in stages), "stages": stages,
                        "params": metrics["params"]})
         runs.append(run)
-        print(json.dumps(points[-1]), flush=True)
+        print(prefix, json.dumps(points[-1]), flush=True)
+    config = yaml.safe_load((CACHE / f"{prefix}-{lambdas[0]:g}" / "config.yaml").read_text())
+    shape = {"prefix": prefix, "width": config["width"], "latent": config["latent_dim"],
+             "hyper_width": config.get("hyper_width") or config["width"]}
+    return {**shape, "points": points}, runs
+
+
+def part_fmnist(args) -> None:
+    load_before = os.getloadavg()
+    lambdas = [float(v) for v in args.lambdas.split(",")]
+    data = aeopt.load_data("fashion-mnist")
+    test = list((data.x_test * 255).round().byte().numpy())[:args.test]
+    torch.set_num_threads(1)
+    families, mids = [], []
+    for prefix in args.prefixes.split(","):
+        family, runs = _family(prefix, lambdas, test)
+        families.append(family)
+        mids.append(runs[len(runs) // 2])
     peers = measure_peers(test, FM_PEERS)
-    mid = runs[len(runs) // 2]
-    strip_figure(mid.path / "strip.png", mid, test)  # with this code's tables (the run's own may be older)
-    timing = [_batch_timing(mid, test, 1), _batch_timing(mid, test, 2)]
-    peer_timing = [_peer_timing(test, "WebP", 10), _peer_timing(test, "JPEG", 50)]
+    for family in families:
+        family["bd_rate_per_file"] = _bd_table(family["points"], peers)
+        family["bd_rate_batch_file"] = _bd_table(family["points"], peers, "batch_bpp")
+    strip_figure(mids[0].path / "strip.png", mids[0], test)  # with this code's tables (the run's own may be older)
+    timing = [{"model": f["prefix"], **_batch_timing(mid, test, workers)}
+              for f, mid in zip(families, mids) for workers in (1, 2)]
+    peer_timing = [_peer_timing(test, "WebP", 10), _peer_timing(test, "WebP", 10, 2, "threads"),
+                   _peer_timing(test, "WebP", 10, 2, "processes"), _peer_timing(test, "JPEG", 50)]
+    default = families[0]
     result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
-              "test_images": len(test), "settings": vars(args), "aeopt": points, "peers": peers,
-              "bd_rate_per_file": _bd_table(points, peers), "bd_rate_batch_file": _bd_table(points, peers, "batch_bpp"),
+              "test_images": len(test), "settings": {**vars(args), "width": default["width"],
+                                                     "latent": default["latent"]},
+              "aeopt": default["points"], "peers": peers, "bd_rate_per_file": default["bd_rate_per_file"],
+              "bd_rate_batch_file": default["bd_rate_batch_file"], "families": families,
               "timing": {"aeopt_lmbda": lambdas[len(lambdas) // 2], "aeopt": timing, "peers": peer_timing}}
     (RESULTS / "codec_fmnist.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["bd_rate_per_file"]), json.dumps(result["timing"]))
+    print(json.dumps({f["prefix"]: f["bd_rate_per_file"] for f in families}), json.dumps(result["timing"]))
 
 
 def train_photos(args) -> None:
@@ -219,7 +280,6 @@ def _training_so_far(name: str) -> dict:
 
 
 def part_photos(args) -> None:
-    from aeopt.codec.evaluate import measure
     from aeopt.data.patches import image_files, read_image
 
     load_before = os.getloadavg()
@@ -281,7 +341,10 @@ def main() -> None:
         p.add_argument("--width", type=int, default=48)
         p.add_argument("--hyper-width", type=int, default=None, help="h_a / h_s channels (default: --width)")
         p.add_argument("--prefix", default="fm", help="cached runs are PREFIX-LAMBDA in benchmarks/.cache/codec")
+        p.add_argument("--init-from", help="start each lambda from INIT_FROM-LAMBDA's weights (another prefix)")
         p.add_argument("--test", type=int, default=10_000)
+        p.add_argument("--prefixes", default="fm,fmfast2",
+                       help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")
     p = sub.add_parser("train-photos")
     p.add_argument("--minutes", type=float, default=20, help="wall-clock cap")
     # The most epochs: the schedule (warm-up, cosine decay) is laid over them and shrinks to what

@@ -50,6 +50,9 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
         if "batch_bpp" in d["aeopt"][0]:
             batch = sorted((o["batch_bpp"], o["psnr"]) for o in d["aeopt"])
             ax.plot(*zip(*batch), "D--", color="C3", alpha=0.5, label="aeopt (one many-image file)", ms=4)
+        for k, f in enumerate((d.get("families") or [])[1:]):  # the fast model beside the default
+            pts = sorted((o["bpp"], o["psnr"]) for o in f["points"])
+            ax.plot(*zip(*pts), "v-", color=f"C{4 + k}", label=f"aeopt {f['prefix']} (fast; one file per image)", ms=4)
         ax.set_title(f"{name} ({d['test_images' if 'test_images' in d else 'test']} images, whole files)", fontsize=9)
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel("PSNR (dB)")
@@ -78,6 +81,62 @@ def _fm_training(fm: dict) -> str:
     return f"{total} epochs per lambda: " + ", then from those weights ".join(parts)
 
 
+def _family_rows(points: list[dict]) -> list[str]:
+    return ["| lambda | bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | MS-SSIM | "
+            "epochs | train s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"] + [
+        f"| {o['lmbda']:g} | {o['bytes_per_image']:.1f} | {o['batch_bytes_per_image']:.1f} | {o['bpp']:.4f} | "
+        f"{o['psnr']:.2f} | {o['ms_ssim']:.4f} | {o['epochs']} | {o['train_seconds']:.0f} |" for o in points]
+
+
+def _family_name(f: dict) -> str:
+    return f"width {f['width']}, latent {f['latent']}, hyperprior width {f['hyper_width']}"
+
+
+def _fm_section(fm: dict) -> list[str]:
+    families = fm.get("families") or [{"prefix": "fm", "width": fm["settings"]["width"],
+                                       "latent": fm["settings"]["latent"], "hyper_width": fm["settings"]["width"],
+                                       "points": fm["aeopt"], "bd_rate_per_file": fm["bd_rate_per_file"],
+                                       "bd_rate_batch_file": fm["bd_rate_batch_file"]}]
+    lines = ["## Fashion-MNIST", "",
+             f"Machine: {fm['machine']}. Load average before {fm['load_before'][0]:.1f}, after "
+             f"{fm['load_after'][0]:.1f} (the machine is shared).", ""]
+    for k, f in enumerate(families):
+        what = "the default model" if k == 0 else f"`{f['prefix']}`, the fast model"
+        lines += [f"aeopt, {what}: scale hyperprior, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
+                  f"trained {_fm_training({'aeopt': f['points']})} on the 55k training images (one thread, batch 64); "
+                  f"tested on {fm['test_images']:,} test images.", ""] + _family_rows(f["points"]) + [""]
+    lines += ["Peers on the same images:", "",
+              "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
+              "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(fm["peers"])
+    head = " | ".join(f"{f['prefix']}: one file per image | {f['prefix']}: one many-image file" for f in families)
+    lines += ["", f"| BD-rate of aeopt vs | {head} |", "| --- |" + " --- |" * (2 * len(families))]
+    lines += [f"| {c} | " + " | ".join(f"{_fmt(f['bd_rate_per_file'][c], unit='%')} | "
+                                       f"{_fmt(f['bd_rate_batch_file'][c], unit='%')}" for f in families) + " |"
+              for c in families[0]["bd_rate_per_file"]]
+    webp0 = next(p for p in fm["peers"] if p["codec"] == "WebP" and p["setting"] == 0)
+    for f in families:
+        beat = [o for o in f["points"] if o["bytes_per_image"] < webp0["bytes_per_image"] and o["psnr"] >= webp0["psnr"]]
+        lines += ["", f"WebP's smallest file (q0): {webp0['bytes_per_image']:.1f} B at {webp0['psnr']:.2f} dB. "
+                  f"{f['prefix']} " + ("points smaller at equal or better PSNR: " + ", ".join(
+                      f"lambda {o['lmbda']:g} ({o['bytes_per_image']:.1f} B, {o['psnr']:.2f} dB)" for o in beat)
+                      if beat else "has no point that is smaller at equal or better PSNR") + "."]
+    t = fm["timing"]
+    lines += ["", f"Batch mode throughput ({fm['test_images']:,} images, encode then decode; aeopt lambda "
+              f"{t['aeopt_lmbda']:g}, one many-image file; a worker is one core: torch and BLAS get one thread "
+              "each; the peers code one file per image):", "",
+              "| codec | cores | encode ms/image | decode ms/image | images/s (encode + decode) |",
+              "| --- | --- | --- | --- | --- |"]
+    for a in t["aeopt"]:
+        cores = a.get("workers", a.get("threads"))
+        lines.append(f"| aeopt {a.get('model', '')} | {cores} | {a['encode_ms']:.3f} | {a['decode_ms']:.3f} | "
+                     f"{a['images_per_s']:.0f} |")
+    for p in t["peers"]:
+        how = f" ({p['pool']})" if p.get("pool") else ""
+        lines.append(f"| {p['codec']} q{p['setting']} | {p.get('workers', 1)}{how} | {p['encode_ms']:.3f} | "
+                     f"{p['decode_ms']:.3f} | {p['images_per_s']:.0f} |")
+    return lines + [""]
+
+
 def write_report(results: Path, note: str = "") -> None:
     fm_path, ph_path = results / "codec_fmnist.json", results / "codec_photos.json"
     fm = json.loads(fm_path.read_text()) if fm_path.is_file() else None
@@ -89,39 +148,7 @@ def write_report(results: Path, note: str = "") -> None:
     if note:
         lines += [f"**How this run was made:** {note}", ""]
     if fm:
-        s = fm["settings"]
-        lines += ["## Fashion-MNIST", "",
-                  f"Machine: {fm['machine']}. Load average before {fm['load_before'][0]:.1f}, after "
-                  f"{fm['load_after'][0]:.1f} (the machine is shared).", "",
-                  f"aeopt: scale hyperprior, width {s['width']}, latent {s['latent']} channels, "
-                  f"{fm['aeopt'][0]['params']:,} parameters, trained {_fm_training(fm)} on the 55k training images "
-                  f"(one thread, batch 64); tested on {fm['test_images']:,} test images.",
-                  "",
-                  "| lambda | bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | MS-SSIM | "
-                  "train s |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {o['lmbda']:g} | {o['bytes_per_image']:.1f} | {o['batch_bytes_per_image']:.1f} | {o['bpp']:.4f} | "
-                  f"{o['psnr']:.2f} | {o['ms_ssim']:.4f} | {o['train_seconds']:.0f} |" for o in fm["aeopt"]]
-        lines += ["", "Peers on the same images:", "",
-                  "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(fm["peers"])
-        lines += ["", "| BD-rate of aeopt vs | one file per image | one many-image file |", "| --- | --- | --- |"]
-        lines += [f"| {c} | {_fmt(v, unit='%')} | {_fmt(fm['bd_rate_batch_file'][c], unit='%')} |"
-                  for c, v in fm["bd_rate_per_file"].items()]
-        webp0 = next(p for p in fm["peers"] if p["codec"] == "WebP" and p["setting"] == 0)
-        beat = [o for o in fm["aeopt"] if o["bytes_per_image"] < webp0["bytes_per_image"] and o["psnr"] >= webp0["psnr"]]
-        lines += ["", f"WebP's smallest file (q0): {webp0['bytes_per_image']:.1f} B at {webp0['psnr']:.2f} dB. aeopt "
-                  + ("points smaller at equal or better PSNR: " + ", ".join(
-                      f"lambda {o['lmbda']:g} ({o['bytes_per_image']:.1f} B, {o['psnr']:.2f} dB)" for o in beat)
-                     if beat else "has no point that is smaller at equal or better PSNR") + ".", ""]
-        t = fm["timing"]
-        lines += [f"Batch mode throughput ({fm['test_images']:,} images, encode then decode; aeopt lambda "
-                  f"{t['aeopt_lmbda']:g}, one many-image file):", "",
-                  "| codec | encode ms/image | decode ms/image | images/s (encode + decode) |", "| --- | --- | --- | --- |"]
-        lines += [f"| aeopt ({a['threads']} thread{'s' if a['threads'] > 1 else ''}) | {a['encode_ms']:.3f} | "
-                  f"{a['decode_ms']:.3f} | {a['images_per_s']:.0f} |" for a in t["aeopt"]]
-        lines += [f"| {p['codec']} q{p['setting']} | {p['encode_ms']:.3f} | {p['decode_ms']:.3f} | {p['images_per_s']:.0f} |"
-                  for p in t["peers"]]
-        lines.append("")
+        lines += _fm_section(fm)
     if ph:
         s = ph["settings"]
         lines += ["## Photographs (BSDS500)", "",

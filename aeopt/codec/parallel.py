@@ -3,8 +3,11 @@ streams, so threads can code them side by side.
 
 Threads, not processes: the transforms (torch), the integer h_s (a float64 BLAS product) and most
 numpy work release the GIL, and threads share the loaded model and tables for free. Each worker
-runs torch with one intra-op thread while they work: torch's own threads do not pay on a 28x28
-batch (2 threads coded Fashion-MNIST slower than 1, codec.md), slices do.
+runs torch and BLAS with one thread while they work: their own threads do not pay on a 28x28
+batch (2 torch threads coded Fashion-MNIST slower than 1, codec.md), and two workers each running
+a 2-thread BLAS product fight over the cores (the integer h_s sped up 0.85x, not 1.3x, on 2 threads
+that way). Range coding holds the GIL: it is the part that does not scale (~10% of the work).
+threadpoolctl (scikit-learn's own dependency) sets BLAS's thread count.
 """
 from __future__ import annotations
 
@@ -38,11 +41,14 @@ def in_parallel(work: Callable[[T], R], jobs: Sequence[T], workers: int | None =
     workers = min(check_workers(workers) or default_workers(), len(jobs))
     if workers <= 1:
         return [work(job) for job in jobs]
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="aeopt-codec")
     try:
-        return list(pool.map(work, jobs))
+        with threadpool_limits(1, user_api="blas"):
+            return list(pool.map(work, jobs))
     finally:  # after an error or a Ctrl-C: the jobs not started are dropped, the running ones finish
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
