@@ -134,6 +134,14 @@ def _fm_section(fm: dict) -> list[str]:
         how = f" ({p['pool']})" if p.get("pool") else ""
         lines.append(f"| {p['codec']} q{p['setting']} | {p.get('workers', 1)}{how} | {p['encode_ms']:.3f} | "
                      f"{p['decode_ms']:.3f} | {p['images_per_s']:.0f} |")
+    webp: dict[int, float] = {}  # per core count, WebP's faster pool
+    for p in t["peers"]:
+        if p["codec"] == "WebP":
+            webp[p.get("workers", 1)] = max(webp.get(p.get("workers", 1), 0.0), p["images_per_s"])
+    ratios = [f"{a.get('model', 'aeopt')} on {a['workers']} core{'s' if a['workers'] > 1 else ''} "
+              f"{a['images_per_s'] / webp[a['workers']]:.2f}x" for a in t["aeopt"] if a.get("workers") in webp]
+    if ratios:
+        lines += ["", "aeopt / WebP's fastest way on as many cores: " + ", ".join(ratios) + "."]
     return lines + [""]
 
 

@@ -65,8 +65,9 @@ def load_codec(run: "str | Path | CodecRun") -> CodecRun:
         raise AeoptError(f"{run} is a {loaded.config.model!r} run, not a codec; train one with "
                          "`aeopt train --model codec`")
     tables = load_tables(run, loaded.model)  # the fingerprint hashes the weights in NCHW order either way
-    # Channels-last convolutions run g_a 1.7x and g_s 1.3x faster on small images (codec.md); the
-    # integers the decoder reads do not depend on it (y's tables come from the integer h_s).
+    # Channels-last (with the sub-pixel g_s) ran g_s 1.3x-2.2x and the default g_a 2x faster on
+    # 28x28 images (codec_kernels.md); the integers the decoder reads do not depend on it (y's
+    # tables come from the integer h_s).
     loaded.model.to(memory_format=torch.channels_last)
     return CodecRun(Path(run), loaded.model, tables, Coder(tables))
 

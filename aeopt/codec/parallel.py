@@ -4,10 +4,11 @@ streams, so threads can code them side by side.
 Threads, not processes: the transforms (torch), the integer h_s (a float64 BLAS product) and most
 numpy work release the GIL, and threads share the loaded model and tables for free. Each worker
 runs torch and BLAS with one thread while they work: their own threads do not pay on a 28x28
-batch (2 torch threads coded Fashion-MNIST slower than 1, codec.md), and two workers each running
-a 2-thread BLAS product fight over the cores (the integer h_s sped up 0.85x, not 1.3x, on 2 threads
-that way). Range coding holds the GIL: it is the part that does not scale (~10% of the work).
-threadpoolctl (scikit-learn's own dependency) sets BLAS's thread count.
+batch (before slices, 2 torch threads coded Fashion-MNIST at 918 images/s, 1 at 1,110), and two
+workers each running a multi-threaded BLAS product fight over the cores. Range coding holds the
+GIL: it is the part that does not scale (codec_kernels.md: ~10% of a fast model's work). One core
+vs two for the same model: codec.md. threadpoolctl (scikit-learn's own dependency) sets BLAS's
+thread count.
 """
 from __future__ import annotations
 
