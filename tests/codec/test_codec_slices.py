@@ -142,3 +142,26 @@ def test_cli_workers_flag_gives_the_same_files(codec_runs, tmp_path, capsys):
                  "--workers", "0"]) == 2
     assert "workers must be a whole number" in capsys.readouterr().err
     assert not (tmp_path / "x.aec").exists()
+
+
+def test_a_version_2_file_of_more_images_than_a_slice_still_decodes(codec_runs, monkeypatch):
+    """Older writers coded every image of a many-image file into one stream in chunks() order."""
+    from aeopt.codec import coder
+    from aeopt.codec.api import latents
+
+    run = load_codec(codec_runs["hyperprior"])
+    images = _images(40, seed=6) + _images(5, 13, 21, seed=7)
+    monkeypatch.setattr(container, "SLICE_IMAGES", 10 ** 9)  # the old writer: one slice
+    sizes, parts = latents(run, images)
+    encoder = coder.new_encoder()
+    for part in parts:
+        run.coder.encode_into(encoder, part.y, part.z, part.rows)
+    monkeypatch.setattr(container, "SLICE_IMAGES", 16)  # today's reader would cut 45 images into 3 slices
+    old = run.pack(sizes, coder.finish(encoder))
+    assert old[2] >> 4 == 2
+    assert compress(run, images, workers=2)[2] >> 4 == 3
+    decoded = decompress_images(run, old, workers=2)
+    for group in (slice(0, 40), slice(40, 45)):  # the old writer's two chunks, one per size
+        x = torch.from_numpy(np.stack(images[group])).float() / 255
+        expected = torch.round(run.model.reconstruct_quantized(x) * 255).to(torch.uint8).numpy()
+        assert np.array_equal(np.stack(decoded[group]), expected)
