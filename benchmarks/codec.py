@@ -343,7 +343,7 @@ def main() -> None:
         p.add_argument("--prefix", default="fm", help="cached runs are PREFIX-LAMBDA in benchmarks/.cache/codec")
         p.add_argument("--init-from", help="start each lambda from INIT_FROM-LAMBDA's weights (another prefix)")
         p.add_argument("--test", type=int, default=10_000)
-        p.add_argument("--prefixes", default="fm,fmfast2",
+        p.add_argument("--prefixes", default="fm,fmfast3",
                        help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")
     p = sub.add_parser("train-photos")
     p.add_argument("--minutes", type=float, default=20, help="wall-clock cap")
