@@ -2,6 +2,8 @@
 
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-fmnist [--lambdas 0.0008,0.002,0.005,0.013] [--epochs 3]
         # then: train-fmnist --init --epochs 12 --lr 5e-4 (continues each cached run: the committed table)
+        # the fast model: --prefix fmfast --width 32 --latent 16 --hyper-width 16, the same two stages, then
+        # --prefix fmfast2 --init-from fmfast --epochs 30 --lr 3e-4, then fmfast3 from fmfast2 at --lr 2e-4
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
         # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):
