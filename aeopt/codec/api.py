@@ -175,22 +175,26 @@ class Chunk:
     slice: int = 0  # which slice of the file (container.slices) its images are in
 
 
-def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", refine: int = 0,
-            checked: bool = False) -> tuple[list[tuple[int, int]], list[Chunk]]:
-    """(sizes, chunks) of every image: what encode() codes, computed once (measure() codes it twice).
-    `checked`: the images are as_images()'s output and the options already checked (encode's slices)."""
+def latents(run: CodecRun, images, *, progress=None, precision: str = "fp32", refine: int = 0
+            ) -> tuple[list[tuple[int, int]], list[Chunk]]:
+    """(sizes, chunks) of every image: what encode() codes, computed once (measure() codes it twice)."""
     run = load_codec(run)
-    items = images if checked else as_images(images, run.channels)
+    items = as_images(images, run.channels)
     sizes = [tuple(im.shape[1:]) for im in items]
-    if not checked:
-        _check_options(sizes, precision, refine)
+    _check_options(sizes, precision, refine)
+    return sizes, _latents_of(run, items, sizes, progress, precision, refine)
+
+
+def _latents_of(run: CodecRun, items: list[torch.Tensor], sizes: list[tuple[int, int]], progress,
+                precision: str, refine: int) -> list[Chunk]:
+    """The chunks of images already checked (as_images, _check_options): latents() and encode's slices."""
     out = []
     for k, size, idx in sliced_chunks(sizes):
         y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision, refine)
         out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape), k))
         if progress is not None:
             progress.update(len(idx))
-    return sizes, out
+    return out
 
 
 def _check_options(sizes: list[tuple[int, int]], precision: str, refine: int) -> None:
@@ -261,7 +265,7 @@ def encode(run, images, *, joint: bool = True, reconstruct: bool = False, progre
 
     def one_slice(bound: tuple[int, int]):
         a, b = bound
-        _, parts = latents(run, items[a:b], progress=progress, precision=precision, refine=refine, checked=True)
+        parts = _latents_of(run, items[a:b], sizes[a:b], progress, precision, refine)
         recon: list = [None] * (b - a)
         if reconstruct:
             for part in parts:

@@ -101,7 +101,7 @@ def _groups(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
     one stable sort instead of a full-array comparison per row (what a boolean mask per row costs)."""
     flat = rows.ravel()
     if flat.dtype.itemsize > 2 and (flat.size == 0 or int(flat.max()) < 2 ** 15):
-        flat = flat.astype(np.int16)  # numpy's stable sort of 16-bit integers is a radix sort: ~4x faster
+        flat = flat.astype(np.int16)  # numpy sorts 16-bit integers stably by radix sort, not by comparisons
     order = np.argsort(flat, kind="stable")
     starts = np.flatnonzero(np.diff(flat[order], prepend=-1))
     ends = np.append(starts[1:], len(order))
