@@ -130,7 +130,8 @@ def train_fmnist(args) -> None:
             init = CACHE / f"{args.prefix}-{lmbda:g}-init"
             if not init.exists():
                 out.rename(init)
-        result = aeopt.train(data="fashion-mnist", model="codec", entropy="hyperprior", lmbda=lmbda,
+        result = aeopt.train(data="fashion-mnist", model="codec", entropy=args.entropy, lmbda=lmbda,
+                             precision=args.precision,
                              latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width, epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
                              limit=args.limit, init=str(init) if init else None)
@@ -344,6 +345,8 @@ def main() -> None:
         p.add_argument("--hyper-width", type=int, default=None, help="h_a / h_s channels (default: --width)")
         p.add_argument("--prefix", default="fm", help="cached runs are PREFIX-LAMBDA in benchmarks/.cache/codec")
         p.add_argument("--init-from", help="start each lambda from INIT_FROM-LAMBDA's weights (another prefix)")
+        p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | factorized")
+        p.add_argument("--precision", default="fp32", help="training's autocast: fp32 | bf16 (on CPUs with AMX)")
         p.add_argument("--test", type=int, default=10_000)
         p.add_argument("--prefixes", default="fm,fmfast3",
                        help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")

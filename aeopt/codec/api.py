@@ -149,7 +149,7 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refi
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
         y = model.analyse(channels_last(x)).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
         z = None
-        if model.entropy == "hyperprior":
+        if model.has_hyperprior:
             # h_a sees y before rounding, as in training (and in CompressAI's compress): on rounded y it
             # predicted scales that cost Fashion-MNIST files 17% more at the lowest rate (codec.md)
             z = model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
@@ -171,7 +171,7 @@ class Chunk:
     idx: list[int]
     y: np.ndarray
     z: np.ndarray | None
-    rows: np.ndarray
+    rows: coder.YRows
     slice: int = 0  # which slice of the file (container.slices) its images are in
 
 
@@ -292,7 +292,7 @@ def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], 
     s = run.model.stride
     yh, yw = -(-h // s), -(-w // s)
     y_shape = (run.model.latent_dim, yh, yw)
-    if run.model.entropy != "hyperprior":
+    if not run.model.has_hyperprior:
         return y_shape, None
     return y_shape, (run.model.hyper_width, -(-yh // HYPER_STRIDE), -(-yw // HYPER_STRIDE))
 

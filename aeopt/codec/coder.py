@@ -5,11 +5,14 @@ h_s (integer, intnet.py) gives every element of y a table row, and y is coded ro
 decoder, which computes the same rows from the z it just decoded, reads the groups back in order.
 A batch of images shares one stream: one call per table row for the whole batch instead of one
 per image is what makes batch coding fast (one image is a batch of one).
+The mean-scale hyperprior's h_s also gives each element of y an integer offset (its mean's integer
+part): the coder codes y minus it, and the decoder adds it back.
 A value outside its row's range is coded as the row's escape symbol and then the value itself:
 its bit length (uniform over 0..ESCAPE_BITS) and its bits below the leading one (uniform).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,7 +23,23 @@ from .tables import CodecTables, Table
 cmodel, queue = constriction.stream.model, constriction.stream.queue  # (a native module: no submodule imports)
 
 ESCAPE_BITS = 22  # zigzag values below 2**22: latents are clamped to +-(2**21 - 1) before rounding
-LATENT_LIMIT = 2 ** 21 - 1
+LATENT_LIMIT = 2 ** 21 - 1 - 2 ** 12  # and the mean-scale offsets are below 2**12 (intnet's activations)
+
+
+@dataclass(frozen=True)
+class YRows:
+    """Table row of every element of y (N, M, h, w), and for the mean-scale model the offset
+    subtracted before coding (None otherwise). Indexing slices images."""
+
+    index: np.ndarray
+    offset: np.ndarray | None = None
+
+    def __getitem__(self, images) -> "YRows":
+        return YRows(self.index[images], None if self.offset is None else self.offset[images])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.index.shape
 
 
 class _Models:
@@ -42,12 +61,12 @@ class Coder:
         self.y = _Models(tables.y)
         self.z = _Models(tables.z) if tables.z is not None else None
 
-    def rows(self, z: np.ndarray, y_shape: tuple[int, ...]) -> np.ndarray:
-        """Table row of every element of y (N, M, h, w): integer h_s for the hyperprior, the channel otherwise."""
+    def rows(self, z: np.ndarray, y_shape: tuple[int, ...]) -> YRows:
+        """Table rows of y (N, M, h, w): integer h_s for the hyperpriors, the channel otherwise."""
         if z is None:
             n, m, h, w = y_shape
-            return np.broadcast_to(np.arange(m)[None, :, None, None], (n, m, h, w))
-        return self.tables.hyper.indices(z, y_shape[-2:])
+            return YRows(np.broadcast_to(np.arange(m)[None, :, None, None], (n, m, h, w)))
+        return YRows(*self.tables.hyper.indices(z, y_shape[-2:]))
 
     # --- encoding -----------------------------------------------------------------------------
     @staticmethod
@@ -60,16 +79,16 @@ class Coder:
         if escape.any():
             _encode_escapes(enc, values[escape])
 
-    def encode_into(self, enc, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> None:
+    def encode_into(self, enc, y: np.ndarray, z: np.ndarray | None, rows: YRows) -> None:
         """Append a batch: y (N, M, h, w), z (N, C, hz, wz) or None, rows = self.rows(z, y.shape)."""
         if z is not None:
             for c in range(z.shape[1]):
                 self._encode_group(enc, z[:, c].ravel(), self.z, c)
-        flat_y = y.ravel()
-        for row, members in _groups(rows):
+        flat_y = (y if rows.offset is None else y - rows.offset).ravel()
+        for row, members in _groups(rows.index):
             self._encode_group(enc, flat_y[members], self.y, row)
 
-    def encode(self, y: np.ndarray, z: np.ndarray | None, rows: np.ndarray) -> bytes:
+    def encode(self, y: np.ndarray, z: np.ndarray | None, rows: YRows) -> bytes:
         enc = queue.RangeEncoder()
         self.encode_into(enc, y, z, rows)
         return finish(enc)
@@ -89,11 +108,12 @@ class Coder:
         c, h, w = z_shape
         return np.stack([self._decode_group(dec, n * h * w, self.z, k).reshape(n, h, w) for k in range(c)], 1)
 
-    def decode_y(self, dec, rows: np.ndarray) -> np.ndarray:
-        y = np.zeros(rows.size, dtype=np.int64)
-        for row, members in _groups(rows):
+    def decode_y(self, dec, rows: YRows) -> np.ndarray:
+        y = np.zeros(rows.index.size, dtype=np.int64)
+        for row, members in _groups(rows.index):
             y[members] = self._decode_group(dec, len(members), self.y, row)
-        return y.reshape(rows.shape)
+        y = y.reshape(rows.shape)
+        return y if rows.offset is None else y + rows.offset
 
 
 def _groups(rows: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -40,14 +40,17 @@ class IntConv:
 
 
 class IntNet:
-    def __init__(self, layers: list[IntConv], thresholds: np.ndarray):
-        self.layers, self.thresholds = layers, thresholds
+    """`phases` > 0: the mean-scale h_s, whose last layer gives log-scales then means (tables.py);
+    a mean is read as its integer part (the coder's offset) and its fractional part in 1/phases."""
+
+    def __init__(self, layers: list[IntConv], thresholds: np.ndarray, phases: int = 0):
+        self.layers, self.thresholds, self.phases = layers, thresholds, phases
         # what indices() computes with, in float64 (integers below 2**53: exact)
         self._matrices = [conv_matrix(layer.weight) for layer in layers]
         self._thresholds64 = thresholds.astype(np.float64)
 
     @classmethod
-    def from_module(cls, hs: nn.Sequential, scales: torch.Tensor) -> "IntNet":
+    def from_module(cls, hs: nn.Sequential, scales: torch.Tensor, phases: int = 0) -> "IntNet":
         """Fixed-point copy of an h_s made of 3x3 Conv2d / PixelShuffle(2) / ReLU (transforms.py)."""
         modules = list(hs)
         layers = []
@@ -70,10 +73,12 @@ class IntNet:
         # Row k of the y table holds scale k; an element uses the first row whose scale is >= exp(r),
         # i.e. the number of thresholds log(scale_k), k < last, that lie below r.
         thresholds = torch.round(torch.log(scales[:-1]) * 2 ** A_BITS).long().numpy()
-        return cls(layers, thresholds)
+        return cls(layers, thresholds, phases)
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {f"{prefix}.thresholds": torch.from_numpy(self.thresholds)}
+        if self.phases:  # only then: the scale-only runs' fingerprints (which hash these) stay as they were
+            out[f"{prefix}.phases"] = torch.tensor([self.phases])
         for i, layer in enumerate(self.layers):
             out[f"{prefix}.{i}.weight"] = torch.from_numpy(layer.weight)
             out[f"{prefix}.{i}.bias"] = torch.from_numpy(layer.bias)
@@ -88,10 +93,12 @@ class IntNet:
             layers.append(IntConv(t[f"{prefix}.{i}.weight"].numpy().astype(np.int64),
                                   t[f"{prefix}.{i}.bias"].numpy().astype(np.int64), shuffle, relu))
             i += 1
-        return cls(layers, t[f"{prefix}.thresholds"].numpy().astype(np.int64))
+        phases = int(t[f"{prefix}.phases"][0]) if f"{prefix}.phases" in t else 0
+        return cls(layers, t[f"{prefix}.thresholds"].numpy().astype(np.int64), phases)
 
-    def indices(self, z_hat: np.ndarray, y_shape: tuple[int, int]) -> np.ndarray:
-        """Table row of every element of y, (N, M, H, W) int16, from the integer z_hat (N, C, h, w).
+    def indices(self, z_hat: np.ndarray, y_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Table row of every element of y, (N, M, H, W) int16, from the integer z_hat (N, C, h, w),
+        and for the mean-scale h_s the integer part of each mean (int64, same shape; else None).
 
         Activations are integers held in float64, channels last (see _conv3x3 for why): the shift
         back to A_BITS is floor((a + half) / 2**W_BITS), exact in float64 as a power-of-two division
@@ -111,10 +118,20 @@ class IntNet:
             if layer.relu:
                 np.maximum(a, 0, out=a)
             np.clip(a, -limit, limit, out=a)
-        # searched channels last (contiguous), then viewed channels first: int16 rows also let the
-        # coder's grouping sort by radix (coder._groups)
-        rows = np.searchsorted(self._thresholds64, a, side="left").astype(np.int16)
-        return rows.transpose(0, 3, 1, 2)
+        if not self.phases:
+            # searched channels last (contiguous), then viewed channels first: int16 rows also let the
+            # coder's grouping sort by radix (coder._groups)
+            rows = np.searchsorted(self._thresholds64, a, side="left").astype(np.int16)
+            return rows.transpose(0, 3, 1, 2), None
+        m = a.shape[-1] // 2
+        scale_rows = np.searchsorted(self._thresholds64, np.ascontiguousarray(a[..., :m]), side="left")
+        # the mean in A_BITS fixed point: its floor and its 1/phases phase, by power-of-two scalings
+        # of integers (exact in float64)
+        mean = a[..., m:]
+        whole = np.floor(mean * 2.0 ** -A_BITS)
+        phase = np.floor(mean * (self.phases * 2.0 ** -A_BITS)) - whole * self.phases
+        rows = (scale_rows * self.phases + phase).astype(np.int16)
+        return rows.transpose(0, 3, 1, 2), whole.astype(np.int64).transpose(0, 3, 1, 2)
 
 
 def conv_matrix(weight: np.ndarray) -> np.ndarray:

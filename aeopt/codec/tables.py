@@ -4,7 +4,11 @@ The coder never evaluates a float density: encoder and decoder read the same int
 (PRECISION bits per table, every symbol >= 1, an escape symbol last), so the probabilities they
 hand to constriction are identical on every machine. Table rows:
 - factorized y and the hyperprior's z: one row per channel, symbols low[c] .. low[c] + n[c] - 1;
-- the hyperprior's y: one row per entry of the fixed scale table, symbols -L .. L.
+- the hyperprior's y: one row per entry of the fixed scale table, symbols -L .. L;
+- the mean-scale hyperprior's y: one row per (scale, mean phase): the Gaussian centred at the
+  phase's fraction (j + 1/2) / MEAN_PHASES, symbols -L .. L + 1 counted from the mean's integer
+  part (the coder subtracts it). The mean is quantized to 1/MEAN_PHASES so that the row choice
+  stays integer arithmetic: 8 phases put a mean at most 1/16 from its table's centre.
 Values outside a row's range are coded as the escape symbol followed by the value (coder.py).
 The hyperprior's h_s, in integers (intnet.py), selects the row per element.
 """
@@ -25,6 +29,7 @@ from . import intnet
 
 PRECISION = 16  # bits per table: 1/65536 is the smallest probability, far below the 1e-9 tails' cost
 TABLES_FILE = "codec_tables.safetensors"
+MEAN_PHASES = 8
 
 
 @dataclass
@@ -80,7 +85,11 @@ class CodecTables:
 def build_tables(model: CodecModel) -> CodecTables:
     """Tables for a trained model (float64 densities -> integer counts; h_s -> fixed point)."""
     model = model.cpu().eval()
-    if model.entropy == "hyperprior":
+    if model.entropy == "meanscale":
+        y = table_from_pmf(*GaussianConditional.shifted_pmf_table(scale_table(), MEAN_PHASES))
+        z = table_from_pmf(*model.z_density.pmf_table())
+        hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table(), MEAN_PHASES)
+    elif model.entropy == "hyperprior":
         y = table_from_pmf(*GaussianConditional.pmf_table(scale_table()))
         z = table_from_pmf(*model.z_density.pmf_table())
         hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table())
@@ -125,6 +134,7 @@ def load_tables(run_dir: str | Path, model: CodecModel) -> CodecTables:
         hyper = intnet.IntNet.from_tensors(t, "hs") if z is not None else None
     except KeyError as err:
         raise AeoptError(f"{path} is incomplete (no {err}); rebuild it by retraining the run") from None
-    if (z is None) != (model.entropy == "factorized"):
+    if (z is None) != (model.entropy == "factorized") or (hyper is not None and
+                                                          (hyper.phases > 0) != (model.entropy == "meanscale")):
         raise AeoptError(f"{path} does not match the run's {model.entropy} model; the run directory is inconsistent")
     return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper)))

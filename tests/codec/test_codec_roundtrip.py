@@ -30,7 +30,7 @@ def _digits_test():
     return list((load_data("digits", seed=0).x_test * 255).round().byte().numpy())
 
 
-@pytest.mark.parametrize("entropy", ["factorized", "hyperprior"])
+@pytest.mark.parametrize("entropy", ["factorized", "hyperprior", "meanscale"])
 def test_round_trip_is_bit_exact_against_the_models_quantized_reconstruction(codec_runs, entropy):
     run = load_codec(codec_runs[entropy])
     torch.set_num_threads(1)
@@ -88,10 +88,11 @@ def test_integer_hyper_decoder_matches_float_within_table_rounding(codec_runs):
     run = load_codec(codec_runs["hyperprior"])
     images = torch.from_numpy(np.stack(_digits_test()[:100])).float() / 255
     y, z = encode_latents(run, images)
-    rows = run.tables.hyper.indices(z, y.shape[-2:])
+    rows, offsets = run.tables.hyper.indices(z, y.shape[-2:])
+    assert offsets is None  # the scale-only model: no means
     reference = copy.deepcopy(run.model).double()
     with torch.no_grad():
-        r = reference.log_scales(torch.from_numpy(z).double(), y.shape).numpy()
+        r = reference.hyper_params(torch.from_numpy(z).double(), y.shape).numpy()
     float_rows = np.searchsorted(run.tables.hyper.thresholds / 2 ** 12, r, side="left")
     assert np.mean(rows == float_rows) > 0.99
     assert np.abs(rows - float_rows).max() <= 1
@@ -121,7 +122,8 @@ def test_the_hyper_encoder_sees_y_before_rounding_as_in_training(codec_runs):
 
 def _integer_reference_rows(net, z, y_hw):
     """The integer h_s written the plain way: int64 products summed by Python-order einsum, true
-    arithmetic shifts, channels first; the library's float64 channels-last version must equal it."""
+    arithmetic shifts, channels first; the library's float64 channels-last version must equal it.
+    (rows, offsets): the mean-scale h_s's means by integer shifts and masks."""
     from aeopt.codec.intnet import A_BITS, ACT_LIMIT_LOG2, W_BITS
     a = np.clip(z.astype(np.int64), -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2) << A_BITS
     for layer in net.layers:
@@ -138,19 +140,31 @@ def _integer_reference_rows(net, z, y_hw):
             a = np.maximum(a, 0)
         limit = 2 ** (ACT_LIMIT_LOG2 + A_BITS)
         a = np.clip(a, -limit, limit)
-    return np.searchsorted(net.thresholds, a[..., :y_hw[0], :y_hw[1]], side="left")
+    a = a[..., :y_hw[0], :y_hw[1]]
+    if not net.phases:
+        return np.searchsorted(net.thresholds, a, side="left"), None
+    m = a.shape[1] // 2
+    mean = a[:, m:]
+    phase = (mean & ((1 << A_BITS) - 1)) * net.phases >> A_BITS  # the fraction's top bits
+    return np.searchsorted(net.thresholds, a[:, :m], side="left") * net.phases + phase, mean >> A_BITS
 
 
+@pytest.mark.parametrize("entropy", ["hyperprior", "meanscale"])
 @pytest.mark.parametrize("z_hw, y_hw", [((2, 2), (7, 7)), ((3, 2), (9, 8)), ((1, 1), (1, 1))])
-def test_integer_hyper_decoder_equals_plain_int64_arithmetic(codec_runs, z_hw, y_hw):
-    net = load_codec(codec_runs["hyperprior"]).tables.hyper
+def test_integer_hyper_decoder_equals_plain_int64_arithmetic(codec_runs, z_hw, y_hw, entropy):
+    net = load_codec(codec_runs[entropy]).tables.hyper
     channels = net.layers[0].weight.shape[1]
+    latent = net.layers[-1].weight.shape[0] // (2 if entropy == "meanscale" else 1)
     rng = np.random.default_rng(sum(z_hw + y_hw))
     for spread in (2, 40, 6000):  # 6000 reaches the activation clip
         z = np.round(rng.standard_normal((3, channels, *z_hw)) * spread).astype(np.int64)
-        rows = net.indices(z, y_hw)
-        assert rows.shape == (3, net.layers[-1].weight.shape[0], *y_hw)
-        assert np.array_equal(rows, _integer_reference_rows(net, z, y_hw))
+        rows, offsets = net.indices(z, y_hw)
+        assert rows.shape == (3, latent, *y_hw)
+        expected_rows, expected_offsets = _integer_reference_rows(net, z, y_hw)
+        assert np.array_equal(rows, expected_rows)
+        assert (offsets is None) == (expected_offsets is None)
+        if offsets is not None:
+            assert np.array_equal(offsets, expected_offsets) and offsets.dtype == np.int64
 
 
 def test_metrics_bpp_is_eight_times_file_bytes_over_pixels(codec_runs):

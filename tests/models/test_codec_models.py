@@ -12,7 +12,7 @@ from aeopt.models.codec.gdn import GDN
 from aeopt.models.codec.msssim import ms_ssim_per_sample
 
 
-@pytest.mark.parametrize("entropy", ["factorized", "hyperprior"])
+@pytest.mark.parametrize("entropy", ["factorized", "hyperprior", "meanscale"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 37, 50), (1, 5, 9)])
 def test_any_size_grey_and_rgb(entropy, shape):
     torch.manual_seed(0)
@@ -20,7 +20,7 @@ def test_any_size_grey_and_rgb(entropy, shape):
     x = torch.rand(2, *shape)
     out = model(x)
     assert out["x_hat"].shape == x.shape
-    assert set(out["likelihoods"]) == ({"y", "z"} if entropy == "hyperprior" else {"y"})
+    assert set(out["likelihoods"]) == ({"y"} if entropy == "factorized" else {"y", "z"})
     for p in out["likelihoods"].values():
         assert (p > 0).all() and (p <= 1).all()
     y = model.analyse(x)

@@ -1,4 +1,4 @@
-"""`codec`: a learned image codec (Ballé 2017 factorized / 2018 scale hyperprior), registered here.
+"""`codec`: a learned image codec (Ballé 2017 factorized / 2018 scale hyperprior / Minnen 2018 mean-scale), registered here.
 
 Only the networks live in aeopt.models.codec; the bitstream (integer tables, entropy coding, the
 file container) and the commands are aeopt.codec.
@@ -12,7 +12,7 @@ from ..registry import register_model
 from .model import CodecModel
 from .objective import CodecObjective
 
-ENTROPY_MODELS = ("factorized", "hyperprior")
+ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale")
 DISTORTIONS = ("mse", "ms-ssim")
 # CompressAI's bmshj2018 lambdas for quality 1..8 (R in bpp + lambda * 255^2 * MSE, or * (1 - MS-SSIM)).
 QUALITY_LMBDA = {"mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
@@ -37,7 +37,8 @@ def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> 
 def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
           width=None, depth=None, hyper_width=None) -> CodecModel:
     """Args (knobs):
-        entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior).
+        entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior) |
+            meanscale (a mean-scale hyperprior: h_s also predicts each element's mean).
         lmbda: rate-distortion trade-off, R [bpp] + lmbda * D; bigger = better quality, more bytes.
         quality: 1..8, CompressAI's lambda presets (used when lmbda is not given); 6..8 also widen the
             default width.

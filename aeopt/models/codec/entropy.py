@@ -8,8 +8,8 @@ the 1e-9 / 50% / 1 - 1e-9 points of each density through the auxiliary loss; the
 integer CDF tables built after training and nothing else, so they are trained by their own
 optimizer and excluded from the main one (the rate gradient must not move them).
 
-`GaussianConditional` (Ballé et al. 2018): y given the hyperprior is a zero-mean Gaussian of a
-per-element scale, convolved with a unit box for the rounding.
+`GaussianConditional` (Ballé et al. 2018): y given the hyperprior is a Gaussian of a per-element
+scale (and, for the mean-scale model, mean; else zero), convolved with a unit box for the rounding.
 """
 from __future__ import annotations
 
@@ -103,12 +103,12 @@ class EntropyBottleneck(nn.Module):
 
 
 class GaussianConditional(nn.Module):
-    """Likelihood of y under N(0, scale^2) convolved with U(-1/2, 1/2)."""
+    """Likelihood of y under N(mean, scale^2) (mean 0 when not given) convolved with U(-1/2, 1/2)."""
 
     @staticmethod
-    def likelihood(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def likelihood(y: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
         scale = scale.float().clamp(SCALE_MIN, SCALE_MAX)
-        v = y.float().abs()
+        v = (y.float() - mean.float() if mean is not None else y.float()).abs()
         upper = _std_normal_cdf((0.5 - v) / scale)
         lower = _std_normal_cdf((-0.5 - v) / scale)
         return (upper - lower).clamp_min(LIKELIHOOD_MIN)
@@ -123,6 +123,21 @@ class GaussianConditional(nn.Module):
         p = _std_normal_cdf((0.5 - v.abs()) / s) - _std_normal_cdf((-0.5 - v.abs()) / s)
         p[torch.arange(length)[None, :] > 2 * half[:, None]] = 0.0
         return -half, p
+
+    @staticmethod
+    def shifted_pmf_table(scales: torch.Tensor, phases: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the mean-scale model: row k * phases + j is N(f_j, scale_k^2), f_j = (j + 1/2) / phases,
+        the mean's fractional part (its integer part shifts the symbols, tables.py); symbols -L..L + 1
+        around it, L as in pmf_table (float64, 0-padded)."""
+        half = torch.ceil(-_normal_ppf(TAIL_MASS / 2) * scales).long()
+        length = int(2 * half.max()) + 2
+        f = (torch.arange(phases, dtype=torch.float64) + 0.5) / phases
+        s = scales.repeat_interleave(phases)[:, None]
+        low = (-half).repeat_interleave(phases)
+        v = torch.arange(length, dtype=torch.float64)[None, :] + low[:, None] - f.repeat(len(scales))[:, None]
+        p = _std_normal_cdf((v + 0.5) / s) - _std_normal_cdf((v - 0.5) / s)
+        p[torch.arange(length)[None, :] > 2 * half.repeat_interleave(phases)[:, None] + 1] = 0.0
+        return low, p
 
 
 def _std_normal_cdf(x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,12 @@
 
 `entropy="factorized"`: y has one learned density per channel (EntropyBottleneck).
 `entropy="hyperprior"`: a second latent z = h_a(|y|) is coded with a factorized density, and
-h_s(z_hat) predicts a log-scale for every element of y (GaussianConditional). The model is fully
+h_s(z_hat) predicts a log-scale for every element of y (GaussianConditional).
+`entropy="meanscale"` (Minnen et al. 2018's mean-scale hyperprior, without the spatial context): h_s
+predicts a mean too, so y's Gaussian is centred where g_a puts each element instead of at zero.
+y_hat stays round(y): the mean moves the density, not the quantization grid, so g_s decodes the
+same integers as under the scale-only model and the coder's table choice stays integer arithmetic
+(the mean is quantized to 1/MEAN_PHASES by the integer h_s, tables.py). The model is fully
 convolutional: `forward` pads the image (edge-replicated, which costs almost no bits) to a
 multiple of the stride and crops the reconstruction back, so any size works; grey and RGB alike.
 
@@ -39,13 +44,18 @@ class CodecModel(Autoencoder):
         self.lmbda, self.distortion = lmbda, distortion
         self.stride = 2 ** depth
         self.hyper_width = hyper_width or width  # the channels of z
-        if entropy == "hyperprior":
+        if self.has_hyperprior:
             self.hyper_encoder = hyper_analysis(latent, self.hyper_width)
-            self.hyper_decoder = hyper_synthesis(latent, self.hyper_width)
+            self.hyper_decoder = hyper_synthesis(latent, self.hyper_width, means=entropy == "meanscale")
             self.z_density = EntropyBottleneck(self.hyper_width)
             self.y_density = GaussianConditional()
         else:
             self.y_density = EntropyBottleneck(latent)
+
+    @property
+    def has_hyperprior(self) -> bool:
+        """Whether a hyper-latent z is coded (and h_s chooses y's tables)."""
+        return self.entropy in ("hyperprior", "meanscale")
 
     # --- shapes -----------------------------------------------------------------------------
     def pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +77,8 @@ class CodecModel(Autoencoder):
     def hyper_analyse(self, y: torch.Tensor) -> torch.Tensor:
         return self.hyper_encoder(self.pad_latent(y.abs()))
 
-    def log_scales(self, z_hat: torch.Tensor, y_shape: torch.Size) -> torch.Tensor:
+    def hyper_params(self, z_hat: torch.Tensor, y_shape: torch.Size) -> torch.Tensor:
+        """h_s(z_hat) cropped to y: log-scales (M channels), then means for the mean-scale model (M more)."""
         return self.hyper_decoder(z_hat)[..., :y_shape[-2], :y_shape[-1]]
 
     def synthesise(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -75,25 +86,27 @@ class CodecModel(Autoencoder):
         return self.decoder(y_hat)[..., :size[0], :size[1]].clamp(0, 1)
 
     def likelihoods(self, y: torch.Tensor, z: torch.Tensor | None = None,
-                    log_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """P of every element of y (and z, given h_s's log-scales for y) under the densities: what
+                    params: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """P of every element of y (and z, given h_s's hyper_params for y) under the densities: what
         the rate is measured with, in training and in the encoder's search (codec/refine.py)."""
         with torch.autocast(y.device.type, enabled=False):  # densities in fp32 even in a bf16 run: tiny tails
-            if self.entropy != "hyperprior":
+            if not self.has_hyperprior:
                 return {"y": self.y_density.likelihood(y.float())}
-            scale = torch.exp(log_scale.float()).clamp(SCALE_MIN, SCALE_MAX)
-            return {"z": self.z_density.likelihood(z.float()), "y": self.y_density.likelihood(y.float(), scale)}
+            params = params.float()
+            m = y.shape[1]
+            scale = torch.exp(params[:, :m]).clamp(SCALE_MIN, SCALE_MAX)
+            mean = params[:, m:] if self.entropy == "meanscale" else None
+            return {"z": self.z_density.likelihood(z.float()), "y": self.y_density.likelihood(y.float(), scale, mean)}
 
     # --- training / evaluation forward ---------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         y = self.analyse(x)
         rate_mode, dist_mode = ("noise", "ste") if self.training else ("round", "round")
         y_rate, y_dist = quantize(y, rate_mode), quantize(y, dist_mode)
-        if self.entropy == "hyperprior":
+        if self.has_hyperprior:
             z = self.hyper_analyse(y)
             z_tilde = quantize(z, rate_mode)
-            log_scale = self.log_scales(z_tilde, y.shape)
-            likelihoods = self.likelihoods(y_rate, z_tilde, log_scale)
+            likelihoods = self.likelihoods(y_rate, z_tilde, self.hyper_params(z_tilde, y.shape))
         else:
             likelihoods = self.likelihoods(y_rate)
         logits = self.decoder(y_dist)[..., :x.shape[-2], :x.shape[-1]]

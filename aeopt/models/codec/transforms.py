@@ -79,12 +79,12 @@ def hyper_analysis(latent: int, hyper: int) -> nn.Sequential:
         nn.Conv2d(hyper, hyper, 5, stride=2, padding=2))
 
 
-def hyper_synthesis(latent: int, hyper: int) -> nn.Sequential:
-    """Output: log-scale of y's zero-mean Gaussian, one per element of y.
+def hyper_synthesis(latent: int, hyper: int, means: bool = False) -> nn.Sequential:
+    """Output: log-scale of y's Gaussian, one per element of y (then, with `means`, its mean: 2M channels).
 
     Only Conv2d (3x3, padding 1), PixelShuffle and ReLU: the layer types intnet.py evaluates.
     """
     return nn.Sequential(
         nn.Conv2d(hyper, 4 * hyper, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(),
         nn.Conv2d(hyper, 4 * hyper, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(),
-        nn.Conv2d(hyper, latent, 3, padding=1))
+        nn.Conv2d(hyper, 2 * latent if means else latent, 3, padding=1))
