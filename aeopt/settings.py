@@ -141,7 +141,7 @@ class ModelSettings:
                                    "sample (default 4)")
     commitment: float | None = setting(None, "vq_vae: commitment cost (default 0.25)")
     adv_weight: float | None = setting(None, "aae: weight of the adversarial term on the code (default 0.05)")
-    entropy: str | None = setting(None, "codec: factorized | hyperprior | meanscale (the latent's entropy model)")
+    entropy: str | None = setting(None, "codec: factorized | hyperprior | meanscale | channelwise (the latent's entropy model)")
     lmbda: float | None = setting(None, "codec: rate-distortion trade-off, loss = bits + lmbda * distortion")
     quality: int | None = setting(None, "codec: preset 1..8 for lmbda and width (higher = better, larger)")
     distortion: str | None = setting(None, "codec: mse | ms-ssim")

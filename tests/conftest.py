@@ -22,12 +22,12 @@ def interrupt_after_epoch_2():
 
 @pytest.fixture(scope="session")
 def codec_runs(tmp_path_factory):
-    """Three small codecs trained on digits (factorized, hyperprior, meanscale), once per session (~6 s each)."""
+    """Small codecs trained on digits, one per entropy model, once per session (~6 s each)."""
     import aeopt
 
     root = tmp_path_factory.mktemp("codec")
     runs = {}
-    for entropy in ("factorized", "hyperprior", "meanscale"):
+    for entropy in ("factorized", "hyperprior", "meanscale", "channelwise"):
         aeopt.train(data="digits", model="codec", entropy=entropy, lmbda=0.05, latent_dim=8, width=16,
                     epochs=5, batch_size=16, lr=1e-2, threads=1, out=str(root / entropy), progress=False,
                     log=lambda message: None)

@@ -191,7 +191,7 @@ def _latents_of(run: CodecRun, items: list[torch.Tensor], sizes: list[tuple[int,
     out = []
     for k, size, idx in sliced_chunks(sizes):
         y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision, refine)
-        out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape), k))
+        out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape, y), k))
         if progress is not None:
             progress.update(len(idx))
     return out
@@ -235,7 +235,8 @@ def streams(run: CodecRun, parts: list[Chunk], n_images: int, *, joint: bool = T
 
 
 def _decodes_to(run: CodecRun, stream: bytes, parts: list[Chunk]) -> bool:
-    """Whether the stream decodes to exactly these latents (z first: y's tables come from it)."""
+    """Whether the stream decodes to exactly these latents (z first: y's tables come from it; y with
+    its known rows, which a stream that decodes to these latents makes the decoder's rows too)."""
     try:
         decoder = coder.start_decoder(stream)
         for part in parts:
@@ -299,12 +300,7 @@ def latent_shapes(run: CodecRun, h: int, w: int) -> tuple[tuple[int, int, int], 
 
 def _decode_chunk(run: CodecRun, decoders: list, size: tuple[int, int], n_each: int) -> np.ndarray:
     """y of a chunk: one decoder holding all its images (n_each = chunk size), or one per image."""
-    y_shape, z_shape = latent_shapes(run, *size)
-    zs = [run.coder.decode_z(d, n_each, z_shape) for d in decoders] if z_shape else None
-    z = np.concatenate(zs) if zs else None
-    n = n_each * len(decoders)
-    rows = run.coder.rows(z, (n, *y_shape))
-    return np.concatenate([run.coder.decode_y(d, rows[k * n_each:(k + 1) * n_each]) for k, d in enumerate(decoders)])
+    return run.coder.decode_latents(decoders, n_each, *latent_shapes(run, *size))[0]
 
 
 @contextmanager

@@ -6,7 +6,9 @@ decoder, which computes the same rows from the z it just decoded, reads the grou
 A batch of images shares one stream: one call per table row for the whole batch instead of one
 per image is what makes batch coding fast (one image is a batch of one).
 The mean-scale hyperprior's h_s also gives each element of y an integer offset (its mean's integer
-part): the coder codes y minus it, and the decoder adds it back.
+part): the coder codes y minus it, and the decoder adds it back. The channel-wise model codes y
+in channel slices, each grouped by row on its own, because the decoder needs slice s decoded
+before it can compute slice s + 1's rows (its context nets read the earlier slices).
 A value outside its row's range is coded as the row's escape symbol and then the value itself:
 its bit length (uniform over 0..ESCAPE_BITS) and its bits below the leading one (uniform).
 """
@@ -18,6 +20,7 @@ from typing import Callable
 import numpy as np
 import constriction
 
+from .intnet import from_integers
 from .tables import CodecTables, Table
 
 cmodel, queue = constriction.stream.model, constriction.stream.queue  # (a native module: no submodule imports)
@@ -33,9 +36,10 @@ class YRows:
 
     index: np.ndarray
     offset: np.ndarray | None = None
+    slices: int = 1  # channel slices coded one after another (the channel-wise model)
 
     def __getitem__(self, images) -> "YRows":
-        return YRows(self.index[images], None if self.offset is None else self.offset[images])
+        return YRows(self.index[images], None if self.offset is None else self.offset[images], self.slices)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -61,12 +65,32 @@ class Coder:
         self.y = _Models(tables.y)
         self.z = _Models(tables.z) if tables.z is not None else None
 
-    def rows(self, z: np.ndarray, y_shape: tuple[int, ...]) -> YRows:
-        """Table rows of y (N, M, h, w): integer h_s for the hyperpriors, the channel otherwise."""
+    @property
+    def slices(self) -> int:
+        return len(self.tables.contexts) + 1 if self.tables.contexts else 1
+
+    def rows(self, z: np.ndarray, y_shape: tuple[int, ...], y: np.ndarray | None = None) -> YRows:
+        """Table rows of y (N, M, h, w): integer h_s for the hyperpriors (with the context nets on
+        y itself for the channel-wise model: the encoder's view), the channel otherwise."""
         if z is None:
             n, m, h, w = y_shape
             return YRows(np.broadcast_to(np.arange(m)[None, :, None, None], (n, m, h, w)))
-        return YRows(*self.tables.hyper.indices(z, y_shape[-2:]))
+        if self.slices == 1:
+            return YRows(*self.tables.hyper.indices(z, y_shape[-2:]))
+        base = self.tables.hyper.forward(from_integers(z), y_shape[-2:])
+        parts = [self._slice_rows(base, y, s) for s in range(self.slices)]
+        return YRows(np.concatenate([p.index for p in parts], 1), np.concatenate([p.offset for p in parts], 1),
+                     self.slices)
+
+    def _slice_rows(self, base: np.ndarray, y: np.ndarray, s: int) -> YRows:
+        """Slice s's rows from h_s's fixed-point output (N, h, w, 2M) and y's slices before s
+        (the model's channel_params, in integers)."""
+        m = base.shape[-1] // 2
+        k = m // self.slices
+        own = np.concatenate([base[..., s * k:(s + 1) * k], base[..., m + s * k:m + (s + 1) * k]], -1)
+        if s:
+            own = own + self.tables.contexts[s - 1].forward(np.concatenate([own, from_integers(y[:, :s * k])], -1))
+        return YRows(*self.tables.hyper.rows_of(own))
 
     # --- encoding -----------------------------------------------------------------------------
     @staticmethod
@@ -84,9 +108,13 @@ class Coder:
         if z is not None:
             for c in range(z.shape[1]):
                 self._encode_group(enc, z[:, c].ravel(), self.z, c)
-        flat_y = (y if rows.offset is None else y - rows.offset).ravel()
-        for row, members in _groups(rows.index):
-            self._encode_group(enc, flat_y[members], self.y, row)
+        coded = y if rows.offset is None else y - rows.offset
+        k = y.shape[1] // rows.slices
+        for s in range(rows.slices):  # one slice (all of y) for all but the channel-wise model
+            flat_y = coded[:, s * k:(s + 1) * k].ravel() if rows.slices > 1 else coded.ravel()
+            index = rows.index[:, s * k:(s + 1) * k] if rows.slices > 1 else rows.index
+            for row, members in _groups(index):
+                self._encode_group(enc, flat_y[members], self.y, row)
 
     def encode(self, y: np.ndarray, z: np.ndarray | None, rows: YRows) -> bytes:
         enc = queue.RangeEncoder()
@@ -108,7 +136,33 @@ class Coder:
         c, h, w = z_shape
         return np.stack([self._decode_group(dec, n * h * w, self.z, k).reshape(n, h, w) for k in range(c)], 1)
 
+    def decode_latents(self, decoders: list, n_each: int, y_shape: tuple[int, int, int],
+                       z_shape: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(y, z) of n_each images from each decoder (a chunk: one decoder for all its images, or one
+        per single-image file): z first, since y's rows come from it, then y slice by slice."""
+        z = np.concatenate([self.decode_z(d, n_each, z_shape) for d in decoders]) if z_shape else None
+        n = n_each * len(decoders)
+        parts = [slice(i * n_each, (i + 1) * n_each) for i in range(len(decoders))]
+        if self.slices == 1:
+            rows = self.rows(z, (n, *y_shape))
+            return np.concatenate([self.decode_y(d, rows[p]) for d, p in zip(decoders, parts)]), z
+        base = self.tables.hyper.forward(from_integers(z), y_shape[-2:])
+        y = np.zeros((n, *y_shape), dtype=np.int64)
+        k = y_shape[0] // self.slices
+        for s in range(self.slices):
+            rows = self._slice_rows(base, y, s)
+            for d, p in zip(decoders, parts):
+                y[p, s * k:(s + 1) * k] = self.decode_y(d, rows[p])
+        return y, z
+
     def decode_y(self, dec, rows: YRows) -> np.ndarray:
+        """y of known rows, slice after slice when rows.slices > 1 (the encoder's trial decodes know
+        every slice's rows; the decoder learns them slice by slice: decode_latents)."""
+        if rows.slices > 1:
+            k = rows.shape[1] // rows.slices
+            return np.concatenate([self.decode_y(dec, YRows(rows.index[:, s * k:(s + 1) * k],
+                                                            rows.offset[:, s * k:(s + 1) * k]))
+                                   for s in range(rows.slices)], 1)
         y = np.zeros(rows.index.size, dtype=np.int64)
         for row, members in _groups(rows.index):
             y[members] = self._decode_group(dec, len(members), self.y, row)

@@ -98,19 +98,22 @@ class IntNet:
 
     def indices(self, z_hat: np.ndarray, y_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Table row of every element of y, (N, M, H, W) int16, from the integer z_hat (N, C, h, w),
-        and for the mean-scale h_s the integer part of each mean (int64, same shape; else None).
+        and for the mean-scale h_s the integer part of each mean (int64, same shape; else None)."""
+        return self.rows_of(self.forward(from_integers(z_hat), y_shape))
+
+    def forward(self, a: np.ndarray, out_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """The network on fixed-point activations a (N, H, W, C: integers in float64 with A_BITS
+        fractional bits, channels last); the last layer computes only the top-left out_hw outputs.
 
         Activations are integers held in float64, channels last (see _conv3x3 for why): the shift
         back to A_BITS is floor((a + half) / 2**W_BITS), exact in float64 as a power-of-two division
         of an integer below 2**53, so it equals the arithmetic shift of integers bit for bit."""
         limit = float(2 ** (ACT_LIMIT_LOG2 + A_BITS))
-        a = np.clip(z_hat, -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2).astype(np.float64) * 2 ** A_BITS
-        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1))
         for k, layer in enumerate(self.layers):
             last = k == len(self.layers) - 1
             # the last layer computes only the y positions the crop keeps (a padded y is odd-sized)
-            out_hw = y_shape if last else a.shape[1:3]
-            a = _conv3x3(a, self._matrices[k], out_hw) + layer.bias
+            hw = out_hw if last and out_hw is not None else a.shape[1:3]
+            a = _conv3x3(a, self._matrices[k], hw) + layer.bias
             a = np.floor((a + (1 << (W_BITS - 1))) * 2.0 ** -W_BITS)
             if layer.shuffle:  # torch's PixelShuffle(2): channel 4c + 2i + j -> (c, 2h + i, 2w + j)
                 n, h, w, c = a.shape
@@ -118,6 +121,11 @@ class IntNet:
             if layer.relu:
                 np.maximum(a, 0, out=a)
             np.clip(a, -limit, limit, out=a)
+        return a
+
+    def rows_of(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(rows, offsets) NCHW from fixed-point output activations (N, H, W, C): C log-scales, or
+        with phases C/2 log-scales then C/2 means."""
         if not self.phases:
             # searched channels last (contiguous), then viewed channels first: int16 rows also let the
             # coder's grouping sort by radix (coder._groups)
@@ -132,6 +140,12 @@ class IntNet:
         phase = np.floor(mean * (self.phases * 2.0 ** -A_BITS)) - whole * self.phases
         rows = (scale_rows * self.phases + phase).astype(np.int16)
         return rows.transpose(0, 3, 1, 2), whole.astype(np.int64).transpose(0, 3, 1, 2)
+
+
+def from_integers(v: np.ndarray) -> np.ndarray:
+    """Integer latents (N, C, H, W) as fixed-point activations, channels last (clipped to the limit)."""
+    a = np.clip(v, -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2).astype(np.float64) * 2 ** A_BITS
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
 
 def conv_matrix(weight: np.ndarray) -> np.ndarray:

@@ -67,7 +67,7 @@ def soft_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch
 
 def per_image_loss(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """R + lambda * D per image (N,), in the training objective's units (bits per pixel, 255^2 MSE)."""
-    likelihoods = model.likelihoods(y) if z is None else model.likelihoods(y, z, model.hyper_params(z, y.shape))
+    likelihoods = model.likelihoods(y) if z is None else model.likelihoods(y, z, model.hyper_params(z, y))
     x_hat = model.synthesise(y, tuple(x.shape[-2:]))
     return bits_per_pixel_per_sample(likelihoods, x) + model.lmbda * distortion_per_sample(model.distortion, x_hat, x)
 

@@ -10,12 +10,13 @@ hand to constriction are identical on every machine. Table rows:
   part (the coder subtracts it). The mean is quantized to 1/MEAN_PHASES so that the row choice
   stays integer arithmetic: 8 phases put a mean at most 1/16 from its table's centre.
 Values outside a row's range are coded as the escape symbol followed by the value (coder.py).
-The hyperprior's h_s, in integers (intnet.py), selects the row per element.
+The hyperprior's h_s, in integers (intnet.py), selects the row per element; for the channel-wise
+model the context nets (also integer) correct it slice by slice.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ class CodecTables:
     z: Table | None
     hyper: intnet.IntNet | None
     fingerprint: bytes  # sha256 of the weights and the tables: a file names the model it needs
+    contexts: list[intnet.IntNet] = field(default_factory=list)  # channel-wise: slice s's net is contexts[s - 1]
 
     @property
     def short_id(self) -> str:
@@ -85,24 +87,28 @@ class CodecTables:
 def build_tables(model: CodecModel) -> CodecTables:
     """Tables for a trained model (float64 densities -> integer counts; h_s -> fixed point)."""
     model = model.cpu().eval()
-    if model.entropy == "meanscale":
+    contexts = []
+    if model.entropy in ("meanscale", "channelwise"):
         y = table_from_pmf(*GaussianConditional.shifted_pmf_table(scale_table(), MEAN_PHASES))
         z = table_from_pmf(*model.z_density.pmf_table())
         hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table(), MEAN_PHASES)
+        contexts = [intnet.IntNet.from_module(net, scale_table(), MEAN_PHASES) for net in getattr(model, "contexts", [])]
     elif model.entropy == "hyperprior":
         y = table_from_pmf(*GaussianConditional.pmf_table(scale_table()))
         z = table_from_pmf(*model.z_density.pmf_table())
         hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table())
     else:
         y, z, hyper = table_from_pmf(*model.y_density.pmf_table()), None, None
-    return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper)))
+    return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper, contexts)), contexts)
 
 
-def _table_tensors(y: Table, z: Table | None, hyper) -> dict[str, torch.Tensor]:
+def _table_tensors(y: Table, z: Table | None, hyper, contexts=()) -> dict[str, torch.Tensor]:
     tensors = y.tensors("y")
     if z is not None:
         tensors.update(z.tensors("z"))
         tensors.update(hyper.tensors("hs"))
+    for s, net in enumerate(contexts, start=1):
+        tensors.update(net.tensors(f"cc{s}"))
     return tensors
 
 
@@ -117,7 +123,7 @@ def fingerprint(state: dict[str, torch.Tensor], tables: dict[str, torch.Tensor])
 
 
 def save_tables(run_dir: str | Path, tables: CodecTables) -> None:
-    save_tensors(Path(run_dir) / TABLES_FILE, _table_tensors(tables.y, tables.z, tables.hyper),
+    save_tensors(Path(run_dir) / TABLES_FILE, _table_tensors(tables.y, tables.z, tables.hyper, tables.contexts),
                  metadata={"precision": str(PRECISION), "fingerprint": tables.fingerprint.hex()})
 
 
@@ -132,9 +138,10 @@ def load_tables(run_dir: str | Path, model: CodecModel) -> CodecTables:
         y = Table.from_tensors(t, "y")
         z = Table.from_tensors(t, "z") if "z.low" in t else None
         hyper = intnet.IntNet.from_tensors(t, "hs") if z is not None else None
+        contexts = [intnet.IntNet.from_tensors(t, f"cc{s}") for s in range(1, 1 + len(getattr(model, "contexts", [])))]
     except KeyError as err:
         raise AeoptError(f"{path} is incomplete (no {err}); rebuild it by retraining the run") from None
     if (z is None) != (model.entropy == "factorized") or (hyper is not None and
-                                                          (hyper.phases > 0) != (model.entropy == "meanscale")):
+                                                          (hyper.phases > 0) != (model.entropy != "hyperprior")):
         raise AeoptError(f"{path} does not match the run's {model.entropy} model; the run directory is inconsistent")
-    return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper)))
+    return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper, contexts)), contexts)

@@ -12,7 +12,7 @@ from aeopt.models.codec.gdn import GDN
 from aeopt.models.codec.msssim import ms_ssim_per_sample
 
 
-@pytest.mark.parametrize("entropy", ["factorized", "hyperprior", "meanscale"])
+@pytest.mark.parametrize("entropy", ["factorized", "hyperprior", "meanscale", "channelwise"])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 37, 50), (1, 5, 9)])
 def test_any_size_grey_and_rgb(entropy, shape):
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""`codec`: a learned image codec (Ballé 2017 factorized / 2018 scale hyperprior / Minnen 2018 mean-scale), registered here.
+"""`codec`: a learned image codec (Ballé 2017 factorized / 2018 scale hyperprior / Minnen 2018 mean-scale / Minnen & Singh 2020 channel-wise), registered here.
 
 Only the networks live in aeopt.models.codec; the bitstream (integer tables, entropy coding, the
 file container) and the commands are aeopt.codec.
@@ -9,10 +9,10 @@ import math
 
 from ...errors import AeoptError
 from ..registry import register_model
-from .model import CodecModel
+from .model import CHANNEL_SLICES, CodecModel
 from .objective import CodecObjective
 
-ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale")
+ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale", "channelwise")
 DISTORTIONS = ("mse", "ms-ssim")
 # CompressAI's bmshj2018 lambdas for quality 1..8 (R in bpp + lambda * 255^2 * MSE, or * (1 - MS-SSIM)).
 QUALITY_LMBDA = {"mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
@@ -38,7 +38,8 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
           width=None, depth=None, hyper_width=None) -> CodecModel:
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior) |
-            meanscale (a mean-scale hyperprior: h_s also predicts each element's mean).
+            meanscale (a mean-scale hyperprior: h_s also predicts each element's mean) | channelwise
+            (mean-scale, then y coded in 4 channel slices, each conditioned on those before it).
         lmbda: rate-distortion trade-off, R [bpp] + lmbda * D; bigger = better quality, more bytes.
         quality: 1..8, CompressAI's lambda presets (used when lmbda is not given); 6..8 also widen the
             default width.
@@ -56,6 +57,9 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS)):
         if value not in known:
             raise AeoptError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    if entropy == "channelwise" and latent_dim % CHANNEL_SLICES:
+        raise AeoptError(f"--entropy channelwise codes y in {CHANNEL_SLICES} channel slices: --latent-dim must be "
+                         f"a multiple of {CHANNEL_SLICES}, got {latent_dim}")
     lmbda = resolve_lmbda(lmbda, quality, distortion)
     small = min(input_shape[1:]) < SMALL_IMAGE
     if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)

@@ -7,7 +7,10 @@ h_s(z_hat) predicts a log-scale for every element of y (GaussianConditional).
 predicts a mean too, so y's Gaussian is centred where g_a puts each element instead of at zero.
 y_hat stays round(y): the mean moves the density, not the quantization grid, so g_s decodes the
 same integers as under the scale-only model and the coder's table choice stays integer arithmetic
-(the mean is quantized to 1/MEAN_PHASES by the integer h_s, tables.py). The model is fully
+(the mean is quantized to 1/MEAN_PHASES by the integer h_s, tables.py).
+`entropy="channelwise"` (Minnen & Singh 2020, without their latent residual prediction): the
+mean-scale hyperprior, then y coded in CHANNEL_SLICES slices of channels, each slice's scales and
+means corrected by a context net that sees the slices decoded before it. The model is fully
 convolutional: `forward` pads the image (edge-replicated, which costs almost no bits) to a
 multiple of the stride and crops the reconstruction back, so any size works; grey and RGB alike.
 
@@ -19,11 +22,14 @@ The bitstream side (integer tables, integer h_s, the container) is aeopt/codec/.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..base import Autoencoder
 from .entropy import SCALE_MAX, SCALE_MIN, EntropyBottleneck, GaussianConditional
-from .transforms import HYPER_STRIDE, analysis, hyper_analysis, hyper_synthesis, synthesis
+from .transforms import HYPER_STRIDE, analysis, channel_context, hyper_analysis, hyper_synthesis, synthesis
+
+CHANNEL_SLICES = 4  # Minnen & Singh found 10 slices of 320 channels best; y here has 16-64 channels
 
 
 def quantize(y: torch.Tensor, mode: str) -> torch.Tensor:
@@ -46,16 +52,20 @@ class CodecModel(Autoencoder):
         self.hyper_width = hyper_width or width  # the channels of z
         if self.has_hyperprior:
             self.hyper_encoder = hyper_analysis(latent, self.hyper_width)
-            self.hyper_decoder = hyper_synthesis(latent, self.hyper_width, means=entropy == "meanscale")
+            self.hyper_decoder = hyper_synthesis(latent, self.hyper_width, means=entropy != "hyperprior")
             self.z_density = EntropyBottleneck(self.hyper_width)
             self.y_density = GaussianConditional()
         else:
             self.y_density = EntropyBottleneck(latent)
+        if entropy == "channelwise":
+            k = latent // CHANNEL_SLICES
+            self.contexts = nn.ModuleList(channel_context(2 * k + s * k, self.hyper_width, 2 * k)
+                                          for s in range(1, CHANNEL_SLICES))
 
     @property
     def has_hyperprior(self) -> bool:
         """Whether a hyper-latent z is coded (and h_s chooses y's tables)."""
-        return self.entropy in ("hyperprior", "meanscale")
+        return self.entropy in ("hyperprior", "meanscale", "channelwise")
 
     # --- shapes -----------------------------------------------------------------------------
     def pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,9 +87,23 @@ class CodecModel(Autoencoder):
     def hyper_analyse(self, y: torch.Tensor) -> torch.Tensor:
         return self.hyper_encoder(self.pad_latent(y.abs()))
 
-    def hyper_params(self, z_hat: torch.Tensor, y_shape: torch.Size) -> torch.Tensor:
-        """h_s(z_hat) cropped to y: log-scales (M channels), then means for the mean-scale model (M more)."""
-        return self.hyper_decoder(z_hat)[..., :y_shape[-2], :y_shape[-1]]
+    def hyper_params(self, z_hat: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """y's density parameters given z_hat (and, channel-wise, y_hat's earlier slices): log-scales
+        (M channels), then means for the mean-scale models (M more)."""
+        base = self.hyper_decoder(z_hat)[..., :y_hat.shape[-2], :y_hat.shape[-1]]
+        return self.channel_params(base, y_hat) if self.entropy == "channelwise" else base
+
+    def channel_params(self, base: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """Slice s's (log-scales, means) = h_s's + contexts[s - 1](h_s's, y_hat's slices before s)."""
+        m = self.latent_dim
+        k = m // CHANNEL_SLICES
+        scales, means = [base[:, :k]], [base[:, m:m + k]]
+        for s in range(1, CHANNEL_SLICES):
+            own = torch.cat([base[:, s * k:(s + 1) * k], base[:, m + s * k:m + (s + 1) * k]], 1)
+            delta = self.contexts[s - 1](torch.cat([own, y_hat[:, :s * k].to(own.dtype)], 1))
+            scales.append(own[:, :k] + delta[:, :k])
+            means.append(own[:, k:] + delta[:, k:])
+        return torch.cat(scales + means, 1)
 
     def synthesise(self, y_hat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """x_hat in [0, 1], cropped to `size` (height, width)."""
@@ -95,7 +119,7 @@ class CodecModel(Autoencoder):
             params = params.float()
             m = y.shape[1]
             scale = torch.exp(params[:, :m]).clamp(SCALE_MIN, SCALE_MAX)
-            mean = params[:, m:] if self.entropy == "meanscale" else None
+            mean = params[:, m:] if self.entropy != "hyperprior" else None
             return {"z": self.z_density.likelihood(z.float()), "y": self.y_density.likelihood(y.float(), scale, mean)}
 
     # --- training / evaluation forward ---------------------------------------------------------
@@ -106,7 +130,8 @@ class CodecModel(Autoencoder):
         if self.has_hyperprior:
             z = self.hyper_analyse(y)
             z_tilde = quantize(z, rate_mode)
-            likelihoods = self.likelihoods(y_rate, z_tilde, self.hyper_params(z_tilde, y.shape))
+            # the context nets see the rounded y the decoder will have (straight-through in training)
+            likelihoods = self.likelihoods(y_rate, z_tilde, self.hyper_params(z_tilde, y_dist))
         else:
             likelihoods = self.likelihoods(y_rate)
         logits = self.decoder(y_dist)[..., :x.shape[-2], :x.shape[-1]]

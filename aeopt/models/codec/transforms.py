@@ -88,3 +88,16 @@ def hyper_synthesis(latent: int, hyper: int, means: bool = False) -> nn.Sequenti
         nn.Conv2d(hyper, 4 * hyper, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(),
         nn.Conv2d(hyper, 4 * hyper, 3, padding=1), nn.PixelShuffle(2), nn.ReLU(),
         nn.Conv2d(hyper, 2 * latent if means else latent, 3, padding=1))
+
+
+def channel_context(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
+    """A channel-wise context net (Minnen & Singh 2020): one slice's hyperprior parameters and the
+    slices decoded before it -> a correction to that slice's log-scales and means. 3x3 convs and
+    ReLU only (intnet.py evaluates it in integers); the last conv starts at zero, so training starts
+    from the mean-scale model."""
+    net = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(width, out_channels, 3, padding=1))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
