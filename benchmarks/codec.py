@@ -194,7 +194,8 @@ def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[
         print(prefix, json.dumps(points[-1]), flush=True)
     config = yaml.safe_load((CACHE / f"{prefix}-{lambdas[0]:g}" / "config.yaml").read_text())
     shape = {"prefix": prefix, "width": config["width"], "latent": config["latent_dim"],
-             "hyper_width": config.get("hyper_width") or config["width"]}
+             "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
+             "precision": config.get("precision")}
     return {**shape, "points": points}, runs
 
 

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 
 STYLE = {"JPEG": "s-", "WebP": "o-", "AVIF": "^-"}
+ENTROPY = {"hyperprior": "scale hyperprior", "meanscale": "mean-scale hyperprior",
+           "channelwise": "channel-wise mean-scale hyperprior (4 slices)", "factorized": "factorized prior"}
 
 
 def _fmt(v, digits=1, unit=""):
@@ -46,13 +48,17 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
             if p["codec"] == "PNG":
                 ax.axvline(p["bpp"], color="k", ls=":", lw=1, label=f"PNG lossless ({p['bpp']:.2f} bpp)")
         ours = sorted((o["bpp"], o["psnr"]) for o in d["aeopt"])
-        ax.plot(*zip(*ours), "D-", color="C3", label="aeopt (one file per image)", ms=5)
+        first = (d.get("families") or [{}])[0]
+        name_first = f"aeopt {first['prefix']}, {ENTROPY[first['entropy']].split(' (')[0]}" if first.get("entropy") else "aeopt"
+        ax.plot(*zip(*ours), "D-", color="C3", label=f"{name_first} (one file per image)", ms=5)
         if "batch_bpp" in d["aeopt"][0]:
             batch = sorted((o["batch_bpp"], o["psnr"]) for o in d["aeopt"])
-            ax.plot(*zip(*batch), "D--", color="C3", alpha=0.5, label="aeopt (one many-image file)", ms=4)
-        for k, f in enumerate((d.get("families") or [])[1:]):  # the fast model beside the default
+            ax.plot(*zip(*batch), "D--", color="C3", alpha=0.5, label=f"{name_first} (one many-image file)", ms=4)
+        for k, f in enumerate((d.get("families") or [])[1:]):  # the other families beside the first
             pts = sorted((o["bpp"], o["psnr"]) for o in f["points"])
-            ax.plot(*zip(*pts), "v-", color=f"C{4 + k}", label=f"aeopt {f['prefix']} (fast; one file per image)", ms=4)
+            kind = ENTROPY.get(f.get("entropy") or "hyperprior", "").split(" (")[0]
+            ax.plot(*zip(*pts), "v-", color=f"C{4 + k}", label=f"aeopt {f['prefix']}, {kind} (one file per image)",
+                    ms=4)
         ax.set_title(f"{name} ({d['test_images' if 'test_images' in d else 'test']} images, whole files)", fontsize=9)
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel("PSNR (dB)")
@@ -70,13 +76,14 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
     plt.close(fig)
 
 
-def _fm_training(fm: dict) -> str:
+def _fm_training(fm: dict, precision: str | None = None) -> str:
     """How the Fashion-MNIST codecs trained, from the stages recorded per lambda (the first lambda's)."""
     stages = fm["aeopt"][0].get("stages")
     if not stages:
         return f"{fm['aeopt'][0]['epochs']} epochs per lambda"
+    autocast = f", {precision} autocast" if precision in ("bf16", "fp16") else ""
     parts = [f"{st['epochs']} epochs {st['optimizer']} lr {st['lr']:g} (weight decay {st['weight_decay']:g}, "
-             f"{st['schedule']})" for st in stages]
+             f"{st['schedule']}{autocast})" for st in stages]
     total = sum(st["epochs"] for st in stages)
     return f"{total} epochs per lambda: " + ", then from those weights ".join(parts)
 
@@ -101,9 +108,13 @@ def _fm_section(fm: dict) -> list[str]:
              f"Machine: {fm['machine']}. Load average before {fm['load_before'][0]:.1f}, after "
              f"{fm['load_after'][0]:.1f} (the machine is shared).", ""]
     for k, f in enumerate(families):
-        what = "the default model" if k == 0 else f"`{f['prefix']}`, the fast model"
-        lines += [f"aeopt, {what}: scale hyperprior, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
-                  f"trained {_fm_training({'aeopt': f['points']})} on the 55k training images (one thread, batch 64); "
+        if f.get("entropy"):
+            what = f"`{f['prefix']}`: {ENTROPY[f['entropy']]}"
+        else:  # runs measured before families recorded their entropy model: the default first, then the fast one
+            what = ("the default model" if k == 0 else f"`{f['prefix']}`, the fast model") + ": scale hyperprior"
+        lines += [f"aeopt, {what}, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
+                  f"trained {_fm_training({'aeopt': f['points']}, f.get('precision'))} on the 55k training images "
+                  "(one thread, batch 64); "
                   f"tested on {fm['test_images']:,} test images.", ""] + _family_rows(f["points"]) + [""]
     lines += ["Peers on the same images:", "",
               "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
