@@ -20,13 +20,14 @@ from typing import Callable
 import numpy as np
 import constriction
 
-from .intnet import from_integers
+from .intnet import A_BITS, ACT_LIMIT_LOG2, from_integers
 from .tables import CodecTables, Table
 
 cmodel, queue = constriction.stream.model, constriction.stream.queue  # (a native module: no submodule imports)
 
 ESCAPE_BITS = 22  # zigzag values below 2**22: latents are clamped to +-(2**21 - 1) before rounding
 LATENT_LIMIT = 2 ** 21 - 1 - 2 ** 12  # and the mean-scale offsets are below 2**12 (intnet's activations)
+ACTIVATION_LIMIT = float(2 ** (ACT_LIMIT_LOG2 + A_BITS))
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class _Models:
 class Coder:
     """Codes a batch of same-size images into one stream: z channel by channel (all images'
     values of a channel together), then y grouped by table row (all images' elements of a row,
-    in C order over (image, channel, row, column)). One image is a batch of one."""
+    in C order over (image, channel, row, column)); the channel-wise model's y slice by slice,
+    each grouped so. One image is a batch of one."""
 
     def __init__(self, tables: CodecTables):
         self.tables = tables
@@ -90,6 +92,8 @@ class Coder:
         own = np.concatenate([base[..., s * k:(s + 1) * k], base[..., m + s * k:m + (s + 1) * k]], -1)
         if s:
             own = own + self.tables.contexts[s - 1].forward(np.concatenate([own, from_integers(y[:, :s * k])], -1))
+            # the sum of two clipped activations, clipped again: offsets stay below 2**12 (LATENT_LIMIT)
+            np.clip(own, -ACTIVATION_LIMIT, ACTIVATION_LIMIT, out=own)
         return YRows(*self.tables.hyper.rows_of(own))
 
     # --- encoding -----------------------------------------------------------------------------
