@@ -4,7 +4,7 @@ large allocation.
 
   python benchmarks/fuzz_codec.py [--examples 2500] [--run RUN]     # 4 x 2,500 = 10,000 cases
 
-Without --run it trains a tiny hyperprior codec on digits first (~20 s). Seeds include a version 3
+Without --run it trains a tiny codec (--entropy, channel-wise by default) on digits first (~20 s). Seeds include a version 3
 file of 3 slices (slices shrunk to 3 images for the run). Four families of input,
 `--examples` each: random bytes (bare, after the magic, and resealed with a valid checksum),
 mutations of real files (bit flips, truncations, insertions), damage behind a valid checksum
@@ -37,8 +37,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MAX_SECONDS_PER_CASE = 2.0
 
 
-def _tiny_run(root: Path) -> Path:
-    aeopt.train(data="digits", model="codec", entropy="hyperprior", lmbda=0.05, latent_dim=8, width=16, epochs=3,
+def _tiny_run(root: Path, entropy: str) -> Path:
+    aeopt.train(data="digits", model="codec", entropy=entropy, lmbda=0.05, latent_dim=8, width=16, epochs=3,
                 batch_size=16, lr=1e-2, threads=1, out=str(root / "run"), progress=False, log=lambda m: None)
     return root / "run"
 
@@ -77,9 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=2_500, help="cases per family (four families)")
     parser.add_argument("--run", help="a codec run (default: train a tiny one on digits)")
+    parser.add_argument("--entropy", default="channelwise",
+                        help="the tiny run's entropy model (channel-wise: the decoder computes rows from what it decoded)")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
-    run = load_codec(args.run or _tiny_run(Path(tmp.name)))
+    run = load_codec(args.run or _tiny_run(Path(tmp.name), args.entropy))
     fp = run.tables.fingerprint
     rng = np.random.default_rng(0)
     # slices of 3 images, so a 7-image seed is a version 3 file of 3 slices (1,024 would need big, slow seeds)

@@ -91,11 +91,12 @@ def test_fuzz_random_bytes_only_aeopt_errors(data):
             assert "\n" not in str(err)
 
 
-@pytest.fixture(scope="module")
-def hyper_run(codec_runs):
+@pytest.fixture(scope="module", params=["hyperprior", "channelwise"])
+def hyper_run(codec_runs, request):
+    """A scale hyperprior and the channel-wise model, whose decoder computes rows from what it decoded."""
     from aeopt.codec import compress
 
-    run = load_codec(codec_runs["hyperprior"])
+    run = load_codec(codec_runs[request.param])
     images = list((np.random.default_rng(0).random((3, 1, 8, 8)) * 255).astype(np.uint8))
     return run, compress(run, images), compress(run, images[0])
 
