@@ -130,8 +130,10 @@ class CodecModel(Autoencoder):
         if self.has_hyperprior:
             z = self.hyper_analyse(y)
             z_tilde = quantize(z, rate_mode)
-            # the context nets see the rounded y the decoder will have (straight-through in training)
-            likelihoods = self.likelihoods(y_rate, z_tilde, self.hyper_params(z_tilde, y_dist))
+            # the context nets see the rounded y the decoder will have, detached: with the straight-through
+            # gradient flowing back through them into g_a, the channel-wise model trained worse than the
+            # mean-scale one on Fashion-MNIST (design_notes.md)
+            likelihoods = self.likelihoods(y_rate, z_tilde, self.hyper_params(z_tilde, y_dist.detach()))
         else:
             likelihoods = self.likelihoods(y_rate)
         logits = self.decoder(y_dist)[..., :x.shape[-2], :x.shape[-1]]
