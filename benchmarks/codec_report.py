@@ -99,6 +99,13 @@ def _family_name(f: dict) -> str:
     return f"width {f['width']}, latent {f['latent']}, hyperprior width {f['hyper_width']}"
 
 
+def _carried_note(f: dict) -> str:
+    if not f.get("carried_from"):
+        return ""
+    return (f" Measured in an earlier run ({f['carried_from']}) and carried over: its runs are no longer "
+            "cached; sizes and PSNRs are exact, so they stand beside this run's; its throughput is not re-measured.")
+
+
 def _fm_section(fm: dict) -> list[str]:
     families = fm.get("families") or [{"prefix": "fm", "width": fm["settings"]["width"],
                                        "latent": fm["settings"]["latent"], "hyper_width": fm["settings"]["width"],
@@ -115,7 +122,7 @@ def _fm_section(fm: dict) -> list[str]:
         lines += [f"aeopt, {what}, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
                   f"trained {_fm_training({'aeopt': f['points']}, f.get('precision'))} on the 55k training images "
                   "(one thread, batch 64); "
-                  f"tested on {fm['test_images']:,} test images.", ""] + _family_rows(f["points"]) + [""]
+                  f"tested on {fm['test_images']:,} test images." + _carried_note(f), ""] + _family_rows(f["points"]) + [""]
     lines += ["Peers on the same images:", "",
               "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
               "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(fm["peers"])
