@@ -147,6 +147,9 @@ class ModelSettings:
     distortion: str | None = setting(None, "codec: mse | ms-ssim")
     hyper_width: int | None = setting(None, "codec: channels of the hyperprior's h_a / h_s and z (default: --width); "
                                       "narrower decodes faster")
+    rate_quantization: str | None = setting(None, "codec: noise | ste, how training quantizes y for the rate "
+                                            "(default noise; ste: rounded, as the coder codes it)",
+                                            choices=("noise", "ste"))
 
     def knobs(self) -> dict[str, Any]:
         """The model's own settings that were given (None keeps each model's default)."""
@@ -275,7 +278,7 @@ class Settings:
             for f in dataclasses.fields(section):
                 check, value = f.metadata.get("check"), getattr(section, f.name)
                 choices = f.metadata.get("choices")
-                if choices and value not in choices:
+                if choices and value is not None and value not in choices:
                     raise AeoptError(f"unknown {f.name.replace('_', ' ')} {value!r}; known: {', '.join(choices)}")
                 if check is not None and not check(value):
                     flag = "--" + f.name.replace("_", "-")

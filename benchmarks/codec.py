@@ -131,7 +131,7 @@ def train_fmnist(args) -> None:
             if not init.exists():
                 out.rename(init)
         result = aeopt.train(data="fashion-mnist", model="codec", entropy=args.entropy, lmbda=lmbda,
-                             precision=args.precision,
+                             precision=args.precision, rate_quantization=args.rate_quantization,
                              latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width, epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
                              limit=args.limit, init=str(init) if init else None)
@@ -366,6 +366,7 @@ def main() -> None:
         p.add_argument("--init-from", help="start each lambda from INIT_FROM-LAMBDA's weights (another prefix)")
         p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | factorized")
         p.add_argument("--precision", default="fp32", help="training's autocast: fp32 | bf16 (on CPUs with AMX)")
+        p.add_argument("--rate-quantization", default="noise", help="noise | ste (training's y and z for the rate)")
         p.add_argument("--test", type=int, default=10_000)
         p.add_argument("--prefixes", default="fm,fmfast3",
                        help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")

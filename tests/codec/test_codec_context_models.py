@@ -153,3 +153,31 @@ def test_tables_missing_a_context_net_are_refused(codec_runs, tmp_path):
     save_tensors(run_dir / TABLES_FILE, tensors)
     with pytest.raises(AeoptError, match="incomplete"):
         load_tables(run_dir, load_codec(codec_runs["channelwise"]).model)
+
+
+@pytest.mark.parametrize("entropy", ["channelwise", "factorized"])
+def test_straight_through_rate_trains_on_the_coded_rate(entropy):
+    """rate_quantization="ste": in training the rate is the one of round(y) and round(z), the integers the
+    coder codes, so the likelihoods equal eval mode's; with noise they do not."""
+    from aeopt.models.codec import codec
+
+    torch.manual_seed(0)
+    model = codec((1, 8, 8), 8, "sigmoid", entropy=entropy, lmbda=0.05, width=8, rate_quantization="ste")
+    x = torch.from_numpy(_digits(16)).float() / 255
+    model.train()
+    trained = model(x)["likelihoods"]
+    model.eval()
+    coded = model(x)["likelihoods"]
+    for key in coded:
+        torch.testing.assert_close(trained[key], coded[key])
+    model.rate_quantization = "noise"
+    model.train()
+    noisy = model(x)["likelihoods"]
+    assert not torch.allclose(noisy["y"], coded["y"])
+
+
+def test_unknown_rate_quantization_is_refused():
+    from aeopt.models.codec import codec
+
+    with pytest.raises(AeoptError, match="unknown rate quantization 'soft'; known: noise, ste"):
+        codec((1, 8, 8), 8, "sigmoid", entropy="hyperprior", lmbda=0.05, rate_quantization="soft")

@@ -14,6 +14,7 @@ from .objective import CodecObjective
 
 ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale", "channelwise")
 DISTORTIONS = ("mse", "ms-ssim")
+RATE_QUANTIZATION = ("noise", "ste")
 # CompressAI's bmshj2018 lambdas for quality 1..8 (R in bpp + lambda * 255^2 * MSE, or * (1 - MS-SSIM)).
 QUALITY_LMBDA = {"mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
                  "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)}
@@ -35,7 +36,7 @@ def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> 
 
 @register_model("codec", "learned image codec (Ballé 2017/2018): `aeopt compress` / `aeopt decompress`")
 def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
-          width=None, depth=None, hyper_width=None) -> CodecModel:
+          width=None, depth=None, hyper_width=None, rate_quantization="noise") -> CodecModel:
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior) |
             meanscale (a mean-scale hyperprior: h_s also predicts each element's mean) | channelwise
@@ -49,12 +50,17 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
         hyper_width: channels of the hyperprior's h_a, h_s and z (default: width). The decoder runs h_s
             in integer arithmetic, its costliest step on small images; a narrower one decodes faster
             (benchmarks/results/codec.md measures the trade).
+        rate_quantization: noise (additive uniform noise, Ballé et al.) | ste (round(y), the integers the
+            coder codes, with a straight-through gradient). With means predicted from the slices before
+            (channelwise), noise lets the model learn means that sit on its continuous y, a rate the
+            rounded y never gets (benchmarks/results/design_notes.md).
         latent_dim is M, the channels of the spatial latent y.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise AeoptError(f"the codec needs grey or RGB images (1 or 3 channels), got samples of shape "
                          f"{tuple(input_shape)}")
-    for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS)):
+    for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS),
+                               ("rate quantization", rate_quantization, RATE_QUANTIZATION)):
         if value not in known:
             raise AeoptError(f"unknown {what} {value!r}; known: {', '.join(known)}")
     if entropy == "channelwise" and latent_dim % CHANNEL_SLICES:
@@ -70,7 +76,8 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
         if not isinstance(value, int) or value < 1:
             raise AeoptError(f"{what} must be a positive integer, got {value!r}")
     return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
-                      lmbda=lmbda, distortion=distortion, output=output, hyper_width=hyper_width)
+                      lmbda=lmbda, distortion=distortion, output=output, hyper_width=hyper_width,
+                      rate_quantization=rate_quantization)
 
 
 __all__ = ["CodecModel", "CodecObjective", "codec"]

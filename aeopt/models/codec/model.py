@@ -16,7 +16,9 @@ multiple of the stride and crops the reconstruction back, so any size works; gre
 
 Training quantization: additive uniform noise for the rate (the noisy density upper-bounds the
 discrete one) and straight-through rounding for the distortion, so g_s learns on the integers it
-will decode at test time (Minnen & Singh 2020's mixed scheme). In eval mode both use round().
+will decode at test time (Minnen & Singh 2020's mixed scheme); `rate_quantization="ste"` rounds
+for the rate too (straight-through), so the rate trained on is the one the coder pays (y's and z's).
+In eval mode both use round().
 The bitstream side (integer tables, integer h_s, the container) is aeopt/codec/.
 """
 from __future__ import annotations
@@ -42,12 +44,14 @@ def quantize(y: torch.Tensor, mode: str) -> torch.Tensor:
 
 class CodecModel(Autoencoder):
     def __init__(self, input_shape: tuple[int, ...], *, entropy: str, width: int, latent: int, depth: int,
-                 lmbda: float, distortion: str, output: str, hyper_width: int | None = None):
+                 lmbda: float, distortion: str, output: str, hyper_width: int | None = None,
+                 rate_quantization: str = "noise"):
         channels = input_shape[0]
         super().__init__(analysis(channels, width, latent, depth), synthesis(channels, width, latent, depth),
                          input_shape, latent, output)
         self.entropy, self.width, self.depth = entropy, width, depth
         self.lmbda, self.distortion = lmbda, distortion
+        self.rate_quantization = rate_quantization  # training only: eval rounds
         self.stride = 2 ** depth
         self.hyper_width = hyper_width or width  # the channels of z
         if self.has_hyperprior:
@@ -125,7 +129,7 @@ class CodecModel(Autoencoder):
     # --- training / evaluation forward ---------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         y = self.analyse(x)
-        rate_mode, dist_mode = ("noise", "ste") if self.training else ("round", "round")
+        rate_mode, dist_mode = (self.rate_quantization, "ste") if self.training else ("round", "round")
         y_rate, y_dist = quantize(y, rate_mode), quantize(y, dist_mode)
         if self.has_hyperprior:
             z = self.hyper_analyse(y)
