@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.codec_timing import timing_rounds  # noqa: E402
 from benchmarks.common import machine_line  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -44,8 +45,9 @@ import aeopt  # noqa: E402
 from aeopt.codec import compress, decompress_images, load_codec  # noqa: E402
 from aeopt.codec.bdrate import bd_rate  # noqa: E402
 from aeopt.codec.evaluate import measure  # noqa: E402
-from aeopt.codec.peers import decode_file, encode_file, measure_peers  # noqa: E402
+from aeopt.codec.peers import measure_peers  # noqa: E402
 from aeopt.codec.report import strip_figure  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = Path(__file__).resolve().parent / ".cache" / "codec"
@@ -54,58 +56,21 @@ FM_PEERS = {"PNG": [None], "JPEG": [5, 10, 30, 50, 75], "WebP": [0, 10, 30, 50, 
 PHOTO_PEERS = {"JPEG": [10, 30, 50, 75], "WebP": [0, 10, 30, 50, 75], "AVIF": [10, 30, 50]}  # AVIF: ~0.5 s a photo
 
 
-def _batch_timing(run, images: list[np.ndarray], workers: int) -> dict:
-    """aeopt batch mode: one many-image file for all images, encode then decode, per image, on
-    `workers` cores: torch and BLAS get one thread each (one worker is one core; BLAS would
-    otherwise spread the integer h_s over both, and did in the tables before this one)."""
-    from threadpoolctl import threadpool_limits
-
+def part_fmnist_timing(args) -> None:
+    """Only the throughput of the committed codec_fmnist.json again (its sizes are deterministic), in
+    --rounds interleaved rounds, for the runs of its middle lambda."""
+    path = RESULTS / "codec_fmnist.json"
+    result = json.loads(path.read_text())
+    mid = result["timing"]["aeopt_lmbda"]
+    data = aeopt.load_data("fashion-mnist")
+    test = list((data.x_test * 255).round().byte().numpy())[:result["test_images"]]
     torch.set_num_threads(1)
-    with threadpool_limits(1, user_api="blas"):
-        compress(run, images[:300], workers=workers)  # warm-up: first calls allocate
-        started = time.perf_counter()
-        data = compress(run, images, workers=workers)
-        encode_s = time.perf_counter() - started
-        started = time.perf_counter()
-        decoded = decompress_images(run, data, workers=workers)
-        decode_s = time.perf_counter() - started
-    assert len(decoded) == len(images)
-    n = len(images)
-    return {"workers": workers, "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n,
-            "images_per_s": n / (encode_s + decode_s), "file_bytes": len(data)}
-
-
-def _peer_encode(job: tuple) -> list[bytes]:
-    images, codec, setting = job
-    return [encode_file(im, codec, setting) for im in images]
-
-
-def _peer_decode(files: list[bytes]) -> int:
-    for f in files:
-        decode_file(f, 1)
-    return len(files)
-
-
-def _peer_timing(images: list[np.ndarray], codec: str, setting, workers: int = 1, pool: str = "threads") -> dict:
-    """A peer's encode then decode of every image, per image; with workers > 1 the images are split
-    into `workers` parts coded side by side by a thread pool (Pillow holds the GIL part of the time:
-    what a Python user gets from threads) or a process pool (the peer's ceiling on these cores; the
-    files travel back to the parent, as a real pipeline needs them). Grey images only (decode_file)."""
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-
-    parts = [images[k::workers] for k in range(workers)]
-    executor = (ProcessPoolExecutor if pool == "processes" else ThreadPoolExecutor)(workers)
-    with executor:
-        list(executor.map(_peer_encode, [(p[:20], codec, setting) for p in parts]))  # start the workers
-        started = time.perf_counter()
-        files = list(executor.map(_peer_encode, [(p, codec, setting) for p in parts]))
-        encode_s = time.perf_counter() - started
-        started = time.perf_counter()
-        assert sum(executor.map(_peer_decode, files)) == len(images)
-        decode_s = time.perf_counter() - started
-    n = len(images)
-    return {"codec": codec, "setting": setting, "workers": workers, "pool": pool if workers > 1 else None,
-            "encode_ms": 1000 * encode_s / n, "decode_ms": 1000 * decode_s / n, "images_per_s": n / (encode_s + decode_s)}
+    load_before = os.getloadavg()
+    timing = timing_rounds({p: _rebuilt(CACHE / f"{p}-{mid:g}") for p in args.prefixes.split(",")}, test, args.rounds)
+    result["timing"] = {"aeopt_lmbda": mid, **timing, "machine": machine_line(), "load_before": load_before,
+                        "load_after": os.getloadavg()}
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result["timing"][k] for k in ("aeopt", "peers")}))
 
 
 def _bd_table(ours: list[dict], peers: list[dict], key: str = "bpp") -> dict:
@@ -233,17 +198,14 @@ def part_fmnist(args) -> None:
         family["bd_rate_per_file"] = _bd_table(family["points"], peers)
         family["bd_rate_batch_file"] = _bd_table(family["points"], peers, "batch_bpp")
     strip_figure(mids[0].path / "strip.png", mids[0], test)  # with this code's tables (the run's own may be older)
-    timing = [{"model": f["prefix"], **_batch_timing(mid, test, workers)}
-              for f, mid in zip(families, mids) for workers in (1, 2)]
-    peer_timing = [_peer_timing(test, "WebP", 10), _peer_timing(test, "WebP", 10, 2, "threads"),
-                   _peer_timing(test, "WebP", 10, 2, "processes"), _peer_timing(test, "JPEG", 50)]
+    timing = timing_rounds({f["prefix"]: mid for f, mid in zip(families, mids)}, test, args.rounds)
     default = families[0]
     result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
               "test_images": len(test), "settings": {**vars(args), "width": default["width"],
                                                      "latent": default["latent"]},
               "aeopt": default["points"], "peers": peers, "bd_rate_per_file": default["bd_rate_per_file"],
               "bd_rate_batch_file": default["bd_rate_batch_file"], "families": families,
-              "timing": {"aeopt_lmbda": lambdas[len(lambdas) // 2], "aeopt": timing, "peers": peer_timing}}
+              "timing": {"aeopt_lmbda": lambdas[len(lambdas) // 2], **timing}}
     (RESULTS / "codec_fmnist.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({f["prefix"]: f["bd_rate_per_file"] for f in families}), json.dumps(result["timing"]))
 
@@ -371,6 +333,10 @@ def main() -> None:
         p.add_argument("--prefixes", default="fm,fmfast3",
                        help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")
         p.add_argument("--carry", default="", help="fmnist: families to keep from the committed JSON, not re-measured")
+        p.add_argument("--rounds", type=int, default=1, help="fmnist: throughput rounds, interleaved (median kept)")
+    p = sub.add_parser("fmnist-timing", help="re-measure only the throughput of the committed codec_fmnist.json")
+    p.add_argument("--prefixes", default="fmms", help="the families whose middle-lambda run is timed")
+    p.add_argument("--rounds", type=int, default=3)
     p = sub.add_parser("train-photos")
     p.add_argument("--minutes", type=float, default=20, help="wall-clock cap")
     # The most epochs: the schedule (warm-up, cosine decay) is laid over them and shrinks to what
@@ -408,13 +374,15 @@ def main() -> None:
         fm_path = RESULTS / "codec_fmnist.json"
         if fm_path.is_file():  # the middle lambda's strip (original | aeopt | WebP | JPEG) beside the table
             mid = json.loads(fm_path.read_text())["timing"]["aeopt_lmbda"]
-            if (CACHE / f"fm-{mid:g}" / "strip.png").is_file():
-                shutil.copyfile(CACHE / f"fm-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
+            first = json.loads(fm_path.read_text())["families"][0]["prefix"]  # the strip is the first family's
+            if (CACHE / f"{first}-{mid:g}" / "strip.png").is_file():
+                shutil.copyfile(CACHE / f"{first}-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
         if (CACHE / "photos" / "strip.png").is_file():
             shutil.copyfile(CACHE / "photos" / "strip.png", RESULTS / "codec_strip_photos.png")
         write_report(RESULTS, args.note)
     else:
-        {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "train-photos": train_photos,
+        {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "fmnist-timing": part_fmnist_timing,
+         "train-photos": train_photos,
          "photos": part_photos}[args.part](args)
 
 

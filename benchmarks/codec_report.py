@@ -139,9 +139,13 @@ def _fm_section(fm: dict) -> list[str]:
                       f"lambda {o['lmbda']:g} ({o['bytes_per_image']:.1f} B, {o['psnr']:.2f} dB)" for o in beat)
                       if beat else "has no point that is smaller at equal or better PSNR") + "."]
     t = fm["timing"]
+    again = (f" Re-measured by `codec.py fmnist-timing` on {t['machine']}, load average before "
+             f"{t['load_before'][0]:.1f}, after {t['load_after'][0]:.1f}." if t.get("machine") else "")
+    rounds = (f" Each row is the median of {len(t['rounds'])} rounds, aeopt and the peers interleaved."
+              if t.get("rounds") else "")
     lines += ["", f"Batch mode throughput ({fm['test_images']:,} images, encode then decode; aeopt lambda "
               f"{t['aeopt_lmbda']:g}, one many-image file; a worker is one core: torch and BLAS get one thread "
-              "each; the peers code one file per image):", "",
+              f"each; the peers code one file per image).{again}{rounds}", "",
               "| codec | cores | encode ms/image | decode ms/image | images/s (encode + decode) |",
               "| --- | --- | --- | --- | --- |"]
     for a in t["aeopt"]:
@@ -160,6 +164,14 @@ def _fm_section(fm: dict) -> list[str]:
               f"{a['images_per_s'] / webp[a['workers']]:.2f}x" for a in t["aeopt"] if a.get("workers") in webp]
     if ratios:
         lines += ["", "aeopt / WebP's fastest way on as many cores: " + ", ".join(ratios) + "."]
+    for k, r in enumerate(t.get("rounds") or []):
+        best = {}
+        for p in r["peers"]:
+            if p["codec"] == "WebP":
+                best[p.get("workers", 1)] = max(best.get(p.get("workers", 1), 0.0), p["images_per_s"])
+        lines.append(f"Round {k + 1}: " + ", ".join(
+            f"{a['model']} on {a['workers']} {a['images_per_s']:.0f}/s vs WebP {best[a['workers']]:.0f}/s"
+            for a in r["aeopt"] if a.get("workers") in best) + ".")
     return lines + [""]
 
 
