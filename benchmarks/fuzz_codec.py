@@ -147,7 +147,8 @@ def main() -> None:
     failures = [f for t in tally.values() for f in t.failures]
     lines = ["# Fuzzing `aeopt decompress` input (benchmarks/fuzz_codec.py)", "",
              f"Machine: {machine_line()}. {total:,} cases in {seconds:.0f} s; peak memory of the whole process "
-             f"{peak_mb:.0f} MB (tiny digits codec, 8x8 grey).", "",
+             f"{peak_mb:.0f} MB ({'the run ' + args.run if args.run else 'tiny digits codec, 8x8 grey'}, "
+             f"entropy model {run.model.entropy}).", "",
              "| family | cases | one-line AeoptError | decoded (behind a valid checksum) | slowest case s |",
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {name} | {t.cases:,} | {t.errors:,} | {t.decoded:,} | {t.slowest:.3f} |" for name, t in tally.items()]
