@@ -4,6 +4,8 @@
         # then: train-fmnist --init --epochs 12 --lr 5e-4 (continues each cached run: the committed table)
         # the fast model: --prefix fmfast --width 32 --latent 16 --hyper-width 16, the same two stages, then
         # --prefix fmfast2 --init-from fmfast --epochs 30 --lr 3e-4, then fmfast3 from fmfast2 at --lr 2e-4
+        # the committed headline: --prefix fmms --entropy meanscale --precision bf16 --width 32 --latent 16
+        # --hyper-width 16 --epochs 30 --lr 1e-3, one lambda per process, two side by side
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
         # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):
@@ -11,6 +13,8 @@
         # --name photos-long2 --init photos-long --minutes 56 --epochs 130 --lr 2e-4 --threads 1;
         # then photos --runs photos-long2,photos-low2
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
+        # committed: fmnist --prefixes fmms --carry fmfast3,fm (families kept from the JSON: runs gone)
+  flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist-timing --prefixes fmms --rounds 3
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
   python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files
 
