@@ -147,9 +147,8 @@ class ModelSettings:
     distortion: str | None = setting(None, "codec: mse | ms-ssim")
     hyper_width: int | None = setting(None, "codec: channels of the hyperprior's h_a / h_s and z (default: --width); "
                                       "narrower decodes faster")
-    rate_quantization: str | None = setting(None, "codec: noise | ste, how training quantizes y for the rate "
-                                            "(default noise; ste: rounded, as the coder codes it)",
-                                            choices=("noise", "ste"))
+    rate_quantization: str | None = setting(None, "codec: noise | ste, how training quantizes y and z for the "
+                                            "rate (default noise; ste: rounded, as the coder codes them)")
 
     def knobs(self) -> dict[str, Any]:
         """The model's own settings that were given (None keeps each model's default)."""

@@ -210,7 +210,7 @@ def part_fmnist(args) -> None:
               "aeopt": default["points"], "peers": peers, "bd_rate_per_file": default["bd_rate_per_file"],
               "bd_rate_batch_file": default["bd_rate_batch_file"], "families": families,
               "timing": {"aeopt_lmbda": lambdas[len(lambdas) // 2], **timing}}
-    (RESULTS / "codec_fmnist.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(RESULTS / "codec_fmnist.json", json.dumps(result, indent=2) + "\n")
     print(json.dumps({f["prefix"]: f["bd_rate_per_file"] for f in families}), json.dumps(result["timing"]))
 
 
@@ -330,7 +330,7 @@ def main() -> None:
         p.add_argument("--hyper-width", type=int, default=None, help="h_a / h_s channels (default: --width)")
         p.add_argument("--prefix", default="fm", help="cached runs are PREFIX-LAMBDA in benchmarks/.cache/codec")
         p.add_argument("--init-from", help="start each lambda from INIT_FROM-LAMBDA's weights (another prefix)")
-        p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | factorized")
+        p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | channelwise | factorized")
         p.add_argument("--precision", default="fp32", help="training's autocast: fp32 | bf16 (on CPUs with AMX)")
         p.add_argument("--rate-quantization", default="noise", help="noise | ste (training's y and z for the rate)")
         p.add_argument("--test", type=int, default=10_000)
@@ -377,8 +377,8 @@ def main() -> None:
 
         fm_path = RESULTS / "codec_fmnist.json"
         if fm_path.is_file():  # the middle lambda's strip (original | aeopt | WebP | JPEG) beside the table
-            mid = json.loads(fm_path.read_text())["timing"]["aeopt_lmbda"]
-            first = json.loads(fm_path.read_text())["families"][0]["prefix"]  # the strip is the first family's
+            fm = json.loads(fm_path.read_text())
+            mid, first = fm["timing"]["aeopt_lmbda"], fm["families"][0]["prefix"]  # the strip is the first family's
             if (CACHE / f"{first}-{mid:g}" / "strip.png").is_file():
                 shutil.copyfile(CACHE / f"{first}-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
         if (CACHE / "photos" / "strip.png").is_file():

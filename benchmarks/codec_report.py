@@ -106,6 +106,15 @@ def _carried_note(f: dict) -> str:
             "cached; sizes and PSNRs are exact, so they stand beside this run's; its throughput is not re-measured.")
 
 
+def _fastest_webp(peers: list[dict]) -> dict[int, float]:
+    """Per core count, WebP's images/s by its faster pool (threads or processes)."""
+    webp: dict[int, float] = {}
+    for p in peers:
+        if p["codec"] == "WebP":
+            webp[p.get("workers", 1)] = max(webp.get(p.get("workers", 1), 0.0), p["images_per_s"])
+    return webp
+
+
 def _fm_section(fm: dict) -> list[str]:
     families = fm.get("families") or [{"prefix": "fm", "width": fm["settings"]["width"],
                                        "latent": fm["settings"]["latent"], "hyper_width": fm["settings"]["width"],
@@ -156,19 +165,13 @@ def _fm_section(fm: dict) -> list[str]:
         how = f" ({p['pool']})" if p.get("pool") else ""
         lines.append(f"| {p['codec']} q{p['setting']} | {p.get('workers', 1)}{how} | {p['encode_ms']:.3f} | "
                      f"{p['decode_ms']:.3f} | {p['images_per_s']:.0f} |")
-    webp: dict[int, float] = {}  # per core count, WebP's faster pool
-    for p in t["peers"]:
-        if p["codec"] == "WebP":
-            webp[p.get("workers", 1)] = max(webp.get(p.get("workers", 1), 0.0), p["images_per_s"])
+    webp = _fastest_webp(t["peers"])
     ratios = [f"{a.get('model', 'aeopt')} on {a['workers']} core{'s' if a['workers'] > 1 else ''} "
               f"{a['images_per_s'] / webp[a['workers']]:.2f}x" for a in t["aeopt"] if a.get("workers") in webp]
     if ratios:
         lines += ["", "aeopt / WebP's fastest way on as many cores: " + ", ".join(ratios) + "."]
     for k, r in enumerate(t.get("rounds") or []):
-        best = {}
-        for p in r["peers"]:
-            if p["codec"] == "WebP":
-                best[p.get("workers", 1)] = max(best.get(p.get("workers", 1), 0.0), p["images_per_s"])
+        best = _fastest_webp(r["peers"])
         lines.append(f"Round {k + 1}: " + ", ".join(
             f"{a['model']} on {a['workers']} {a['images_per_s']:.0f}/s vs WebP {best[a['workers']]:.0f}/s"
             for a in r["aeopt"] if a.get("workers") in best) + ".")

@@ -50,10 +50,9 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
         hyper_width: channels of the hyperprior's h_a, h_s and z (default: width). The decoder runs h_s
             in integer arithmetic, its costliest step on small images; a narrower one decodes faster
             (benchmarks/results/codec.md measures the trade).
-        rate_quantization: noise (additive uniform noise, Ballé et al.) | ste (round(y), the integers the
-            coder codes, with a straight-through gradient). With means predicted from the slices before
-            (channelwise), noise lets the model learn means that sit on its continuous y, a rate the
-            rounded y never gets (benchmarks/results/design_notes.md).
+        rate_quantization: noise (additive uniform noise, Ballé et al.; the default) | ste (round(), the
+            integers the coder codes, with a straight-through gradient). ste trained worse on
+            Fashion-MNIST (benchmarks/results/design_notes.md); it is there for experiments.
         latent_dim is M, the channels of the spatial latent y.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
