@@ -149,6 +149,8 @@ class ModelSettings:
                                       "narrower decodes faster")
     rate_quantization: str | None = setting(None, "codec: noise | ste, how training quantizes y and z for the "
                                             "rate (default noise; ste: rounded, as the coder codes them)")
+    latent_grid: str | None = setting(None, "codec: integer | mean, y's quantization grid (default integer; mean: "
+                                      "round(y - mean) + mean, for meanscale / channelwise: fewer bits)")
 
     def knobs(self) -> dict[str, Any]:
         """The model's own settings that were given (None keeps each model's default)."""

@@ -5,7 +5,8 @@
         # the fast model: --prefix fmfast --width 32 --latent 16 --hyper-width 16, the same two stages, then
         # --prefix fmfast2 --init-from fmfast --epochs 30 --lr 3e-4, then fmfast3 from fmfast2 at --lr 2e-4
         # the committed headline: --prefix fmms --entropy meanscale --precision bf16 --width 32 --latent 16
-        # --hyper-width 16 --epochs 30 --lr 1e-3, one lambda per process, two side by side
+        # --hyper-width 16 --epochs 30 --lr 1e-3, one lambda per process, two side by side; the same with
+        # --latent-grid mean: --prefix fmmg
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
         # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):
@@ -101,6 +102,7 @@ def train_fmnist(args) -> None:
                 out.rename(init)
         result = aeopt.train(data="fashion-mnist", model="codec", entropy=args.entropy, lmbda=lmbda,
                              precision=args.precision, rate_quantization=args.rate_quantization,
+                             latent_grid=args.latent_grid,
                              latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width, epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
                              limit=args.limit, init=str(init) if init else None)
@@ -333,6 +335,7 @@ def main() -> None:
         p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | channelwise | factorized")
         p.add_argument("--precision", default="fp32", help="training's autocast: fp32 | bf16 (on CPUs with AMX)")
         p.add_argument("--rate-quantization", default="noise", help="noise | ste (training's y and z for the rate)")
+        p.add_argument("--latent-grid", default="integer", help="integer | mean (meanscale / channelwise: y's grid)")
         p.add_argument("--test", type=int, default=10_000)
         p.add_argument("--prefixes", default="fm,fmfast3",
                        help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")

@@ -139,7 +139,8 @@ def check_precision(precision: str) -> str:
 @torch.no_grad()
 def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refine_steps: int = 0
                    ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1].
+    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1]; on the mean grid y unrounded
+    (float64: the coder rounds it around the integer h_s's means, Coder.quantize).
 
     `precision="bf16"` runs g_a and h_a under bf16 autocast (meant for CPUs with AMX; not timed yet):
     that changes which integers the encoder picks, never whether they decode, since the decoder
@@ -153,6 +154,11 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refi
             # h_a sees y before rounding, as in training (and in CompressAI's compress): on rounded y it
             # predicted scales that cost Fashion-MNIST files 17% more at the lowest rate (codec.md)
             z = model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
+    if model.on_mean_grid:  # y is rounded around its means by the coder, from the integer h_s (Coder.quantize)
+        if refine_steps:
+            raise AeoptError("--refine is not available for a codec on the mean grid (--latent-grid mean) yet; "
+                             "compress without it")
+        return y.double().numpy(), torch.round(z).long().numpy()
     y, z = refine(model, x.float(), y, z, check_steps(refine_steps))
     as_ints = lambda t: t.clamp(-LATENT_LIMIT, LATENT_LIMIT).long().numpy()  # noqa: E731
     return as_ints(y), None if z is None else as_ints(z)
@@ -165,7 +171,8 @@ def _synthesise(run: CodecRun, y: np.ndarray, size: tuple[int, int]) -> np.ndarr
 
 @dataclass
 class Chunk:
-    """The integer latents of a chunk of same-size images (chunks()) and their table rows."""
+    """The latents of a chunk of same-size images (chunks()), y_hat as the decoder will have it
+    (integers, or the mean grid's float64 values), and their table rows."""
 
     size: tuple[int, int]
     idx: list[int]
@@ -191,7 +198,8 @@ def _latents_of(run: CodecRun, items: list[torch.Tensor], sizes: list[tuple[int,
     out = []
     for k, size, idx in sliced_chunks(sizes):
         y, z = encode_latents(run, torch.stack([items[i] for i in idx]), precision, refine)
-        out.append(Chunk(size, idx, y, z, run.coder.rows(z, y.shape, y), k))
+        y, rows = run.coder.quantize(y, z)
+        out.append(Chunk(size, idx, y, z, rows, k))
         if progress is not None:
             progress.update(len(idx))
     return out

@@ -6,7 +6,9 @@ decoder, which computes the same rows from the z it just decoded, reads the grou
 A batch of images shares one stream: one call per table row for the whole batch instead of one
 per image is what makes batch coding fast (one image is a batch of one).
 The mean-scale hyperprior's h_s also gives each element of y an integer offset (its mean's integer
-part): the coder codes y minus it, and the decoder adds it back. The channel-wise model codes y
+part): the coder codes y minus it, and the decoder adds it back. On the mean grid the offset is the
+mean's bin centre (a multiple of 1/16) and y_hat = offset + an integer: the coder codes the integer,
+and the latents it hands back (and g_s decodes) are y_hat, exact multiples of 1/16 in float64. The channel-wise model codes y
 in channel slices, each grouped by row on its own, because the decoder needs slice s decoded
 before it can compute slice s + 1's rows (its context nets read the earlier slices).
 A value outside its row's range is coded as the row's escape symbol and then the value itself:
@@ -36,7 +38,7 @@ class YRows:
     subtracted before coding (None otherwise). Indexing slices images."""
 
     index: np.ndarray
-    offset: np.ndarray | None = None
+    offset: np.ndarray | None = None  # int64, or float64 bin centres on the mean grid
     slices: int = 1  # channel slices coded one after another (the channel-wise model)
 
     def __getitem__(self, images) -> "YRows":
@@ -84,9 +86,33 @@ class Coder:
         return YRows(np.concatenate([p.index for p in parts], 1), np.concatenate([p.offset for p in parts], 1),
                      self.slices)
 
+    @property
+    def on_mean_grid(self) -> bool:
+        return self.tables.hyper is not None and self.tables.hyper.grid
+
+    def quantize(self, y: np.ndarray, z: np.ndarray | None) -> tuple[np.ndarray, YRows]:
+        """(y_hat, rows) of the encoder's y (N, M, h, w): on the integer grid y is already rounded and
+        is y_hat; on the mean grid y is unrounded (float) and rounded around each element's bin centre,
+        slice by slice for the channel-wise model (slice s's centres depend on y_hat before it)."""
+        if not self.on_mean_grid:
+            return y, self.rows(z, y.shape, y)
+        if self.slices == 1:
+            rows = YRows(*self.tables.hyper.indices(z, y.shape[-2:]))
+            return rows.offset + np.rint(y - rows.offset), rows
+        base = self.tables.hyper.forward(from_integers(z), y.shape[-2:])
+        y_hat = np.zeros(y.shape, dtype=np.float64)
+        k = y.shape[1] // self.slices
+        parts = []
+        for s in range(self.slices):
+            part = self._slice_rows(base, y_hat, s)
+            y_hat[:, s * k:(s + 1) * k] = part.offset + np.rint(y[:, s * k:(s + 1) * k] - part.offset)
+            parts.append(part)
+        return y_hat, YRows(np.concatenate([p.index for p in parts], 1), np.concatenate([p.offset for p in parts], 1),
+                            self.slices)
+
     def _slice_rows(self, base: np.ndarray, y: np.ndarray, s: int) -> YRows:
         """Slice s's rows from h_s's fixed-point output (N, h, w, 2M) and y's slices before s
-        (the model's channel_params, in integers)."""
+        (the model's quantize_latents, in integers)."""
         m = base.shape[-1] // 2
         k = m // self.slices
         own = np.concatenate([base[..., s * k:(s + 1) * k], base[..., m + s * k:m + (s + 1) * k]], -1)
@@ -113,6 +139,8 @@ class Coder:
             for c in range(z.shape[1]):
                 self._encode_group(enc, z[:, c].ravel(), self.z, c)
         coded = y if rows.offset is None else y - rows.offset
+        if coded.dtype.kind == "f":  # the mean grid: y_hat - its bin centre, an exact integer in float64
+            coded = np.rint(coded).astype(np.int64)
         k = y.shape[1] // rows.slices
         for s in range(rows.slices):  # one slice (all of y) for all but the channel-wise model
             flat_y = coded[:, s * k:(s + 1) * k].ravel() if rows.slices > 1 else coded.ravel()
@@ -151,7 +179,7 @@ class Coder:
             rows = self.rows(z, (n, *y_shape))
             return np.concatenate([self.decode_y(d, rows[p]) for d, p in zip(decoders, parts)]), z
         base = self.tables.hyper.forward(from_integers(z), y_shape[-2:])
-        y = np.zeros((n, *y_shape), dtype=np.int64)
+        y = np.zeros((n, *y_shape), dtype=np.float64 if self.on_mean_grid else np.int64)
         k = y_shape[0] // self.slices
         for s in range(self.slices):
             rows = self._slice_rows(base, y, s)

@@ -41,16 +41,18 @@ class IntConv:
 
 class IntNet:
     """`phases` > 0: the mean-scale h_s, whose last layer gives log-scales then means (tables.py);
-    a mean is read as its integer part (the coder's offset) and its fractional part in 1/phases."""
+    a mean is read as its integer part (the coder's offset) and its fractional part in 1/phases.
+    `grid`: the mean grid's h_s (the model's latent_grid="mean"): the offset is the mean's bin centre
+    (floor(mean * phases) + 1/2) / phases itself, a multiple of 1/(2 phases), and the row the scale's."""
 
-    def __init__(self, layers: list[IntConv], thresholds: np.ndarray, phases: int = 0):
-        self.layers, self.thresholds, self.phases = layers, thresholds, phases
+    def __init__(self, layers: list[IntConv], thresholds: np.ndarray, phases: int = 0, grid: bool = False):
+        self.layers, self.thresholds, self.phases, self.grid = layers, thresholds, phases, grid
         # what indices() computes with, in float64 (integers below 2**53: exact)
         self._matrices = [conv_matrix(layer.weight) for layer in layers]
         self._thresholds64 = thresholds.astype(np.float64)
 
     @classmethod
-    def from_module(cls, hs: nn.Sequential, scales: torch.Tensor, phases: int = 0) -> "IntNet":
+    def from_module(cls, hs: nn.Sequential, scales: torch.Tensor, phases: int = 0, grid: bool = False) -> "IntNet":
         """Fixed-point copy of an h_s made of 3x3 Conv2d / PixelShuffle(2) / ReLU (transforms.py)."""
         modules = list(hs)
         layers = []
@@ -73,12 +75,14 @@ class IntNet:
         # Row k of the y table holds scale k; an element uses the first row whose scale is >= exp(r),
         # i.e. the number of thresholds log(scale_k), k < last, that lie below r.
         thresholds = torch.round(torch.log(scales[:-1]) * 2 ** A_BITS).long().numpy()
-        return cls(layers, thresholds, phases)
+        return cls(layers, thresholds, phases, grid)
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {f"{prefix}.thresholds": torch.from_numpy(self.thresholds)}
         if self.phases:  # only then: the scale-only runs' fingerprints (which hash these) stay as they were
             out[f"{prefix}.phases"] = torch.tensor([self.phases])
+        if self.grid:  # likewise: the integer-grid mean-scale runs' fingerprints stay as they were
+            out[f"{prefix}.grid"] = torch.tensor([1])
         for i, layer in enumerate(self.layers):
             out[f"{prefix}.{i}.weight"] = torch.from_numpy(layer.weight)
             out[f"{prefix}.{i}.bias"] = torch.from_numpy(layer.bias)
@@ -94,7 +98,8 @@ class IntNet:
                                   t[f"{prefix}.{i}.bias"].numpy().astype(np.int64), shuffle, relu))
             i += 1
         phases = int(t[f"{prefix}.phases"][0]) if f"{prefix}.phases" in t else 0
-        return cls(layers, t[f"{prefix}.thresholds"].numpy().astype(np.int64), phases)
+        grid = f"{prefix}.grid" in t and bool(int(t[f"{prefix}.grid"][0]))
+        return cls(layers, t[f"{prefix}.thresholds"].numpy().astype(np.int64), phases, grid)
 
     def indices(self, z_hat: np.ndarray, y_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Table row of every element of y, (N, M, H, W) int16, from the integer z_hat (N, C, h, w),
@@ -136,6 +141,9 @@ class IntNet:
         # the mean in A_BITS fixed point: its floor and its 1/phases phase, by power-of-two scalings
         # of integers (exact in float64)
         mean = a[..., m:]
+        if self.grid:  # the bin centre: (floor(mean * phases) + 1/2) / phases, exact for phases a power of 2
+            centre = (np.floor(mean * (self.phases * 2.0 ** -A_BITS)) + 0.5) / self.phases
+            return scale_rows.astype(np.int16).transpose(0, 3, 1, 2), centre.transpose(0, 3, 1, 2)
         whole = np.floor(mean * 2.0 ** -A_BITS)
         phase = np.floor(mean * (self.phases * 2.0 ** -A_BITS)) - whole * self.phases
         rows = (scale_rows * self.phases + phase).astype(np.int16)
@@ -143,7 +151,8 @@ class IntNet:
 
 
 def from_integers(v: np.ndarray) -> np.ndarray:
-    """Integer latents (N, C, H, W) as fixed-point activations, channels last (clipped to the limit)."""
+    """Latents (N, C, H, W) as fixed-point activations, channels last (clipped to the limit): integers,
+    or the mean grid's multiples of 1/16 (exact: A_BITS > 4)."""
     a = np.clip(v, -2 ** ACT_LIMIT_LOG2, 2 ** ACT_LIMIT_LOG2).astype(np.float64) * 2 ** A_BITS
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 

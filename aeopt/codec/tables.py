@@ -8,7 +8,9 @@ hand to constriction are identical on every machine. Table rows:
 - the mean-scale hyperprior's y: one row per (scale, mean phase): the Gaussian centred at the
   phase's fraction (j + 1/2) / MEAN_PHASES, symbols -L .. L + 1 counted from the mean's integer
   part (the coder subtracts it). The mean is quantized to 1/MEAN_PHASES so that the row choice
-  stays integer arithmetic: 8 phases put a mean at most 1/16 from its table's centre.
+  stays integer arithmetic: 8 phases put a mean at most 1/16 from its table's centre;
+- on the mean grid (latent_grid="mean"), the scale-only rows again: the coder codes y_hat minus the
+  mean's bin centre, an integer centred on zero (and the tables are 64 rows, not 512).
 Values outside a row's range are coded as the escape symbol followed by the value (coder.py).
 The hyperprior's h_s, in integers (intnet.py), selects the row per element; for the channel-wise
 model the context nets (also integer) correct it slice by slice.
@@ -24,13 +26,12 @@ import torch
 
 from ..errors import AeoptError
 from ..models.codec.entropy import GaussianConditional, scale_table
-from ..models.codec.model import CodecModel
+from ..models.codec.model import MEAN_PHASES, CodecModel
 from ..runs import load_tensors, save_tensors
 from . import intnet
 
 PRECISION = 16  # bits per table: 1/65536 is the smallest probability, far below the 1e-9 tails' cost
 TABLES_FILE = "codec_tables.safetensors"
-MEAN_PHASES = 8
 
 
 @dataclass
@@ -88,11 +89,15 @@ def build_tables(model: CodecModel) -> CodecTables:
     """Tables for a trained model (float64 densities -> integer counts; h_s -> fixed point)."""
     model = model.cpu().eval()
     contexts = []
-    if model.entropy in ("meanscale", "channelwise"):
-        y = table_from_pmf(*GaussianConditional.shifted_pmf_table(scale_table(), MEAN_PHASES))
+    if model.has_means:
+        grid = model.on_mean_grid
+        pmf = GaussianConditional.pmf_table(scale_table()) if grid else \
+            GaussianConditional.shifted_pmf_table(scale_table(), MEAN_PHASES)
+        y = table_from_pmf(*pmf)
         z = table_from_pmf(*model.z_density.pmf_table())
-        hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table(), MEAN_PHASES)
-        contexts = [intnet.IntNet.from_module(net, scale_table(), MEAN_PHASES) for net in getattr(model, "contexts", [])]
+        hyper = intnet.IntNet.from_module(model.hyper_decoder, scale_table(), MEAN_PHASES, grid)
+        contexts = [intnet.IntNet.from_module(net, scale_table(), MEAN_PHASES, grid)
+                    for net in getattr(model, "contexts", [])]
     elif model.entropy == "hyperprior":
         y = table_from_pmf(*GaussianConditional.pmf_table(scale_table()))
         z = table_from_pmf(*model.z_density.pmf_table())
@@ -141,7 +146,7 @@ def load_tables(run_dir: str | Path, model: CodecModel) -> CodecTables:
         contexts = [intnet.IntNet.from_tensors(t, f"cc{s}") for s in range(1, 1 + len(getattr(model, "contexts", [])))]
     except KeyError as err:
         raise AeoptError(f"{path} is incomplete (no {err}); rebuild it by retraining the run") from None
-    if (z is None) != (model.entropy == "factorized") or (hyper is not None and
-                                                          (hyper.phases > 0) != (model.entropy != "hyperprior")):
+    if (z is None) != (model.entropy == "factorized") or (hyper is not None and (
+            (hyper.phases > 0) != model.has_means or hyper.grid != model.on_mean_grid)):
         raise AeoptError(f"{path} does not match the run's {model.entropy} model; the run directory is inconsistent")
     return CodecTables(y, z, hyper, fingerprint(model.state_dict(), _table_tensors(y, z, hyper, contexts)), contexts)

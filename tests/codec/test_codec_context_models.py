@@ -119,7 +119,7 @@ def test_the_decoder_recomputes_the_encoders_channel_rows_slice_by_slice(codec_r
 
 
 def test_integer_channel_contexts_match_the_float_model(codec_runs):
-    """The integer context nets give the float model's channel_params up to fixed-point rounding:
+    """The integer context nets give the float model's hyper_params up to fixed-point rounding:
     the same scale row almost everywhere, and means within a phase."""
     run = load_codec(codec_runs["channelwise"])
     x = torch.from_numpy(_digits(100)).float() / 255

@@ -15,6 +15,7 @@ from .objective import CodecObjective
 ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale", "channelwise")
 DISTORTIONS = ("mse", "ms-ssim")
 RATE_QUANTIZATION = ("noise", "ste")
+LATENT_GRIDS = ("integer", "mean")
 # CompressAI's bmshj2018 lambdas for quality 1..8 (R in bpp + lambda * 255^2 * MSE, or * (1 - MS-SSIM)).
 QUALITY_LMBDA = {"mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
                  "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)}
@@ -36,7 +37,8 @@ def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> 
 
 @register_model("codec", "learned image codec (Ballé 2017/2018): `aeopt compress` / `aeopt decompress`")
 def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
-          width=None, depth=None, hyper_width=None, rate_quantization="noise") -> CodecModel:
+          width=None, depth=None, hyper_width=None, rate_quantization="noise",
+          latent_grid="integer") -> CodecModel:
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior) |
             meanscale (a mean-scale hyperprior: h_s also predicts each element's mean) | channelwise
@@ -53,18 +55,25 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
         rate_quantization: noise (additive uniform noise, Ballé et al.; the default) | ste (round(), the
             integers the coder codes, with a straight-through gradient). ste trained worse on
             Fashion-MNIST (benchmarks/results/design_notes.md); it is there for experiments.
+        latent_grid: integer (y_hat = round(y); the default, what runs trained before this choice used) |
+            mean (meanscale / channelwise only: y_hat = mu_q + round(y - mu_q), the grid following
+            h_s's mean quantized to 1/8; fewer bits, no validation drift: benchmarks/results/codec.md).
         latent_dim is M, the channels of the spatial latent y.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
         raise AeoptError(f"the codec needs grey or RGB images (1 or 3 channels), got samples of shape "
                          f"{tuple(input_shape)}")
     for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS),
-                               ("rate quantization", rate_quantization, RATE_QUANTIZATION)):
+                               ("rate quantization", rate_quantization, RATE_QUANTIZATION),
+                               ("latent grid", latent_grid, LATENT_GRIDS)):
         if value not in known:
             raise AeoptError(f"unknown {what} {value!r}; known: {', '.join(known)}")
     if entropy == "channelwise" and latent_dim % CHANNEL_SLICES:
         raise AeoptError(f"--entropy channelwise codes y in {CHANNEL_SLICES} channel slices: --latent-dim must be "
                          f"a multiple of {CHANNEL_SLICES}, got {latent_dim}")
+    if latent_grid == "mean" and entropy not in ("meanscale", "channelwise"):
+        raise AeoptError(f"--latent-grid mean follows h_s's means: it needs --entropy meanscale or channelwise, "
+                         f"not {entropy}")
     lmbda = resolve_lmbda(lmbda, quality, distortion)
     small = min(input_shape[1:]) < SMALL_IMAGE
     if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)
@@ -76,7 +85,7 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
             raise AeoptError(f"{what} must be a positive integer, got {value!r}")
     return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
                       lmbda=lmbda, distortion=distortion, output=output, hyper_width=hyper_width,
-                      rate_quantization=rate_quantization)
+                      rate_quantization=rate_quantization, latent_grid=latent_grid)
 
 
 __all__ = ["CodecModel", "CodecObjective", "codec"]
