@@ -166,7 +166,7 @@ def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[
     config = yaml.safe_load((CACHE / f"{prefix}-{lambdas[0]:g}" / "config.yaml").read_text())
     shape = {"prefix": prefix, "width": config["width"], "latent": config["latent_dim"],
              "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
-             "precision": config.get("precision")}
+             "precision": config.get("precision"), "latent_grid": config.get("latent_grid") or "integer"}
     return {**shape, "points": points}, runs
 
 

@@ -10,6 +10,13 @@ ENTROPY = {"hyperprior": "scale hyperprior", "meanscale": "mean-scale hyperprior
            "channelwise": "channel-wise mean-scale hyperprior (4 slices)", "factorized": "factorized prior"}
 
 
+def _kind(family: dict, short: bool = False) -> str:
+    """The family's entropy model in words, and its latent grid when that is the mean's."""
+    kind = ENTROPY[family.get("entropy") or "hyperprior"]
+    kind = kind.split(" (")[0] if short else kind
+    return kind + (", mean grid" if family.get("latent_grid") == "mean" else "")
+
+
 def _fmt(v, digits=1, unit=""):
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}{unit}"
 
@@ -49,14 +56,14 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
                 ax.axvline(p["bpp"], color="k", ls=":", lw=1, label=f"PNG lossless ({p['bpp']:.2f} bpp)")
         ours = sorted((o["bpp"], o["psnr"]) for o in d["aeopt"])
         first = (d.get("families") or [{}])[0]
-        name_first = f"aeopt {first['prefix']}, {ENTROPY[first['entropy']].split(' (')[0]}" if first.get("entropy") else "aeopt"
+        name_first = f"aeopt {first['prefix']}, {_kind(first, short=True)}" if first.get("entropy") else "aeopt"
         ax.plot(*zip(*ours), "D-", color="C3", label=f"{name_first} (one file per image)", ms=5)
         if "batch_bpp" in d["aeopt"][0]:
             batch = sorted((o["batch_bpp"], o["psnr"]) for o in d["aeopt"])
             ax.plot(*zip(*batch), "D--", color="C3", alpha=0.5, label=f"{name_first} (one many-image file)", ms=4)
         for k, f in enumerate((d.get("families") or [])[1:]):  # the other families beside the first
             pts = sorted((o["bpp"], o["psnr"]) for o in f["points"])
-            kind = ENTROPY.get(f.get("entropy") or "hyperprior", "").split(" (")[0]
+            kind = _kind(f, short=True)
             ax.plot(*zip(*pts), "v-", color=f"C{4 + k}", label=f"aeopt {f['prefix']}, {kind} (one file per image)",
                     ms=4)
         ax.set_title(f"{name} ({d['test_images' if 'test_images' in d else 'test']} images, whole files)", fontsize=9)
@@ -125,7 +132,7 @@ def _fm_section(fm: dict) -> list[str]:
              f"{fm['load_after'][0]:.1f} (the machine is shared).", ""]
     for k, f in enumerate(families):
         if f.get("entropy"):
-            what = f"`{f['prefix']}`: {ENTROPY[f['entropy']]}"
+            what = f"`{f['prefix']}`: {_kind(f)}"
         else:  # runs measured before families recorded their entropy model: the default first, then the fast one
             what = ("the default model" if k == 0 else f"`{f['prefix']}`, the fast model") + ": scale hyperprior"
         lines += [f"aeopt, {what}, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
