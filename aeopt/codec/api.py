@@ -139,8 +139,8 @@ def check_precision(precision: str) -> str:
 @torch.no_grad()
 def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refine_steps: int = 0
                    ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1]; on the mean grid y unrounded
-    (float64: the coder rounds it around the integer h_s's means, Coder.quantize).
+    """Integer y (and z) of a same-size batch (N, C, H, W) in [0, 1]; on the mean grid y as a float64
+    (unrounded, or refine's y_hat): the coder rounds it around the integer h_s's means (Coder.quantize).
 
     `precision="bf16"` runs g_a and h_a under bf16 autocast (meant for CPUs with AMX; not timed yet):
     that changes which integers the encoder picks, never whether they decode, since the decoder
@@ -155,10 +155,9 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refi
             # predicted scales that cost Fashion-MNIST files 17% more at the lowest rate (codec.md)
             z = model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
     if model.on_mean_grid:  # y is rounded around its means by the coder, from the integer h_s (Coder.quantize)
-        if refine_steps:
-            raise AeoptError("--refine is not available for a codec on the mean grid (--latent-grid mean) yet; "
-                             "compress without it")
-        return y.double().numpy(), torch.round(z).long().numpy()
+        if refine_steps:  # y_hat on the grid of the float h_s, which the coder's almost always matches
+            y, z = refine(model, x.float(), y.float(), z, check_steps(refine_steps))
+        return y.double().numpy(), torch.round(z).clamp(-LATENT_LIMIT, LATENT_LIMIT).long().numpy()
     y, z = refine(model, x.float(), y, z, check_steps(refine_steps))
     as_ints = lambda t: t.clamp(-LATENT_LIMIT, LATENT_LIMIT).long().numpy()  # noqa: E731
     return as_ints(y), None if z is None else as_ints(z)

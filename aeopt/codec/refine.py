@@ -8,6 +8,10 @@ Compression"): each value is a random soft choice between its floor and ceiling 
 into rounding as the temperature falls, so the optimization ends at integers instead of drifting
 across rounding boundaries (plain Adam with straight-through rounding did not pay: design_notes.md).
 
+On the mean grid (latent_grid="mean") z is searched the same way and y through its residual: y_hat =
+mu_q(z) + soft_round(y - mu_q(z)), the centres following the soft z as the coder's follow the
+integer one, so the result is y_hat on the grid (the coder re-derives its integer residuals).
+
 Only the encoder changes: the file holds integers like any other, decodes bit-exactly with the
 same tables, and a file refined on one machine decodes anywhere. The search is seeded, so the same
 image and settings give the same file. Each image keeps its plain latents if the refined ones do
@@ -65,18 +69,35 @@ def soft_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch
     return floor + weights[..., 1]
 
 
-def per_image_loss(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+def quantized(model: CodecModel, y: torch.Tensor, z: torch.Tensor | None, rounding
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(y_hat, z_hat, y's density parameters) with `rounding` applied to z and to y (to y's residual
+    around its centres on the mean grid, whose centres depend on z_hat: model.quantize_latents)."""
+    if z is None:
+        return rounding(y), None, None
+    z_hat = rounding(z)
+    if model.on_mean_grid:
+        y_hat, params = model.quantize_latents(y, z_hat, rounding, detach_contexts=False)
+        return y_hat, z_hat, params
+    y_hat = rounding(y)
+    return y_hat, z_hat, model.hyper_params(z_hat, y_hat)
+
+
+def per_image_loss(model: CodecModel, x: torch.Tensor, y_hat: torch.Tensor, z_hat: torch.Tensor | None,
+                   params: torch.Tensor | None) -> torch.Tensor:
     """R + lambda * D per image (N,), in the training objective's units (bits per pixel, 255^2 MSE)."""
-    likelihoods = model.likelihoods(y) if z is None else model.likelihoods(y, z, model.hyper_params(z, y))
-    x_hat = model.synthesise(y, tuple(x.shape[-2:]))
+    likelihoods = model.likelihoods(y_hat) if z_hat is None else model.likelihoods(y_hat, z_hat, params)
+    x_hat = model.synthesise(y_hat, tuple(x.shape[-2:]))
     return bits_per_pixel_per_sample(likelihoods, x) + model.lmbda * distortion_per_sample(model.distortion, x_hat, x)
 
 
 def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None, steps: int
            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Integer-valued (float) y, z for the batch x, starting from the encoder's unrounded y, z."""
-    if steps == 0:
-        return torch.round(y), None if z is None else torch.round(z)
+    """y_hat, z_hat for the batch x (integer-valued floats; y_hat on the mean grid for such a model),
+    starting from the encoder's unrounded y, z."""
+    if steps == 0:  # plain rounding (no h_s pass: the coder computes the rows itself)
+        return quantized(model, y, z, torch.round)[:2] if model.on_mean_grid else \
+            (torch.round(y), None if z is None else torch.round(z))
     generator = torch.Generator().manual_seed(SEED)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
@@ -91,18 +112,21 @@ def refine(model: CodecModel, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor 
             optimizer = torch.optim.Adam(free, lr=LEARNING_RATE)
             for step in range(steps):
                 tau = temperature(step, steps)
-                soft = [soft_round(u * s, tau, generator) for u, s in zip(free, spreads)]
-                loss = per_image_loss(model, x, soft[0], soft[1] if z is not None else None).sum()
+                scaled = [u * s for u, s in zip(free, spreads)]
+                soft = quantized(model, scaled[0], scaled[1] if z is not None else None,
+                                 lambda v: soft_round(v, tau, generator))  # noqa: B023 (called right here)
+                loss = per_image_loss(model, x, *soft).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         with torch.no_grad():
-            plain = [torch.round(v) for v in start]
-            refined = [torch.round(v.detach() * s) for v, s in zip(free, spreads)]
-            as_pair = lambda vs: (vs[0], vs[1] if z is not None else None)  # noqa: E731
-            keep = (per_image_loss(model, x, *as_pair(refined)) < per_image_loss(model, x, *as_pair(plain)))
-            chosen = [torch.where(keep.view(-1, 1, 1, 1), r, p) for r, p in zip(refined, plain)]
-        return as_pair(chosen)
+            unscaled = [v.detach() * s for v, s in zip(free, spreads)]
+            pair = lambda vs: (vs[0], vs[1] if z is not None else None)  # noqa: E731
+            plain, refined = quantized(model, *pair(start), torch.round), quantized(model, *pair(unscaled), torch.round)
+            keep = per_image_loss(model, x, *refined) < per_image_loss(model, x, *plain)
+            chosen = [None if r is None else torch.where(keep.view(-1, 1, 1, 1), r, p)
+                      for r, p in zip(refined[:2], plain[:2])]
+        return chosen[0], chosen[1]
     finally:
         for p in frozen:
             p.requires_grad_(True)

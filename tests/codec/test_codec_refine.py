@@ -7,7 +7,7 @@ from aeopt.cli import main
 from aeopt.codec import compress, decompress, load_codec
 from aeopt.codec.api import _synthesise, latents
 from aeopt.codec.evaluate import quality
-from aeopt.codec.refine import per_image_loss, temperature
+from aeopt.codec.refine import per_image_loss, quantized, temperature
 from aeopt.data import load_data
 
 STEPS = 40
@@ -46,7 +46,8 @@ def test_no_image_ends_worse_than_plain_rounding_by_the_models_estimate(codec_ru
     x = torch.from_numpy(images).float() / 255
     (_, [plain]), (_, [refined]) = latents(run, images), latents(run, images, refine=STEPS)
     with torch.no_grad():
-        loss = {name: per_image_loss(run.model, x, torch.from_numpy(p.y).float(), torch.from_numpy(p.z).float())
+        loss = {name: per_image_loss(run.model, x, *quantized(run.model, torch.from_numpy(p.y).float(),
+                                                              torch.from_numpy(p.z).float(), torch.round))
                 for name, p in (("plain", plain), ("refined", refined))}
     assert (loss["refined"] <= loss["plain"] + 1e-6).all()
     assert (loss["refined"] < loss["plain"] - 1e-6).float().mean() > 0.5  # most images found better integers

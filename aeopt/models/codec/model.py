@@ -40,7 +40,10 @@ CHANNEL_SLICES = 4  # Minnen & Singh found 10 slices of 320 channels best; y her
 MEAN_PHASES = 8  # the mean grid's resolution: a mean is at most 1/16 from its bin centre
 
 
-def quantize(y: torch.Tensor, mode: str) -> torch.Tensor:
+def quantize(y: torch.Tensor, mode) -> torch.Tensor:
+    """y by `mode`: noise | ste | none | round, or a function of y (refine's soft rounding)."""
+    if callable(mode):
+        return mode(y)
     if mode == "noise":
         return y + torch.empty_like(y).uniform_(-0.5, 0.5)
     if mode == "ste":
