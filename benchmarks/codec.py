@@ -4,9 +4,10 @@
         # then: train-fmnist --init --epochs 12 --lr 5e-4 (continues each cached run: the committed table)
         # the fast model: --prefix fmfast --width 32 --latent 16 --hyper-width 16, the same two stages, then
         # --prefix fmfast2 --init-from fmfast --epochs 30 --lr 3e-4, then fmfast3 from fmfast2 at --lr 2e-4
-        # the committed headline: --prefix fmms --entropy meanscale --precision bf16 --width 32 --latent 16
+        # mean-scale: --prefix fmms --entropy meanscale --precision bf16 --width 32 --latent 16
         # --hyper-width 16 --epochs 30 --lr 1e-3, one lambda per process, two side by side; the same with
-        # --latent-grid mean: --prefix fmmg
+        # --latent-grid mean: --prefix fmmg; channel-wise: --prefix fmcg --entropy channelwise --latent-grid mean
+        # (same flags), then --prefix fmcg2 --init-from fmcg --epochs 24 --lr 3e-4
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
         # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):
@@ -14,7 +15,8 @@
         # --name photos-long2 --init photos-long --minutes 56 --epochs 130 --lr 2e-4 --threads 1;
         # then photos --runs photos-long2,photos-low2
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
-        # committed: fmnist --prefixes fmms --carry fmfast3,fm (families kept from the JSON: runs gone)
+        # committed: fmnist --prefixes fmcg2,fmmg --carry fmcg,fmms,fmfast3,fm --rounds 3 (families kept
+        # from the JSON: runs gone)
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist-timing --prefixes fmms --rounds 3
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
   python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files
@@ -171,8 +173,8 @@ def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[
 
 
 def _carried(prefixes: str) -> list[dict]:
-    """Families kept from the committed codec_fmnist.json whose runs are no longer cached (the cache
-    lives on one machine): their bytes and PSNRs are deterministic, so they stand beside this run's;
+    """Families kept from the committed codec_fmnist.json, not re-measured (their runs may be gone:
+    the cache lives on one machine): their bytes and PSNRs are deterministic, so they stand beside this run's;
     their timings are not carried (another run, maybe another machine)."""
     wanted = [p for p in prefixes.split(",") if p]
     if not wanted:
