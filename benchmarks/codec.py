@@ -7,7 +7,7 @@
         # mean-scale: --prefix fmms --entropy meanscale --precision bf16 --width 32 --latent 16
         # --hyper-width 16 --epochs 30 --lr 1e-3, one lambda per process, two side by side; the same with
         # --latent-grid mean: --prefix fmmg; channel-wise: --prefix fmcg --entropy channelwise --latent-grid mean
-        # (same flags), then --prefix fmcg2 --init-from fmcg --epochs 24 --lr 3e-4
+        # (same flags); then --prefix fmcg2 --init-from fmcg --epochs 24 --lr 3e-4, fmmg2 from fmmg likewise
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
         # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):
@@ -15,8 +15,8 @@
         # --name photos-long2 --init photos-long --minutes 56 --epochs 130 --lr 2e-4 --threads 1;
         # then photos --runs photos-long2,photos-low2
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
-        # committed: fmnist --prefixes fmcg2,fmmg --carry fmcg,fmms,fmfast3,fm --rounds 3 (families kept
-        # from the JSON: runs gone)
+        # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
+        # from the JSON, not re-measured)
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist-timing --prefixes fmms --rounds 3
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
   python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files
