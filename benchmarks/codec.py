@@ -17,7 +17,7 @@
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
         # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
         # from the JSON, not re-measured)
-  flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist-timing --prefixes fmms --rounds 3
+  flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist-timing --rounds 3
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
   python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files
 
@@ -174,8 +174,8 @@ def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[
 
 def _carried(prefixes: str) -> list[dict]:
     """Families kept from the committed codec_fmnist.json, not re-measured (their runs may be gone:
-    the cache lives on one machine): their bytes and PSNRs are deterministic, so they stand beside this run's;
-    their timings are not carried (another run, maybe another machine)."""
+    the cache lives on one machine): their bytes and PSNRs are deterministic, so they stand beside
+    this run's; their timings are not carried (another run, maybe another machine)."""
     wanted = [p for p in prefixes.split(",") if p]
     if not wanted:
         return []
@@ -339,12 +339,12 @@ def main() -> None:
         p.add_argument("--rate-quantization", default="noise", help="noise | ste (training's y and z for the rate)")
         p.add_argument("--latent-grid", default="integer", help="integer | mean (meanscale / channelwise: y's grid)")
         p.add_argument("--test", type=int, default=10_000)
-        p.add_argument("--prefixes", default="fm,fmfast3",
+        p.add_argument("--prefixes", default="fmcg2,fmmg2",
                        help="fmnist: model families to measure (PREFIX-LAMBDA runs), the default model first")
         p.add_argument("--carry", default="", help="fmnist: families to keep from the committed JSON, not re-measured")
         p.add_argument("--rounds", type=int, default=1, help="fmnist: throughput rounds, interleaved (median kept)")
     p = sub.add_parser("fmnist-timing", help="re-measure only the throughput of the committed codec_fmnist.json")
-    p.add_argument("--prefixes", default="fmms", help="the families whose middle-lambda run is timed")
+    p.add_argument("--prefixes", default="fmcg2,fmmg2", help="the families whose middle-lambda run is timed")
     p.add_argument("--rounds", type=int, default=3)
     p = sub.add_parser("train-photos")
     p.add_argument("--minutes", type=float, default=20, help="wall-clock cap")

@@ -1,8 +1,9 @@
 """What encode-time refinement (aeopt compress --refine) buys, against the peers, in one run.
 
   flock /tmp/aeopt-bench.lock python benchmarks/codec_refine.py [--steps 100,400] [--fmnist 1000] [--photos 100]
+        # committed Fashion-MNIST part: --steps 100,400 --fmnist 1000 --photos 0 (the default fmcg2 runs)
 
-On the cached runs of benchmarks/codec.py (Fashion-MNIST fm-*, photos photos-long2 / photos-low2):
+On the cached runs of benchmarks/codec.py (Fashion-MNIST fmcg2-*, photos photos-long2 / photos-low2):
 for the first N test images of each set, aeopt plain and refined (one .aec file per image, every
 byte counted) and the peers (PNG/JPEG/WebP/AVIF) on those same images; BD-rate of both against each
 peer; the refined 768x512 photo's encode time. Refinement costs seconds per photo, so it runs on a
@@ -160,7 +161,7 @@ def main() -> None:
     parser.add_argument("--photo-from", type=int, default=0,
                         help="start at this test photo: a later run can cover the rest of the set, and the parts "
                              "that together cover every test photo are reported merged")
-    parser.add_argument("--fm-runs", default="fm-0.0008,fm-0.002,fm-0.005,fm-0.013")
+    parser.add_argument("--fm-runs", default="fmcg2-0.0008,fmcg2-0.002,fmcg2-0.005,fmcg2-0.013")
     parser.add_argument("--photo-runs", default="photos-long2,photos-low2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--note", default=None, help="how this run was made, printed under the title (kept if omitted)")

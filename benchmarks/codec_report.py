@@ -109,8 +109,8 @@ def _family_name(f: dict) -> str:
 def _carried_note(f: dict) -> str:
     if not f.get("carried_from"):
         return ""
-    return (f" Measured in an earlier run ({f['carried_from']}) and carried over, not re-measured in this one: "
-            "sizes and PSNRs are exact, so they stand beside this run's; its throughput is not re-measured.")
+    return (f" Measured in an earlier run ({f['carried_from']}) and carried over, not re-measured: sizes and "
+            "PSNRs are exact, so they stand beside this run's; its throughput is not in this run's timing.")
 
 
 def _fastest_webp(peers: list[dict]) -> dict[int, float]:
