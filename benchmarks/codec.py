@@ -369,7 +369,8 @@ def main() -> None:
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--avif", action=argparse.BooleanOptionalAction, default=True)
     p = sub.add_parser("report")
-    p.add_argument("--note", default="", help="how this run was made, printed under the title")
+    p.add_argument("--note", default=None, help="how this run was made, printed under the title; stored in "
+                   "codec_fmnist.json and kept if omitted (a fresh fmnist measurement drops it: say anew how it was made)")
     parser.add_argument("--results", default=str(RESULTS), help="where the JSON/markdown/figure go")
     args = parser.parse_args()
     RESULTS = Path(args.results)
@@ -388,7 +389,14 @@ def main() -> None:
                 shutil.copyfile(CACHE / f"{first}-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
         if (CACHE / "photos" / "strip.png").is_file():
             shutil.copyfile(CACHE / "photos" / "strip.png", RESULTS / "codec_strip_photos.png")
-        write_report(RESULTS, args.note)
+        note = args.note
+        if fm_path.is_file():  # the note lives in codec_fmnist.json, so a re-render keeps it
+            fm = json.loads(fm_path.read_text())
+            if note is None:
+                note = fm.get("note", "")
+            elif fm.get("note") != note:
+                atomic_write_text(fm_path, json.dumps({**fm, "note": note}, indent=2) + "\n")
+        write_report(RESULTS, note or "")
     else:
         {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "fmnist-timing": part_fmnist_timing,
          "train-photos": train_photos,

@@ -2,13 +2,15 @@
 
   flock /tmp/aeopt-bench.lock python benchmarks/codec_refine.py [--steps 100,400] [--fmnist 1000] [--photos 100]
         # committed Fashion-MNIST part: --steps 100,400 --fmnist 1000 --photos 0 (the default fmcg2 runs)
+  python benchmarks/codec_refine.py --fmnist 0 --photos 0 --note "..."   # re-render only, with a new note
 
 On the cached runs of benchmarks/codec.py (Fashion-MNIST fmcg2-*, photos photos-long2 / photos-low2):
 for the first N test images of each set, aeopt plain and refined (one .aec file per image, every
 byte counted) and the peers (PNG/JPEG/WebP/AVIF) on those same images; BD-rate of both against each
 peer; the refined 768x512 photo's encode time. Refinement costs seconds per photo, so it runs on a
 subset; plain aeopt on the same subset says how far the subset is from the whole set (codec.md).
-Writes benchmarks/results/codec_refined.json (a part not rerun is kept from it) and codec_refined.md.
+Writes benchmarks/results/codec_refined.json (a part not rerun is kept from it: each Fashion-MNIST
+family is its own part, named by its runs' prefix) and codec_refined.md.
 """
 from __future__ import annotations
 
@@ -176,7 +178,9 @@ def main() -> None:
     fresh = []
     if args.fmnist:
         test = list((aeopt.load_data("fashion-mnist").x_test * 255).round().byte().numpy())[:args.fmnist]
-        fresh.append(_part("Fashion-MNIST", args.fm_runs.split(","), test, FM_PEERS, steps))
+        runs = args.fm_runs.split(",")
+        families = sorted({run.rsplit("-", 1)[0] for run in runs})  # one part per family: another's is kept
+        fresh.append(_part(f"Fashion-MNIST ({', '.join(families)})", runs, test, FM_PEERS, steps))
     from aeopt.data.patches import image_files, read_image
 
     if args.photos:
