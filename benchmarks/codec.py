@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import aeopt  # noqa: E402
-from aeopt.codec import compress, decompress_images, load_codec  # noqa: E402
+from aeopt.codec import load_codec  # noqa: E402
 from aeopt.codec.bdrate import bd_rate  # noqa: E402
 from aeopt.codec.evaluate import measure  # noqa: E402
 from aeopt.codec.peers import measure_peers  # noqa: E402
@@ -218,106 +218,6 @@ def part_fmnist(args) -> None:
     print(json.dumps({f["prefix"]: f["bd_rate_per_file"] for f in families}), json.dumps(result["timing"]))
 
 
-def train_photos(args) -> None:
-    """One hyperprior on BSDS500 train + val crops for --minutes into benchmarks/.cache/codec/photos."""
-    from aeopt.codec.train import finish_codec_run
-    from aeopt.data import InMemorySource
-    from aeopt.data.patches import PatchSource, centre_crop, image_files, read_image
-    from aeopt.models import create_model
-    from aeopt.runs import save_config
-    from aeopt.settings import Settings
-    from aeopt.train.callbacks import DeadlinePlan
-    from aeopt.train.loop import fit
-    from aeopt.train.prepare import prepare_run_dir
-
-    torch.manual_seed(0)
-    train = PatchSource.from_folders([BSDS / "train", BSDS / "val"], args.patch, seed=0, per_image=4, mode="RGB")
-    val = torch.stack([torch.from_numpy(np.ascontiguousarray(centre_crop(read_image(f, "RGB"), args.patch)))
-                       for f in image_files(BSDS / "val")[:32]]).float() / 255
-    test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:8]
-    config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy="hyperprior", lmbda=args.lmbda,
-                                latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
-                                lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=args.epochs, patience=0,
-                                clip_grad=args.clip_grad, init=str(CACHE / args.init) if args.init else None,
-                                threads=args.threads, out=str(CACHE / args.name)).validate()
-    info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
-            "n_train": len(train), "n_val": len(val), "n_test": 200}
-    model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy="hyperprior", lmbda=args.lmbda,
-                         width=args.width)
-    if args.init:  # warm start from another lambda's run (the standard way to get a second RD point cheaply)
-        from aeopt.runs import warm_start
-
-        warm_start(model, config.optimization.init, model_name="codec")
-    run_dir = prepare_run_dir(config.runtime.out, config, overwrite=True)
-    save_config(run_dir, config, info)
-    deadline = time.time() + 60 * args.minutes
-    fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,
-                     callbacks=[DeadlinePlan(deadline, args.epochs)], progress=False)
-    finish_codec_run(run_dir, fit_result.model.cpu(), test, fit_result)  # a first look on 8 photos; `photos` measures
-    (run_dir / "training.json").write_text(json.dumps({
-        "train_seconds": fit_result.train_seconds, "epochs": fit_result.epochs, "steps_about": fit_result.loop.step,
-        "threads": args.threads, "patch": args.patch, "batch": args.batch, "init": args.init,
-        "history": fit_result.history},
-        indent=2) + "\n")
-
-
-def _training_so_far(name: str) -> dict:
-    """A cached photo run's training.json, its time and steps including the runs it warm-started from."""
-    training = json.loads((CACHE / name / "training.json").read_text())
-    if training.get("init"):
-        before = _training_so_far(training["init"])
-        training = {**training, "train_seconds": training["train_seconds"] + before["train_seconds"],
-                    "steps_about": training["steps_about"] + before["steps_about"]}
-    return training
-
-
-def part_photos(args) -> None:
-    from aeopt.data.patches import image_files, read_image
-
-    load_before = os.getloadavg()
-    torch.set_num_threads(2)
-    test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:args.test]
-    ours, trainings = [], []
-    for name in args.runs.split(","):
-        run_dir = CACHE / name
-        run = _rebuilt(run_dir)
-        training = _training_so_far(name)
-        t = measure(run, test)
-        ours.append({"run": name, "lmbda": run.model.lmbda, "bpp": t["bpp"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
-                     "bytes_per_image": t["bytes_per_image"], "encode_ms": t["encode_ms_per_image"],
-                     "decode_ms": t["decode_ms_per_image"], "train_seconds": training["train_seconds"],
-                     "steps": training["steps_about"], "train_threads": training["threads"],
-                     "init": training.get("init")})
-        trainings.append(training)
-        print(json.dumps(ours[-1]), flush=True)
-    first = _rebuilt(CACHE / args.runs.split(",")[0])
-    strip_figure(first.path / "strip.png", first, test)
-    peers = measure_peers(test, PHOTO_PEERS if args.avif else {k: v for k, v in PHOTO_PEERS.items() if k != "AVIF"})
-    from PIL import Image
-
-    big = np.asarray(Image.fromarray(test[0].transpose(1, 2, 0)).resize((768, 512), Image.Resampling.BICUBIC))
-    big = big.transpose(2, 0, 1).copy()
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        data = compress(first, big)
-        mid = time.perf_counter()
-        decompress_images(first, data)
-        times.append((mid - started, time.perf_counter() - mid))
-    enc, dec = min(times, key=sum)
-    training = trainings[0]
-    result = {"machine": machine_line(), "load_before": load_before, "load_after": os.getloadavg(),
-              "settings": {**vars(args), "width": first.model.width, "latent": first.model.latent_dim,
-                           "lmbda": first.model.lmbda, "patch": training["patch"], "batch": training["batch"]},
-              "train_seconds": training["train_seconds"], "epochs": training["epochs"],
-              "steps_about": training["steps_about"], "train_threads": training["threads"],
-              "params": sum(p.numel() for p in first.model.parameters()),
-              "test_images": len(test), "aeopt": ours, "peers": peers, "bd_rate": _bd_table(ours, peers),
-              "photo_768x512": {"encode_s": enc, "decode_s": dec, "bytes": len(data), "threads": 2}}
-    (RESULTS / "codec_photos.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("aeopt", "bd_rate", "photo_768x512")}))
-
-
 def main() -> None:
     global RESULTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -364,10 +264,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--name", default="photos", help="the run's folder in benchmarks/.cache/codec")
     p.add_argument("--init", help="warm start from this cached run's weights")
+    p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | channelwise | factorized")
+    p.add_argument("--latent-grid", default="integer", help="integer | mean (meanscale / channelwise: y's grid)")
+    p.add_argument("--precision", default="auto", help="training's autocast: auto | fp32 | bf16")
     p = sub.add_parser("photos")
     p.add_argument("--runs", default="photos", help="cached runs to measure, comma-separated")
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--avif", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--carry", default="", help="families (their --runs, e.g. photos-long2,photos-low2) to keep "
+                   "from the committed codec_photos.json, not re-measured; several: separated by ';'")
     p = sub.add_parser("report")
     p.add_argument("--note", default=None, help="how this run was made, printed under the title; stored in "
                    "codec_fmnist.json and kept if omitted (a fresh fmnist measurement drops it: say anew how it was made)")
@@ -398,9 +303,10 @@ def main() -> None:
                 atomic_write_text(fm_path, json.dumps({**fm, "note": note}, indent=2) + "\n")
         write_report(RESULTS, note or "")
     else:
+        from benchmarks.codec_photos import part_photos, train_photos
+
         {"train-fmnist": train_fmnist, "fmnist": part_fmnist, "fmnist-timing": part_fmnist_timing,
-         "train-photos": train_photos,
-         "photos": part_photos}[args.part](args)
+         "train-photos": train_photos, "photos": part_photos}[args.part](args)
 
 
 if __name__ == "__main__":

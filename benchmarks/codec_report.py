@@ -185,6 +185,46 @@ def _fm_section(fm: dict) -> list[str]:
     return lines + [""]
 
 
+def _photo_families(ph: dict) -> list[dict]:
+    """The photo families, the measured one first; a file from before families is one scale hyperprior."""
+    s = ph["settings"]
+    return ph.get("families") or [{"prefix": s["runs"], "entropy": "hyperprior", "width": s["width"],
+                                   "latent": s["latent"], "params": ph["params"], "points": ph["aeopt"],
+                                   "bd_rate": ph["bd_rate"]}]
+
+
+def _photo_section(ph: dict) -> list[str]:
+    s = ph["settings"]
+    lines = ["## Photographs (BSDS500)", "",
+             f"Machine: {ph['machine']}. Load average before {ph['load_before'][0]:.1f}, after "
+             f"{ph['load_after'][0]:.1f}.", "",
+             f"aeopt trained on 1 CPU thread per run on random {s['patch']}x{s['patch']} crops (batch {s['batch']}) "
+             "of the 300 train + val photos, for minutes, not the days on GPUs published models get: read it as "
+             "where a short CPU run lands, not what the architecture can do. A run warm-started from another "
+             "started from its weights; its time and steps include the other's.", ""]
+    for f in _photo_families(ph):
+        carried = (f" Measured in an earlier run ({f['carried_from']}) on the same {ph['test_images']} photos and "
+                   "carried over, not re-measured: sizes and PSNRs are exact; its BD-rates are against this run's "
+                   "peers." if f.get("carried_from") else "")
+        lines += [f"`{f['prefix']}`: {_kind(f)}, width {f['width']}, latent {f['latent']}, {f['params']:,} "
+                  f"parameters. Test ({ph['test_images']} photos, one .aec file each, every byte counted).{carried}", "",
+                  "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {o['run']} | {o['lmbda']:g} | {o['train_seconds'] / 60:.0f} min, {o['steps']:,} steps"
+                  f"{' (warm start: ' + o['init'] + ')' if o.get('init') else ''} | {o['bpp']:.4f} | {o['psnr']:.2f} | "
+                  f"{o['ms_ssim']:.4f} | {o['encode_ms']:.0f} | {o['decode_ms']:.0f} |" for o in f["points"]]
+        lines += ["", f"BD-rate of `{f['prefix']}` vs: " + ", ".join(
+            f"{c} {_fmt(v, unit='%')}" for c, v in f["bd_rate"].items())
+            + " (positive: aeopt needs more bits at equal PSNR; n/a: no common PSNR range).", ""]
+    lines += ["Peers on the same photos:", "", "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
+              "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(ph["peers"])
+    b = ph["photo_768x512"]
+    lines += ["", f"A 768x512 photo ({_photo_families(ph)[0]['points'][0]['run']}): encode {b['encode_s']:.2f} s + "
+              f"decode {b['decode_s']:.2f} s = {b['encode_s'] + b['decode_s']:.2f} s on {b['threads']} threads "
+              f"({b['bytes']:,} bytes).", ""]
+    return lines
+
+
 def write_report(results: Path, note: str = "") -> None:
     fm_path, ph_path = results / "codec_fmnist.json", results / "codec_photos.json"
     fm = json.loads(fm_path.read_text()) if fm_path.is_file() else None
@@ -198,28 +238,7 @@ def write_report(results: Path, note: str = "") -> None:
     if fm:
         lines += _fm_section(fm)
     if ph:
-        s = ph["settings"]
-        lines += ["## Photographs (BSDS500)", "",
-                  f"Machine: {ph['machine']}. Load average before {ph['load_before'][0]:.1f}, after "
-                  f"{ph['load_after'][0]:.1f}.", "",
-                  f"aeopt: scale hyperpriors (width {s['width']}, latent {s['latent']}, {ph['params']:,} parameters) "
-                  f"trained on 1 CPU thread on random {s['patch']}x{s['patch']} crops (batch {s['batch']}) of the 300 "
-                  "train + val photos, for minutes, not the days on GPUs published models get: read it as where a "
-                  "short CPU run lands, not what the architecture can do. A run warm-started from another started "
-                  "from its weights; its time and steps include the other's.", "",
-                  f"Test ({ph['test_images']} photos, one .aec file each, every byte counted):", "",
-                  "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {o['run']} | {o['lmbda']:g} | {o['train_seconds'] / 60:.0f} min, {o['steps']:,} steps"
-                  f"{' (warm start: ' + o['init'] + ')' if o.get('init') else ''} | {o['bpp']:.4f} | {o['psnr']:.2f} | "
-                  f"{o['ms_ssim']:.4f} | {o['encode_ms']:.0f} | {o['decode_ms']:.0f} |" for o in ph["aeopt"]]
-        lines += ["", "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(ph["peers"])
-        lines += ["", "BD-rate of aeopt vs: " + ", ".join(f"{c} {_fmt(v, unit='%')}" for c, v in ph["bd_rate"].items())
-                  + " (positive: aeopt needs more bits at equal PSNR; n/a: no common PSNR range).", ""]
-        b = ph["photo_768x512"]
-        lines += [f"A 768x512 photo: encode {b['encode_s']:.2f} s + decode {b['decode_s']:.2f} s = "
-                  f"{b['encode_s'] + b['decode_s']:.2f} s on {b['threads']} threads ({b['bytes']:,} bytes).", ""]
+        lines += _photo_section(ph)
     lines += ["![RD curves](codec_rd.png)", ""]
     for name in ("codec_strip_fmnist.png", "codec_strip_photos.png"):
         if (results / name).is_file():
