@@ -13,7 +13,10 @@
         # --lmbda 0.0025 as photos-low, photos-low2):
         # --name photos-long --init photos --minutes 46 --epochs 95 --threads 1;
         # --name photos-long2 --init photos-long --minutes 56 --epochs 130 --lr 2e-4 --threads 1;
-        # then photos --runs photos-long2,photos-low2
+        # then photos --runs photos-long2,photos-low2 (the scale hyperpriors, carried since);
+        # channel-wise on the mean grid, from scratch, side by side: --name photos-cg (--lmbda 0.0067) and
+        # photos-cg-low (--lmbda 0.0025), --entropy channelwise --latent-grid mean --minutes 95 --epochs 400
+        # --threads 1; then photos --runs photos-cg,photos-cg-low --carry photos-long2,photos-low2
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
         # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
         # from the JSON, not re-measured)
@@ -25,8 +28,8 @@ fmnist: scale-hyperprior codecs trained on Fashion-MNIST's train set (55k; 5k he
 best epoch) at several lambdas, tested on all 10k test images, one .aec file per image (and one
 many-image file); the peers on the same 10k images; BD-rate (PCHIP Bjøntegaard) against each;
 batch encode + decode time per image for aeopt and WebP in the same run.
-photos: one hyperprior trained on 128x128 crops of BSDS500 train + val (300 images) for a fixed
-wall-clock budget, tested on the 200 test photos; and a 768x512 photo's encode + decode time.
+photos (codec_photos.py): codecs trained on 128x128 crops of BSDS500 train + val (300 images) for a
+fixed wall-clock budget, tested on the 200 test photos; and a 768x512 photo's encode + decode time.
 The train-* parts cache runs in benchmarks/.cache/codec/; fmnist and photos rebuild their tables
 (so a run trained before a table change is measured with the current code) and measure; each
 writes benchmarks/results/codec_<part>.json; `report` renders both.

@@ -95,11 +95,21 @@ def _fm_training(fm: dict, precision: str | None = None) -> str:
     return f"{total} epochs per lambda: " + ", then from those weights ".join(parts)
 
 
-def _family_rows(points: list[dict]) -> list[str]:
+def _vs_webp(peers: list[dict], o: dict) -> str:
+    """A point's rate against WebP's curve at its PSNR, one file each / one many-image file: where along
+    the curve the BD-rate (an average over the PSNR range) is won or lost."""
+    each = _rate_delta(peers, "WebP", o)
+    batch = _rate_delta(peers, "WebP", {"bpp": o["batch_bpp"], "psnr": o["psnr"]})
+    return f"{_fmt(each, 0, '%')} / {_fmt(batch, 0, '%')}"
+
+
+def _family_rows(points: list[dict], peers: list[dict]) -> list[str]:
     return ["| lambda | bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | MS-SSIM | "
-            "epochs | train s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"] + [
+            "vs WebP at this PSNR (file each / many-image) | epochs | train s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"] + [
         f"| {o['lmbda']:g} | {o['bytes_per_image']:.1f} | {o['batch_bytes_per_image']:.1f} | {o['bpp']:.4f} | "
-        f"{o['psnr']:.2f} | {o['ms_ssim']:.4f} | {o['epochs']} | {o['train_seconds']:.0f} |" for o in points]
+        f"{o['psnr']:.2f} | {o['ms_ssim']:.4f} | {_vs_webp(peers, o)} | {o['epochs']} | {o['train_seconds']:.0f} |"
+        for o in points]
 
 
 def _family_name(f: dict) -> str:
@@ -138,7 +148,7 @@ def _fm_section(fm: dict) -> list[str]:
         lines += [f"aeopt, {what}, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
                   f"trained {_fm_training({'aeopt': f['points']}, f.get('precision'))} on the 55k training images "
                   "(one thread, batch 64); "
-                  f"tested on {fm['test_images']:,} test images." + _carried_note(f), ""] + _family_rows(f["points"]) + [""]
+                  f"tested on {fm['test_images']:,} test images." + _carried_note(f), ""] + _family_rows(f["points"], fm["peers"]) + [""]
     lines += ["Peers on the same images:", "",
               "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
               "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(fm["peers"])
