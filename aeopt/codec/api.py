@@ -60,6 +60,8 @@ def load_codec(run: "str | Path | CodecRun") -> CodecRun:
         return run
     from ..runs import load_torch
 
+    coder.require_constriction()  # before any work: every use of a codec run entropy-codes
+
     loaded = load_torch(run)
     if not isinstance(loaded.model, CodecModel):
         raise AeoptError(f"{run} is a {loaded.config.model!r} run, not a codec; train one with "

@@ -27,6 +27,7 @@ from ..train.api import TrainResult, resolve_settings
 from ..train.callbacks import Callback, DeadlinePlan
 from ..train.loop import fit, resolve_device
 from ..train.prepare import how_to_continue, open_run
+from .coder import require_constriction
 
 VAL_IMAGES = 64  # validation crops in --patch mode: enough to pick the best epoch
 PATCHES_PER_IMAGE = 4  # crops per image per epoch in --patch mode: an epoch of a few hundred photos stays short
@@ -92,6 +93,7 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
     `resume=RUN` continues RUN from its last checkpoint (crops and batch order replay by epoch, so
     it ends where an uninterrupted run ends), then builds the tables and figures as a new run does.
     """
+    require_constriction()  # a run is finished by coding its test images: fail before training, not after
     if device is not None:
         settings["device"] = device
     config = resolve_settings(config, resume, settings)

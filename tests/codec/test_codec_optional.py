@@ -1,0 +1,28 @@
+"""The codec's entropy coder is an optional group (aeopt[codec]): without constriction, aeopt imports and
+trains its other models, and a codec command says in one line how to install it (exit 2)."""
+import subprocess
+import sys
+
+# A sitecustomize-free way to hide an installed package: a None entry in sys.modules makes its import fail.
+HIDE = "import sys; sys.modules['constriction'] = None; "
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", HIDE + code], capture_output=True, text=True, timeout=120)
+
+
+def test_aeopt_imports_and_lists_models_without_constriction():
+    out = _run("import aeopt; from aeopt.cli.main import main; raise SystemExit(main(['models']))")
+    assert out.returncode == 0, out.stderr
+    assert "codec" in out.stdout and "conv" in out.stdout
+
+
+def test_codec_commands_say_how_to_install_constriction(tmp_path):
+    for argv in (["train", "--model", "codec", "--data", "digits", "--out", str(tmp_path / "run")],
+                 ["compress", str(tmp_path / "missing-run"), "x.png", "--out", str(tmp_path / "aec")]):
+        out = _run(f"from aeopt.cli.main import main; raise SystemExit(main({argv!r}))")
+        assert out.returncode == 2, (argv, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pip install 'aeopt[codec]'" in lines[0], out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "aec").exists()  # nothing written
