@@ -26,29 +26,20 @@ from .intnet import A_BITS, ACT_LIMIT_LOG2, from_integers
 from .tables import CodecTables, Table
 
 
+try:  # the codec's optional group, aeopt[codec]: `import aeopt` and every other command work without it
+    import constriction
 
-def require_constriction():
-    """constriction, or one line saying how to install it: it is the codec's optional group (aeopt[codec]),
-    so `import aeopt` and every other command work without it."""
-    try:
-        import constriction
-    except ImportError:
+    cmodel, queue = constriction.stream.model, constriction.stream.queue  # (a native module: no submodule imports)
+except ImportError:
+    constriction = cmodel = queue = None
+
+
+def require_constriction() -> None:
+    """One line saying how to install constriction when it is missing. Every way into the coder (a
+    trained run, aeopt.codec.load_codec) calls it first, so the coder itself uses cmodel/queue as is."""
+    if constriction is None:
         raise AeoptError("the codec needs the constriction package (entropy coding): "
-                         "pip install 'aeopt[codec]' (or pip install constriction)") from None
-    return constriction
-
-
-class _StreamModule:
-    """constriction.stream.<name>, imported on first use (a native module: no submodule imports)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str):
-        return getattr(getattr(require_constriction().stream, self._name), attr)
-
-
-cmodel, queue = _StreamModule("model"), _StreamModule("queue")
+                         "pip install 'aeopt[codec]' (or pip install constriction)")
 
 ESCAPE_BITS = 22  # zigzag values below 2**22: latents are clamped to +-(2**21 - 1) before rounding
 LATENT_LIMIT = 2 ** 21 - 1 - 2 ** 12  # and the mean-scale offsets are below 2**12 (intnet's activations)

@@ -11,10 +11,15 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", HIDE + code], capture_output=True, text=True, timeout=120)
 
 
-def test_aeopt_imports_and_lists_models_without_constriction():
+def test_aeopt_imports_lists_and_trains_without_constriction(tmp_path):
     out = _run("import aeopt; from aeopt.cli.main import main; raise SystemExit(main(['models']))")
     assert out.returncode == 0, out.stderr
     assert "codec" in out.stdout and "conv" in out.stdout
+    # the README's first command: a conv autoencoder on digits (one epoch here)
+    argv = ["train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "digits")]
+    out = _run(f"from aeopt.cli.main import main; raise SystemExit(main({argv!r}))")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "digits" / "metrics.json").is_file() and (tmp_path / "digits" / "model.safetensors").is_file()
 
 
 def test_codec_commands_say_how_to_install_constriction(tmp_path):
