@@ -27,7 +27,9 @@ NPY_SUFFIX = ".npy"
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("compress", help="compress images into .aec files with a trained codec run")
+    extra = "it needs the codec extra, constriction's entropy coder: pip install 'aeopt[codec]'"
+    p = sub.add_parser("compress", help="compress images into .aec files with a trained codec run",
+                       description=f"Compress images into .aec files with a trained codec run ({extra}).")
     p.add_argument("run", metavar="RUN", help="a codec run directory (aeopt train --model codec)")
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="PNG/JPEG images or .npy arrays")
     p.add_argument("--data", help="compress a whole dataset spec (e.g. fashion-mnist) into --out FILE.aec")
@@ -44,7 +46,8 @@ def add_commands(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser("decompress", help="decode .aec files to PNG images")
+    p = sub.add_parser("decompress", help="decode .aec files to PNG images",
+                       description=f"Decode .aec files to PNG images ({extra}).")
     p.add_argument("files", metavar="FILE", nargs="+", help=".aec files")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--run", help="the codec run that wrote the files (default: the one recorded beside them)")

@@ -35,8 +35,8 @@ except ImportError:
 
 
 def require_constriction() -> None:
-    """One line saying how to install constriction when it is missing. Every way into the coder (a
-    trained run, aeopt.codec.load_codec) calls it first, so the coder itself uses cmodel/queue as is."""
+    """One line saying how to install constriction when it is missing. load_codec and train_codec call
+    it before any work; Coder calls it too, for other ways in."""
     if constriction is None:
         raise AeoptError("the codec needs the constriction package (entropy coding): "
                          "pip install 'aeopt[codec]' (or pip install constriction)")
@@ -79,6 +79,7 @@ class Coder:
     each grouped so. One image is a batch of one."""
 
     def __init__(self, tables: CodecTables):
+        require_constriction()  # before anything else: a missing package is one line, not None.attribute
         self.tables = tables
         self.y = _Models(tables.y)
         self.z = _Models(tables.z) if tables.z is not None else None

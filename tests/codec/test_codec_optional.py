@@ -31,3 +31,12 @@ def test_codec_commands_say_how_to_install_constriction(tmp_path):
         assert len(lines) == 1 and "pip install 'aeopt[codec]'" in lines[0], out.stderr
         assert "Traceback" not in out.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "aec").exists()  # nothing written
+
+
+def test_the_coder_itself_says_how_to_install_constriction():
+    # a way into the coder that skips load_codec and train_codec (a library user's own tables)
+    code = ("from aeopt.codec.coder import Coder; from aeopt.errors import AeoptError\n"
+            "try:\n    Coder(None)\nexcept AeoptError as e:\n    print('refused:', e)")
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("refused:") and "pip install 'aeopt[codec]'" in out.stdout
