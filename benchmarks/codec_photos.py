@@ -92,7 +92,9 @@ def _carried_photos(prefixes: str, results: str) -> list[dict]:
     if missing:
         raise SystemExit(f"--carry: {', '.join(missing)} not in {Path(results) / 'codec_photos.json'} "
                          f"(it holds {'; '.join(kept)})")
-    return [{**kept[p], "carried_from": kept[p].get("carried_from") or before["machine"]} for p in wanted]
+    # families from before they recorded their crops all trained on 128 x 128 crops in batches of 8
+    return [{"patch": 128, "batch": 8, **kept[p], "carried_from": kept[p].get("carried_from") or before["machine"]}
+            for p in wanted]
 
 
 def part_photos(args) -> None:
@@ -135,8 +137,8 @@ def part_photos(args) -> None:
     config = yaml.safe_load((first.path / "config.yaml").read_text())
     family = {"prefix": args.runs, "entropy": config.get("entropy") or "hyperprior",
               "latent_grid": config.get("latent_grid") or "integer", "precision": config.get("precision"),
-              "width": first.model.width, "latent": first.model.latent_dim,
-              "params": sum(p.numel() for p in first.model.parameters()), "points": ours}
+              "width": first.model.width, "latent": first.model.latent_dim, "patch": training["patch"],
+              "batch": training["batch"], "params": sum(p.numel() for p in first.model.parameters()), "points": ours}
     families = [family] + _carried_photos(args.carry, args.results)
     for f in families:  # every family against the peers of this run (the same 200 photos: bytes and PSNRs exact)
         f["bd_rate"] = _bd_table(f["points"], peers)

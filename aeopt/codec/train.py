@@ -21,6 +21,7 @@ from ..data import InMemorySource, load_data
 from ..data.patches import PatchSource, centre_crop, image_files, read_image
 from ..errors import AeoptError, Interrupted
 from ..models.codec import SMALL_IMAGE
+from ..models.codec.transforms import HYPER_STRIDE
 from ..runs import build_model, read_config, save_config, warm_start, write_json
 from ..settings import Settings
 from ..train.api import TrainResult, resolve_settings
@@ -31,6 +32,11 @@ from .coder import require_constriction
 
 VAL_IMAGES = 64  # validation crops in --patch mode: enough to pick the best epoch
 PATCHES_PER_IMAGE = 4  # crops per image per epoch in --patch mode: an epoch of a few hundred photos stays short
+# Validation crops are at least this side (or the smallest validation image's): a model trained on
+# small patches can do well on crops of their size and badly on whole photos (the mean-scale
+# models' means, learned where every z touches a border: design_notes.md), so the best epoch is
+# picked on crops where the inside of an image counts.
+VAL_SIDE = 256
 # Small images train on one thread unless --threads says otherwise: their ops are too small to split,
 # and two OpenMP threads on a busy 2-core machine measured far slower per step (spin-waits).
 SMALL_IMAGE_THREADS = 1
@@ -66,7 +72,9 @@ def codec_data(settings: Settings, device, dataset=None):
         mode = "L" if read_image(train_files[0]).shape[0] == 1 else "RGB"
         train = PatchSource([read_image(f, mode) for f in train_files], d.patch, seed=d.seed,
                             per_image=PATCHES_PER_IMAGE, device=device)
-        crops = [centre_crop(PatchSource._at_least(read_image(f, mode), d.patch), d.patch) for f in val_files[:VAL_IMAGES]]
+        val_images = [read_image(f, mode) for f in val_files[:VAL_IMAGES]]
+        side = max(d.patch, min(VAL_SIDE, *(min(im.shape[1:]) for im in val_images)))
+        crops = [centre_crop(PatchSource._at_least(im, side), side) for im in val_images]
         val_x = torch.from_numpy(np.stack(crops)).float() / 255
         test = [read_image(f, mode) for f in test_files]
         shape, n_train = list(train.sample_shape), len(train_files)
@@ -105,6 +113,7 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
         config = config.replace(threads=SMALL_IMAGE_THREADS)
     torch.manual_seed(config.dataset.seed)
     model = build_model(config, info)  # bad knobs fail here, before a directory exists
+    _warn_small_patches(config, model, log)
     if config.optimization.init is not None and resume is None:  # so do weights that do not fit them
         warm_start(model, config.optimization.init, model_name="codec")
     run_dir, tracking = open_run(config, resume=resume, overwrite=overwrite, log=log)
@@ -122,6 +131,17 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
         finished = finish_codec_run(run_dir, result.model.cpu(), test, result, log=log)
         tracking.finish(run_dir, finished.metrics)  # the test figures from real files, and the run's artifacts
     return finished
+
+
+def _warn_small_patches(config: Settings, model, log) -> None:
+    """The mean-scale models need patches where z (stride x HYPER_STRIDE) is at least 4x4: on 128 crops
+    (z 2x2, every value at a border) h_s learns means that are wrong inside a whole photo; on BSDS500
+    a 3-minute run's files came out 1.8x the bytes of the same run on 256 crops (design_notes.md)."""
+    need = 4 * model.stride * HYPER_STRIDE
+    if config.dataset.patch is not None and model.has_means and config.dataset.patch < need:
+        log(f"warning: --patch {config.dataset.patch} is small for --entropy {model.entropy}: its means learned "
+            f"on crops that small fit whole images badly; use --patch {need} or more (the same pixels per step: "
+            f"a quarter of the --batch-size at twice the side)")
 
 
 def finish_codec_run(run_dir: Path, model, test: list[np.ndarray], result, *, log=print) -> TrainResult:

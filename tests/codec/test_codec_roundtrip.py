@@ -271,6 +271,31 @@ def test_cli_trains_a_codec_on_patches_of_images_of_any_sizes(tmp_path, capsys):
     assert f"{metrics['bpp']:.4f} bpp" in capsys.readouterr().out
 
 
+def test_patch_mode_validates_on_larger_crops_and_warns_the_mean_models_off_small_patches(tmp_path):
+    from aeopt.codec.train import codec_data, train_codec
+    from aeopt.settings import Settings
+
+    rng = np.random.default_rng(0)
+    for split, sizes in (("train", [(70, 90)] * 4), ("val", [(300, 400), (280, 500)]), ("test", [(40, 60)])):
+        (tmp_path / "photos" / split).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / "photos" / split / f"{i}.png")
+    spec = f"images:{tmp_path / 'photos'}"
+    config = Settings.from_flat(data=spec, model="codec", patch=32, out=str(tmp_path / "x")).validate()
+    _, val, _, _ = codec_data(config, "cpu")
+    assert tuple(val.x.shape) == (2, 3, 256, 256)  # VAL_SIDE, not the 32-pixel patch: a photo's inside counts
+    lines = []
+    flags = dict(model="codec", data=spec, patch=32, latent_dim=4, width=8, depth=2, hyper_width=4, lmbda=0.01,
+                 epochs=1, batch_size=4, threads=1, progress=False, log=lines.append)
+    train_codec(entropy="meanscale", out=str(tmp_path / "ms"), **flags)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--patch 32 is small for --entropy meanscale" in warnings[0]
+    assert "use --patch 64 or more" in warnings[0]  # 4 x stride 4 x hyper stride 4: z at least 4x4
+    lines.clear()
+    train_codec(entropy="hyperprior", out=str(tmp_path / "hp"), **flags)  # the scale-only model: no warning
+    assert not [line for line in lines if line.startswith("warning:")]
+
+
 def test_bf16_encoding_from_the_cli_round_trips_and_an_unknown_precision_is_refused(codec_runs, tmp_path):
     run_dir = codec_runs["factorized"]
     np.save(tmp_path / "batch.npy", np.stack(_digits_test()[:20]))
