@@ -16,7 +16,11 @@
         # then photos --runs photos-long2,photos-low2 (the scale hyperpriors, carried since);
         # channel-wise on the mean grid, from scratch, side by side: --name photos-cg (--lmbda 0.0067) and
         # photos-cg-low (--lmbda 0.0025), --entropy channelwise --latent-grid mean --minutes 95 --epochs 400
-        # --threads 1; then photos --runs photos-cg,photos-cg-low --carry photos-long2,photos-low2
+        # --threads 1; then photos --runs photos-cg,photos-cg-low --carry photos-long2,photos-low2;
+        # mean-scale on the mean grid on 256 crops, from scratch, side by side: --name photos-ms256 (0.0067)
+        # and photos-ms256-low (0.0025), --entropy meanscale --latent-grid mean --patch 256 --batch 2
+        # --minutes 105 --epochs 110 --threads 1; then photos --runs photos-ms256,photos-ms256-low
+        # --carry "photos-long2,photos-low2;photos-cg,photos-cg-low"
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
         # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
         # from the JSON, not re-measured)
