@@ -151,6 +151,9 @@ class ModelSettings:
                                             "rate (default noise; ste: rounded, as the coder codes them)")
     latent_grid: str | None = setting(None, "codec: integer | mean, y's quantization grid (default integer; mean: "
                                       "round(y - mean) + mean, for meanscale / channelwise: fewer bits)")
+    hyper_input: str | None = setting(None, "codec: abs | signed, what h_a sees of y (default abs, |y| as in the "
+                                      "scale hyperprior; signed: y itself, as Minnen et al.'s mean-scale models, "
+                                      "so h_s can predict the means' signs; meanscale / channelwise only)")
 
     def knobs(self) -> dict[str, Any]:
         """The model's own settings that were given (None keeps each model's default)."""

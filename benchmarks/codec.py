@@ -273,6 +273,7 @@ def main() -> None:
     p.add_argument("--init", help="warm start from this cached run's weights")
     p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | channelwise | factorized")
     p.add_argument("--latent-grid", default="integer", help="integer | mean (meanscale / channelwise: y's grid)")
+    p.add_argument("--hyper-input", default="abs", help="abs | signed (meanscale / channelwise: what h_a sees of y)")
     p.add_argument("--precision", default="auto", help="training's autocast: auto | fp32 | bf16")
     p = sub.add_parser("photos")
     p.add_argument("--runs", default="photos", help="cached runs to measure, comma-separated")

@@ -40,7 +40,7 @@ def train_photos(args) -> None:
                        for f in image_files(BSDS / "val")[:32]]).float() / 255
     test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:8]
     config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy=args.entropy, lmbda=args.lmbda,
-                                latent_grid=args.latent_grid, precision=args.precision,
+                                latent_grid=args.latent_grid, hyper_input=args.hyper_input, precision=args.precision,
                                 latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
                                 lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=args.epochs, patience=0,
                                 clip_grad=args.clip_grad, init=str(CACHE / args.init) if args.init else None,
@@ -48,7 +48,7 @@ def train_photos(args) -> None:
     info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
             "n_train": len(train), "n_val": len(val), "n_test": 200}
     model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy=args.entropy, lmbda=args.lmbda,
-                         width=args.width, latent_grid=args.latent_grid)
+                         width=args.width, latent_grid=args.latent_grid, hyper_input=args.hyper_input)
     if args.init:  # warm start from another lambda's run (the standard way to get a second RD point cheaply)
         from aeopt.runs import warm_start
 

@@ -16,6 +16,7 @@ ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale", "channelwise")
 DISTORTIONS = ("mse", "ms-ssim")
 RATE_QUANTIZATION = ("noise", "ste")
 LATENT_GRIDS = ("integer", "mean")
+HYPER_INPUTS = ("abs", "signed")
 # CompressAI's bmshj2018 lambdas for quality 1..8 (R in bpp + lambda * 255^2 * MSE, or * (1 - MS-SSIM)).
 QUALITY_LMBDA = {"mse": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
                  "ms-ssim": (2.40, 4.58, 8.73, 16.64, 31.73, 60.50, 115.37, 220.00)}
@@ -38,7 +39,7 @@ def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> 
 @register_model("codec", "learned image codec (Ballé 2017/2018): `aeopt compress` / `aeopt decompress`")
 def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
           width=None, depth=None, hyper_width=None, rate_quantization="noise",
-          latent_grid="integer") -> CodecModel:
+          latent_grid="integer", hyper_input="abs") -> CodecModel:
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior) |
             meanscale (a mean-scale hyperprior: h_s also predicts each element's mean) | channelwise
@@ -58,6 +59,10 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
         latent_grid: integer (y_hat = round(y); the default, what runs trained before this choice used) |
             mean (meanscale / channelwise only: y_hat = mu_q + round(y - mu_q), the grid following
             h_s's mean quantized to 1/8; fewer bits, no validation drift: benchmarks/results/codec.md).
+        hyper_input: abs (h_a sees |y|; the default, what runs trained before this choice used: the scale
+            hyperprior's input, which carries no sign) | signed (meanscale / channelwise only: h_a sees y,
+            as in Minnen et al. 2018 and CompressAI's mean-scale models, so h_s can predict the means'
+            signs, not only biases of position: benchmarks/results/design_notes.md).
         latent_dim is M, the channels of the spatial latent y.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
@@ -65,7 +70,8 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
                          f"{tuple(input_shape)}")
     for what, value, known in (("entropy model", entropy, ENTROPY_MODELS), ("distortion", distortion, DISTORTIONS),
                                ("rate quantization", rate_quantization, RATE_QUANTIZATION),
-                               ("latent grid", latent_grid, LATENT_GRIDS)):
+                               ("latent grid", latent_grid, LATENT_GRIDS),
+                               ("hyperprior input", hyper_input, HYPER_INPUTS)):
         if value not in known:
             raise AeoptError(f"unknown {what} {value!r}; known: {', '.join(known)}")
     if entropy == "channelwise" and latent_dim % CHANNEL_SLICES:
@@ -74,6 +80,9 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     if latent_grid == "mean" and entropy not in ("meanscale", "channelwise"):
         raise AeoptError(f"--latent-grid mean follows h_s's means: it needs --entropy meanscale or channelwise, "
                          f"not {entropy}")
+    if hyper_input == "signed" and entropy not in ("meanscale", "channelwise"):
+        raise AeoptError(f"--hyper-input signed lets h_s predict the means' signs: it needs --entropy meanscale or "
+                         f"channelwise, not {entropy}")
     lmbda = resolve_lmbda(lmbda, quality, distortion)
     small = min(input_shape[1:]) < SMALL_IMAGE
     if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)
@@ -85,7 +94,8 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
             raise AeoptError(f"{what} must be a positive integer, got {value!r}")
     return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
                       lmbda=lmbda, distortion=distortion, output=output, hyper_width=hyper_width,
-                      rate_quantization=rate_quantization, latent_grid=latent_grid)
+                      rate_quantization=rate_quantization, latent_grid=latent_grid,
+                      hyper_input=hyper_input)
 
 
 __all__ = ["CodecModel", "CodecObjective", "codec"]

@@ -56,7 +56,7 @@ def quantize(y: torch.Tensor, mode) -> torch.Tensor:
 class CodecModel(Autoencoder):
     def __init__(self, input_shape: tuple[int, ...], *, entropy: str, width: int, latent: int, depth: int,
                  lmbda: float, distortion: str, output: str, hyper_width: int | None = None,
-                 rate_quantization: str = "noise", latent_grid: str = "integer"):
+                 rate_quantization: str = "noise", latent_grid: str = "integer", hyper_input: str = "abs"):
         channels = input_shape[0]
         super().__init__(analysis(channels, width, latent, depth), synthesis(channels, width, latent, depth),
                          input_shape, latent, output)
@@ -64,6 +64,7 @@ class CodecModel(Autoencoder):
         self.lmbda, self.distortion = lmbda, distortion
         self.rate_quantization = rate_quantization  # training only: eval rounds
         self.latent_grid = latent_grid  # "mean": y_hat = mu_q + round(y - mu_q) (the mean-scale models)
+        self.hyper_input = hyper_input  # "signed": h_a sees y, not |y| (the mean-scale models)
         self.stride = 2 ** depth
         self.hyper_width = hyper_width or width  # the channels of z
         if self.has_hyperprior:
@@ -101,7 +102,7 @@ class CodecModel(Autoencoder):
         return self.encoder(self.pad(x.float()))
 
     def hyper_analyse(self, y: torch.Tensor) -> torch.Tensor:
-        return self.hyper_encoder(self.pad_latent(y.abs()))
+        return self.hyper_encoder(self.pad_latent(y if self.hyper_input == "signed" else y.abs()))
 
     @property
     def has_means(self) -> bool:
