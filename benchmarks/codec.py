@@ -300,8 +300,12 @@ def main() -> None:
             mid, first = fm["timing"]["aeopt_lmbda"], fm["families"][0]["prefix"]  # the strip is the first family's
             if (CACHE / f"{first}-{mid:g}" / "strip.png").is_file():
                 shutil.copyfile(CACHE / f"{first}-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
-        if (CACHE / "photos" / "strip.png").is_file():
-            shutil.copyfile(CACHE / "photos" / "strip.png", RESULTS / "codec_strip_photos.png")
+        ph_path = RESULTS / "codec_photos.json"
+        if ph_path.is_file():  # the measured family's first run's strip (part_photos draws it there)
+            ph = json.loads(ph_path.read_text())
+            first = (ph.get("families") or [{"points": ph["aeopt"]}])[0]["points"][0]["run"]
+            if (CACHE / first / "strip.png").is_file():
+                shutil.copyfile(CACHE / first / "strip.png", RESULTS / "codec_strip_photos.png")
         note = args.note
         if fm_path.is_file():  # the note lives in codec_fmnist.json, so a re-render keeps it
             fm = json.loads(fm_path.read_text())
