@@ -45,7 +45,7 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(name, d) for name, d in (("Fashion-MNIST test", fm), ("BSDS500 test photos", ph)) if d]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 7.0), squeeze=False)
     for ax, (name, d) in zip(axes[0], panels):
         for codec, style in STYLE.items():
             pts = sorted((p["bpp"], p["psnr"]) for p in d["peers"] if p["codec"] == codec)
@@ -70,7 +70,8 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel("PSNR (dB)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        # below the axes: a legend inside covered aeopt's own points, whichever corner it took
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))
         if name.startswith("Fashion"):
             ax.set_xlim(0, 5.5)
         else:
