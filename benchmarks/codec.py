@@ -292,7 +292,7 @@ def main() -> None:
     if args.part == "report":
         import shutil
 
-        from benchmarks.codec_report import write_report
+        from benchmarks.codec_report import _photo_families, write_report
 
         fm_path = RESULTS / "codec_fmnist.json"
         if fm_path.is_file():  # the middle lambda's strip (original | aeopt | WebP | JPEG) beside the table
@@ -302,8 +302,7 @@ def main() -> None:
                 shutil.copyfile(CACHE / f"{first}-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
         ph_path = RESULTS / "codec_photos.json"
         if ph_path.is_file():  # the measured family's first run's strip (part_photos draws it there)
-            ph = json.loads(ph_path.read_text())
-            first = (ph.get("families") or [{"points": ph["aeopt"]}])[0]["points"][0]["run"]
+            first = _photo_families(json.loads(ph_path.read_text()))[0]["points"][0]["run"]
             if (CACHE / first / "strip.png").is_file():
                 shutil.copyfile(CACHE / first / "strip.png", RESULTS / "codec_strip_photos.png")
         note = args.note

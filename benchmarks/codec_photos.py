@@ -23,9 +23,9 @@ from benchmarks.common import machine_line
 def train_photos(args) -> None:
     """One codec (--entropy: a scale hyperprior by default) on BSDS500 train + val crops for --minutes
     into benchmarks/.cache/codec/NAME."""
-    from aeopt.codec.train import VAL_SIDE, finish_codec_run
+    from aeopt.codec.train import finish_codec_run, validation_crops
     from aeopt.data import InMemorySource
-    from aeopt.data.patches import PatchSource, centre_crop, image_files, read_image
+    from aeopt.data.patches import PatchSource, image_files, read_image
     from aeopt.models import create_model
     from aeopt.runs import save_config
     from aeopt.settings import Settings
@@ -35,9 +35,7 @@ def train_photos(args) -> None:
 
     torch.manual_seed(0)
     train = PatchSource.from_folders([BSDS / "train", BSDS / "val"], args.patch, seed=0, per_image=4, mode="RGB")
-    side = max(args.patch, VAL_SIDE)  # as aeopt train does: the best epoch picked where a photo's inside counts
-    val = torch.stack([torch.from_numpy(np.ascontiguousarray(centre_crop(read_image(f, "RGB"), side)))
-                       for f in image_files(BSDS / "val")[:32]]).float() / 255
+    val = validation_crops([read_image(f, "RGB") for f in image_files(BSDS / "val")[:32]], args.patch)
     test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:8]
     config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy=args.entropy, lmbda=args.lmbda,
                                 latent_grid=args.latent_grid, hyper_input=args.hyper_input, precision=args.precision,

@@ -209,8 +209,8 @@ def _photo_section(ph: dict) -> list[str]:
     lines = ["## Photographs (BSDS500)", "",
              f"Machine: {ph['machine']}. Load average before {ph['load_before'][0]:.1f}, after "
              f"{ph['load_after'][0]:.1f}.", "",
-             "aeopt trained on 1 CPU thread per run on random crops of the 300 train + val photos, for minutes, not the days on GPUs published models get: read it as "
-             "where a short CPU run lands, not what the architecture can do. A run warm-started from another "
+             "aeopt trained on 1 CPU thread per run on random crops of the 300 train + val photos, for minutes, "
+             "not the days on GPUs published models get: read it as where a short CPU run lands, not what the architecture can do. A run warm-started from another "
              "started from its weights; its time and steps include the other's.", ""]
     for f in _photo_families(ph):
         carried = (f" Measured in an earlier run ({f['carried_from']}) on the same {ph['test_images']} photos and "
@@ -218,7 +218,8 @@ def _photo_section(ph: dict) -> list[str]:
                    "peers." if f.get("carried_from") else "")
         crops = f.get("patch") or s["patch"], f.get("batch") or s["batch"]
         lines += [f"`{f['prefix']}`: {_kind(f)}, width {f['width']}, latent {f['latent']}, {f['params']:,} "
-                  f"parameters, trained on {crops[0]}x{crops[0]} crops in batches of {crops[1]}. Test ({ph['test_images']} photos, one .aec file each, every byte counted).{carried}", "",
+                  f"parameters, trained on {crops[0]}x{crops[0]} crops in batches of {crops[1]}. Test "
+                  f"({ph['test_images']} photos, one .aec file each, every byte counted).{carried}", "",
                   "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {o['run']} | {o['lmbda']:g} | {o['train_seconds'] / 60:.0f} min, {o['steps']:,} steps"

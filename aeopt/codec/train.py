@@ -64,6 +64,14 @@ def _uint8(x: torch.Tensor) -> list[np.ndarray]:
     return list(torch.round(x * 255).to(torch.uint8).numpy())
 
 
+def validation_crops(images: list[np.ndarray], patch: int) -> torch.Tensor:
+    """Centre crops in [0, 1] for --patch mode's validation: VAL_SIDE pixels (or the smallest image's
+    side if less), never below the patch."""
+    side = max(patch, min(VAL_SIDE, *(min(im.shape[1:]) for im in images)))
+    crops = [centre_crop(PatchSource._at_least(im, side), side) for im in images]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(crops))).float() / 255
+
+
 def codec_data(settings: Settings, device, dataset=None):
     """(train source, val source, test images as uint8, data_info) for a codec run."""
     d = settings.dataset
@@ -72,10 +80,7 @@ def codec_data(settings: Settings, device, dataset=None):
         mode = "L" if read_image(train_files[0]).shape[0] == 1 else "RGB"
         train = PatchSource([read_image(f, mode) for f in train_files], d.patch, seed=d.seed,
                             per_image=PATCHES_PER_IMAGE, device=device)
-        val_images = [read_image(f, mode) for f in val_files[:VAL_IMAGES]]
-        side = max(d.patch, min(VAL_SIDE, *(min(im.shape[1:]) for im in val_images)))
-        crops = [centre_crop(PatchSource._at_least(im, side), side) for im in val_images]
-        val_x = torch.from_numpy(np.stack(crops)).float() / 255
+        val_x = validation_crops([read_image(f, mode) for f in val_files[:VAL_IMAGES]], d.patch)
         test = [read_image(f, mode) for f in test_files]
         shape, n_train = list(train.sample_shape), len(train_files)
     else:

@@ -1,16 +1,14 @@
 """--hyper-input signed: h_a sees y itself, not |y| (the mean-scale models, as Minnen et al. 2018), so
 h_s can predict the means' signs. It must reach the model through the settings, survive a reload
-(a run trained with it decodes bit-exactly), be refused where there are no means, and leave runs
-trained before it (no key in their config: abs) as they were."""
+(a run trained with it decodes bit-exactly) and leave runs trained before it (no key in their
+config: abs) as they were; test_codec_mean_grid.py checks it is refused where there are no means."""
 import numpy as np
-import pytest
 import torch
 import yaml
 
 from aeopt.cli import main
 from aeopt.codec import api, compress, decompress, load_codec
 from aeopt.data import load_data
-from aeopt.errors import AeoptError
 from aeopt.models.codec import codec
 
 
@@ -22,17 +20,6 @@ def test_signed_h_a_sees_the_sign_and_abs_does_not():
                       hyper_input=hyper_input).eval()
         with torch.no_grad():
             assert torch.equal(model.hyper_analyse(y), model.hyper_analyse(-y)) is same
-
-
-@pytest.mark.parametrize("entropy", ["hyperprior", "factorized"])
-def test_signed_needs_a_model_with_means(entropy):
-    with pytest.raises(AeoptError, match="--hyper-input signed .* needs --entropy meanscale or channelwise"):
-        codec((1, 8, 8), 8, "sigmoid", entropy=entropy, lmbda=0.05, hyper_input="signed")
-
-
-def test_unknown_hyper_input_is_refused():
-    with pytest.raises(AeoptError, match="unknown hyperprior input 'square'; known: abs, signed"):
-        codec((1, 8, 8), 8, "sigmoid", entropy="meanscale", lmbda=0.05, hyper_input="square")
 
 
 def test_a_signed_run_reloads_as_signed_and_its_files_decode_bit_exactly(tmp_path):

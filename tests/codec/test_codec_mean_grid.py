@@ -132,16 +132,21 @@ def test_training_quantizes_around_the_means():
     assert torch.equal(y.grad, torch.ones_like(y))
 
 
-@pytest.mark.parametrize("entropy, message", [("hyperprior", "needs --entropy meanscale or channelwise"),
-                                              ("factorized", "needs --entropy meanscale or channelwise")])
-def test_the_mean_grid_needs_means(entropy, message):
+@pytest.mark.parametrize("entropy", ["hyperprior", "factorized"])
+@pytest.mark.parametrize("knob, flag", [({"latent_grid": "mean"}, "--latent-grid mean"),
+                                        ({"hyper_input": "signed"}, "--hyper-input signed")])
+def test_the_knobs_that_follow_the_means_need_means(entropy, knob, flag):
+    """The mean grid and a signed h_a (test_codec_hyper_input.py) only mean something where h_s predicts means."""
+    with pytest.raises(AeoptError, match=f"^{flag} .*: it needs --entropy meanscale or channelwise, not {entropy}$"):
+        codec((1, 8, 8), 8, "sigmoid", entropy=entropy, lmbda=0.05, **knob)
+
+
+@pytest.mark.parametrize("knob, message", [({"latent_grid": "half"}, "unknown latent grid 'half'; known: integer, mean"),
+                                           ({"hyper_input": "square"},
+                                            "unknown hyperprior input 'square'; known: abs, signed")])
+def test_unknown_knob_values_are_refused(knob, message):
     with pytest.raises(AeoptError, match=message):
-        codec((1, 8, 8), 8, "sigmoid", entropy=entropy, lmbda=0.05, latent_grid="mean")
-
-
-def test_unknown_latent_grid_is_refused():
-    with pytest.raises(AeoptError, match="unknown latent grid 'half'; known: integer, mean"):
-        codec((1, 8, 8), 8, "sigmoid", entropy="meanscale", lmbda=0.05, latent_grid="half")
+        codec((1, 8, 8), 8, "sigmoid", entropy="meanscale", lmbda=0.05, **knob)
 
 
 def test_the_cli_takes_the_latent_grid(tmp_path):

@@ -9,7 +9,7 @@ import math
 
 from ...errors import AeoptError
 from ..registry import register_model
-from .model import CHANNEL_SLICES, CodecModel
+from .model import CHANNEL_SLICES, MEAN_MODELS, CodecModel
 from .objective import CodecObjective
 
 ENTROPY_MODELS = ("factorized", "hyperprior", "meanscale", "channelwise")
@@ -77,12 +77,11 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     if entropy == "channelwise" and latent_dim % CHANNEL_SLICES:
         raise AeoptError(f"--entropy channelwise codes y in {CHANNEL_SLICES} channel slices: --latent-dim must be "
                          f"a multiple of {CHANNEL_SLICES}, got {latent_dim}")
-    if latent_grid == "mean" and entropy not in ("meanscale", "channelwise"):
-        raise AeoptError(f"--latent-grid mean follows h_s's means: it needs --entropy meanscale or channelwise, "
-                         f"not {entropy}")
-    if hyper_input == "signed" and entropy not in ("meanscale", "channelwise"):
-        raise AeoptError(f"--hyper-input signed lets h_s predict the means' signs: it needs --entropy meanscale or "
-                         f"channelwise, not {entropy}")
+    if entropy not in MEAN_MODELS:
+        for flag, asked, why in (("--latent-grid mean", latent_grid == "mean", "follows h_s's means"),
+                                 ("--hyper-input signed", hyper_input == "signed", "lets h_s predict the means' signs")):
+            if asked:
+                raise AeoptError(f"{flag} {why}: it needs --entropy meanscale or channelwise, not {entropy}")
     lmbda = resolve_lmbda(lmbda, quality, distortion)
     small = min(input_shape[1:]) < SMALL_IMAGE
     if width is None:  # the top qualities get wider transforms, as in Ballé et al. (N = 128 -> 192 there)

@@ -37,6 +37,7 @@ from .entropy import SCALE_MAX, SCALE_MIN, EntropyBottleneck, GaussianConditiona
 from .transforms import HYPER_STRIDE, analysis, channel_context, hyper_analysis, hyper_synthesis, synthesis
 
 CHANNEL_SLICES = 4  # Minnen & Singh found 10 slices of 320 channels best; y here has 16-64 channels
+MEAN_MODELS = ("meanscale", "channelwise")  # h_s predicts means: what the mean grid and a signed h_a need
 MEAN_PHASES = 8  # the mean grid's resolution: a mean is at most 1/16 from its bin centre
 
 
@@ -106,7 +107,7 @@ class CodecModel(Autoencoder):
 
     @property
     def has_means(self) -> bool:
-        return self.entropy in ("meanscale", "channelwise")
+        return self.entropy in MEAN_MODELS
 
     @property
     def on_mean_grid(self) -> bool:
