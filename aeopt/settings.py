@@ -28,7 +28,7 @@ SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 DEVICES = ("auto", "cpu", "cuda")
-RESUMABLE = ("epochs", "threads")  # what --resume may change: the rest would not be the same run
+RESUMABLE = ("epochs", "threads", "max_minutes")  # what --resume may change: the rest would not be the same run
 # where a run is watched from (--tensorboard, --mlflow): train() leaves them out of config.yaml, so a resume
 # logs only where its own flags say, and a run derived from a saved one (a distilled student) never logs as it did
 TRACKING = ("tensorboard", "mlflow")
@@ -185,6 +185,10 @@ class ObjectiveSettings:
 @dataclass
 class OptimSettings:
     epochs: int = setting(40, "passes over the training data", check=at_least(1), expect=">= 1")
+    max_minutes: float | None = setting(None, "a wall-clock budget for training: the epochs, and the learning-rate "
+                                        "schedule with them, shrink to what it holds at the measured speed, so the "
+                                        "schedule still ends its decay; --epochs is then the most",
+                                        check=positive_or_none, expect="> 0 (minutes)")
     batch_size: int = setting(128, "samples per step (per process)", check=at_least(1), expect=">= 1")
     optimizer: str = setting("adamw", "adam | adamw | sgd | rmsprop", choices=OPTIMIZERS)
     lr: float | str = setting(3e-3, "peak learning rate, or auto (run the learning-rate range test first)",
@@ -304,7 +308,7 @@ class Settings:
                          if k not in RESUMABLE + MACHINE and v != getattr(self, k))
         if changed:
             flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-            allowed = " and ".join("--" + k for k in RESUMABLE)
+            allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
             raise AeoptError(f"--resume continues a run with its saved settings; drop {flags} "
                              f"(only {allowed} may change)")
 

@@ -254,7 +254,7 @@ def main() -> None:
     p.add_argument("--prefixes", default="fmcg2,fmmg2", help="the families whose middle-lambda run is timed")
     p.add_argument("--rounds", type=int, default=3)
     p = sub.add_parser("train-photos")
-    p.add_argument("--minutes", type=float, default=20, help="wall-clock cap")
+    p.add_argument("--minutes", type=float, default=20, help="wall-clock cap on the training loop (--max-minutes)")
     # The most epochs: the schedule (warm-up, cosine decay) is laid over them and shrinks to what
     # --minutes holds at the measured speed (DeadlinePlan; an epoch is 150 steps of batch 8: ~28 s on
     # one thread here). A huge number would still stretch the warm-up (5% of it) past the cap.

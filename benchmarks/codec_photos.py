@@ -20,48 +20,51 @@ from benchmarks.codec import BSDS, CACHE, PHOTO_PEERS, _bd_table, _rebuilt
 from benchmarks.common import machine_line
 
 
+def _photo_folder() -> Path:
+    """BSDS500 as the library's images:DIR splits, as links in the cache (kept: the runs' config.yaml
+    name it): train/ = train + val (the benchmark's 300 training photos), val/ = the first 32 of val
+    (the best epoch), test/ = the first 8 test photos (the run's own first look; `photos` measures all
+    200)."""
+    import shutil
+    import tempfile
+
+    from aeopt.data.patches import image_files
+
+    root = CACHE / "bsds500-splits"
+    if root.is_dir():
+        return root
+    CACHE.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=CACHE, prefix=".splits-"))
+    for split, files in {"train": [*image_files(BSDS / "train"), *image_files(BSDS / "val")],
+                         "val": image_files(BSDS / "val")[:32], "test": image_files(BSDS / "test")[:8]}.items():
+        (building / split).mkdir()
+        for f in files:  # prefixed by the folder: train's photos first, then val's, as sorted names
+            (building / split / f"{f.parent.name}-{f.name}").symlink_to(f.resolve())
+    try:
+        building.rename(root)
+    except OSError:  # another process built it first
+        shutil.rmtree(building)
+    return root
+
+
 def train_photos(args) -> None:
     """One codec (--entropy: a scale hyperprior by default) on BSDS500 train + val crops for --minutes
-    into benchmarks/.cache/codec/NAME."""
-    from aeopt.codec.train import finish_codec_run, validation_crops
-    from aeopt.data import InMemorySource
-    from aeopt.data.patches import PatchSource, image_files, read_image
-    from aeopt.models import create_model
-    from aeopt.runs import save_config
-    from aeopt.settings import Settings
-    from aeopt.train.callbacks import DeadlinePlan
-    from aeopt.train.loop import fit
-    from aeopt.train.prepare import prepare_run_dir
+    into benchmarks/.cache/codec/NAME: `aeopt train --model codec --patch P --max-minutes M` on the
+    photo folder above."""
+    from aeopt.codec.train import train_codec
 
-    torch.manual_seed(0)
-    train = PatchSource.from_folders([BSDS / "train", BSDS / "val"], args.patch, seed=0, per_image=4, mode="RGB")
-    val = validation_crops([read_image(f, "RGB") for f in image_files(BSDS / "val")[:32]], args.patch)
-    test = [read_image(f, "RGB") for f in image_files(BSDS / "test")][:8]
-    config = Settings.from_flat(data=f"images:{BSDS}", model="codec", entropy=args.entropy, lmbda=args.lmbda,
-                                latent_grid=args.latent_grid, hyper_input=args.hyper_input, precision=args.precision,
-                                latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch,
-                                lr=args.lr, optimizer="adam", weight_decay=0.0, epochs=args.epochs, patience=0,
-                                clip_grad=args.clip_grad, init=str(CACHE / args.init) if args.init else None,
-                                threads=args.threads, out=str(CACHE / args.name)).validate()
-    info = {"sample_shape": [3, args.patch, args.patch], "is_image": True, "output": "sigmoid", "scaler": None,
-            "n_train": len(train), "n_val": len(val), "n_test": 200}
-    model = create_model("codec", (3, args.patch, args.patch), args.latent, entropy=args.entropy, lmbda=args.lmbda,
-                         width=args.width, latent_grid=args.latent_grid, hyper_input=args.hyper_input)
-    if args.init:  # warm start from another lambda's run (the standard way to get a second RD point cheaply)
-        from aeopt.runs import warm_start
-
-        warm_start(model, config.optimization.init, model_name="codec")
-    run_dir = prepare_run_dir(config.runtime.out, config, overwrite=True)
-    save_config(run_dir, config, info)
-    deadline = time.time() + 60 * args.minutes
-    fit_result = fit(model, model.objective(config), train, InMemorySource(val, seed=0), config, run_dir=run_dir,
-                     callbacks=[DeadlinePlan(deadline, args.epochs)], progress=False)
-    finish_codec_run(run_dir, fit_result.model.cpu(), test, fit_result)  # a first look on 8 photos; `photos` measures
-    (run_dir / "training.json").write_text(json.dumps({
-        "train_seconds": fit_result.train_seconds, "epochs": fit_result.epochs, "steps_about": fit_result.loop.step,
-        "threads": args.threads, "patch": args.patch, "batch": args.batch, "init": args.init,
-        "history": fit_result.history},
-        indent=2) + "\n")
+    result = train_codec(
+        data=f"images:{_photo_folder()}", model="codec", entropy=args.entropy, lmbda=args.lmbda,
+        latent_grid=args.latent_grid, hyper_input=args.hyper_input, precision=args.precision,
+        latent_dim=args.latent, width=args.width, patch=args.patch, batch_size=args.batch, lr=args.lr,
+        optimizer="adam", weight_decay=0.0, epochs=args.epochs, max_minutes=args.minutes, patience=0,
+        clip_grad=args.clip_grad, init=str(CACHE / args.init) if args.init else None, threads=args.threads,
+        seed=0, out=str(CACHE / args.name), overwrite=True, progress=False)
+    steps = json.loads((result.path / "checkpoint.json").read_text())["step"]  # the last epoch may be cut short
+    (result.path / "training.json").write_text(json.dumps({
+        "train_seconds": result.metrics["train_seconds"], "epochs": result.metrics["epochs"],
+        "steps_about": steps, "threads": args.threads, "patch": args.patch,
+        "batch": args.batch, "init": args.init, "history": result.history}, indent=2) + "\n")
 
 
 def _training_so_far(name: str) -> dict:

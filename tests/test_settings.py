@@ -38,7 +38,7 @@ def test_rules_live_in_the_library_not_the_cli(tmp_path):
         Settings.from_flat(latent_dim=0).validate()
     run = aeopt.train(model="mlp", hidden="8", latent_dim=2, epochs=1, out=str(tmp_path / "run"), progress=False,
                       log=lambda m: None)
-    with pytest.raises(AeoptError, match="only --epochs and --threads may change") as from_python:
+    with pytest.raises(AeoptError, match="only --epochs, --threads, --max-minutes may change") as from_python:
         aeopt.train(resume=run.path, lr=0.1, progress=False, log=lambda m: None)
     assert "drop --lr" in str(from_python.value)
     assert main(["train", "--resume", str(run.path), "--lr", "0.1", "--quiet"]) == 2

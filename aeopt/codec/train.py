@@ -25,7 +25,7 @@ from ..models.codec.transforms import HYPER_STRIDE
 from ..runs import build_model, read_config, save_config, warm_start, write_json
 from ..settings import Settings
 from ..train.api import TrainResult, resolve_settings
-from ..train.callbacks import Callback, DeadlinePlan
+from ..train.callbacks import Callback
 from ..train.loop import fit, resolve_device
 from ..train.prepare import how_to_continue, open_run
 from .coder import require_constriction
@@ -97,12 +97,12 @@ def codec_data(settings: Settings, device, dataset=None):
 
 def train_codec(config: Settings | None = None, *, dataset=None, resume=None, overwrite: bool = False,
                 progress: bool = True, log: Callable[[str], None] = print, device: str | None = None,
-                callbacks: Iterable[Callback] = (), max_seconds: float | None = None, **settings) -> TrainResult:
-    """Train a codec run and write its directory (aeopt.train's arguments; `max_seconds`: a time budget).
+                callbacks: Iterable[Callback] = (), **settings) -> TrainResult:
+    """Train a codec run and write its directory (aeopt.train's arguments).
 
-    With a budget the run's epochs (and the learning-rate schedule's length) shrink to what the
-    budget holds at the measured speed (train.callbacks.DeadlinePlan), so the schedule ends its
-    decay; `epochs` is the most it may have (a huge count with a budget leaves the warm-up too long).
+    With a budget (`max_minutes`) the run's epochs (and the learning-rate schedule's length) shrink to
+    what the budget holds at the measured speed (train.callbacks.DeadlinePlan), so the schedule ends
+    its decay; `epochs` is the most it may have (a huge count with a budget leaves the warm-up too long).
     `resume=RUN` continues RUN from its last checkpoint (crops and batch order replay by epoch, so
     it ends where an uninterrupted run ends), then builds the tables and figures as a new run does.
     """
@@ -124,9 +124,7 @@ def train_codec(config: Settings | None = None, *, dataset=None, resume=None, ov
     run_dir, tracking = open_run(config, resume=resume, overwrite=overwrite, log=log)
     config = config.replace(out=str(run_dir))
     save_config(run_dir, config, info)
-    deadline = time.time() + max_seconds if max_seconds else None
-    callbacks = [*callbacks, *tracking.trackers] + ([DeadlinePlan(deadline, config.optimization.epochs)]
-                                                    if deadline else [])
+    callbacks = [*callbacks, *tracking.trackers]
     with tracking:
         try:
             result = fit(model, model.objective(config), train, val, config, run_dir=run_dir, device=torch_device,

@@ -85,6 +85,9 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
         settings["device"] = device
     config = resolve_settings(config, resume, settings)
     group = distributed.from_environment(config.runtime.device)  # set up by torchrun (or `aeopt train --nproc-per-node N`)
+    if group is not None and config.optimization.max_minutes is not None:  # each rank would plan its own
+        # epoch count from its own clock, and the ranks would hang waiting for each other
+        raise AeoptError("--max-minutes is not available with several processes yet; give --epochs instead")
     if group is not None and not group.is_main:
         log, progress = (lambda message: None), False  # rank 0 speaks for the run
     torch_device = group.device(config.runtime.device) if group else resolve_device(config.runtime.device)

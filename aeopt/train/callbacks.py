@@ -49,10 +49,17 @@ class OnStepEnd(Callback):
 
 
 class StopAt(Callback):
-    """End training after the step that crosses `deadline` (a time.time() value); best weights kept."""
+    """End training after the step that crosses `deadline` (a time.time() value); best weights kept.
+    `budget` (seconds) sets the deadline when training starts instead: a budget for the loop, not for
+    the set-up before it (which can take longer than a short budget)."""
 
-    def __init__(self, deadline: float, clock: Callable[[], float] | None = None):
-        self.deadline, self.clock = deadline, clock or time.time
+    def __init__(self, deadline: float = math.inf, clock: Callable[[], float] | None = None, *,
+                 budget: float | None = None):
+        self.deadline, self.clock, self.budget = deadline, clock or time.time, budget
+
+    def on_fit_start(self, loop: "Loop") -> None:
+        if self.budget is not None:
+            self.deadline = self.clock() + self.budget
 
     def on_step_end(self, loop: "Loop", batch: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         if self.clock() > self.deadline:
@@ -74,8 +81,8 @@ class DeadlinePlan(StopAt):
     """
 
     def __init__(self, deadline: float, most_epochs: int, *, once: bool = False, safety: float = 0.98,
-                 clock: Callable[[], float] | None = None):
-        super().__init__(deadline, clock)
+                 clock: Callable[[], float] | None = None, budget: float | None = None):
+        super().__init__(deadline, clock, budget=budget)
         self.most_epochs, self.once, self.safety = most_epochs, once, safety
         self.last_end: float | None = None
         self.epochs_seen = 0

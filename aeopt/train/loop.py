@@ -28,7 +28,7 @@ from ..kernels.memory import keep_freed_memory
 from ..models.objective import Objective
 from ..runs import load_tensors, save_tensors
 from ..settings import Settings
-from .callbacks import Callback
+from .callbacks import Callback, DeadlinePlan
 from .checkpoint import load_checkpoint, save_checkpoint, write_history
 from .cuda_graph import GraphedStep, graph_reason
 from .distributed import Group, average_gradients_before_step, wrap
@@ -285,6 +285,16 @@ class Loop:
         load_checkpoint(self)
 
 
+def _budget_plan(settings: Settings, callbacks: Iterable[Callback]) -> list[Callback]:
+    """`max_minutes` as a DeadlinePlan counted from the loop's start (a resumed run gets it afresh), unless
+    the caller plans its own (optimize's retraining). One process only: train() refuses it with several,
+    whose ranks would each plan their own epoch count and then wait for each other."""
+    minutes = settings.optimization.max_minutes
+    if minutes is None or any(isinstance(c, DeadlinePlan) for c in callbacks):
+        return []
+    return [DeadlinePlan(math.inf, settings.optimization.epochs, budget=60 * minutes)]
+
+
 def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: BatchSource | None,
         settings: Settings, *, run_dir: Path | None = None, device: str | torch.device | None = None,
         callbacks: Iterable[Callback] = (), log: Callable[[str], None] = print, progress: bool = True,
@@ -306,6 +316,8 @@ def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: B
             be sharded with its rank and world size. Only rank 0 writes `run_dir`.
     """
     device = device if isinstance(device, torch.device) else resolve_device(device or settings.runtime.device)
+    callbacks = list(callbacks)
+    callbacks += _budget_plan(settings, callbacks)
     loop = Loop(model, objective, train, val, settings, run_dir=run_dir, device=device, log=log, progress=progress,
                 callbacks=callbacks, group=group)
     if resume:

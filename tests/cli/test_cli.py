@@ -65,7 +65,7 @@ def test_resume_cli_extends_training(run_dir, tmp_path, capsys):
     assert main(["train", "--resume", str(copy), "--epochs", "4", "--quiet"]) == 0
     assert json.loads((copy / "metrics.json").read_text())["epochs"] == 4
     assert main(["train", "--resume", str(copy), "--lr", "0.1", "--quiet"]) == 2
-    assert "only --epochs and --threads may change" in capsys.readouterr().err
+    assert "only --epochs, --threads, --max-minutes may change" in capsys.readouterr().err
 
 
 def test_table_data_trains_with_mse_and_saves_the_scaler(tmp_path, capsys):

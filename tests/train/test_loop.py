@@ -120,3 +120,31 @@ def test_a_time_capped_run_that_slows_down_still_ends_its_schedule(digits):
     assert cut_end > deadline  # StopAt ended it after the step that crossed the deadline
     assert 11 <= len(fitted.history) <= 12 and fitted_end <= deadline
     assert fitted.history[-1]["lr"] < 1.2 * floor  # the cosine's last step: 1% of the rate
+
+
+def test_max_minutes_plans_the_run_to_its_budget(digits):
+    """--max-minutes: 2,000 epochs asked (some 30 s here), a 1.2 s budget; the run stops long before, with its planned
+    epoch count (and the schedule's length) cut to the budget, not merely interrupted."""
+    settings = Settings.from_flat(epochs=2000, max_minutes=0.02, batch_size=256, precision="fp32", lr=3e-3,
+                                  model="mlp", hidden="16", patience=None, threads=1)
+    steps = -(-len(digits.x_train) // 256)
+    torch.manual_seed(0)
+    model = create_model("mlp", (1, 8, 8), 4, hidden="16")
+    result = fit(model, model.objective(settings, in_unit_range=True, steps_per_epoch=steps),
+                 InMemorySource(digits.x_train, seed=0), InMemorySource(digits.x_val, seed=0), settings,
+                 device="cpu", log=lambda m: None, progress=False)
+    assert 3 <= len(result.history) < 1000
+    assert result.loop.epochs < 1000 and result.loop.schedule.total_steps == result.loop.epochs * steps
+
+
+def test_max_minutes_is_refused_with_several_processes_before_a_directory_exists(tmp_path, monkeypatch):
+    import pytest
+
+    from aeopt import train
+    from aeopt.errors import AeoptError
+    from aeopt.train import api
+
+    monkeypatch.setattr(api.distributed, "from_environment", lambda device: object())
+    with pytest.raises(AeoptError, match="--max-minutes is not available with several processes"):
+        train(data="digits", epochs=2, max_minutes=1, out=str(tmp_path / "run"), progress=False, log=lambda m: None)
+    assert not (tmp_path / "run").exists()
