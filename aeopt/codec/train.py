@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data import InMemorySource, load_data
-from ..data.patches import PatchSource, centre_crop, image_files, read_image
+from ..data.patches import PatchSource, centre_crop, edge_padded, image_files, read_image
 from ..errors import AeoptError, Interrupted
 from ..models.codec import SMALL_IMAGE
 from ..models.codec.transforms import HYPER_STRIDE
@@ -68,7 +68,7 @@ def validation_crops(images: list[np.ndarray], patch: int) -> torch.Tensor:
     """Centre crops in [0, 1] for --patch mode's validation: VAL_SIDE pixels (or the smallest image's
     side if less), never below the patch."""
     side = max(patch, min(VAL_SIDE, *(min(im.shape[1:]) for im in images)))
-    crops = [centre_crop(PatchSource._at_least(im, side), side) for im in images]
+    crops = [centre_crop(edge_padded(im, side), side) for im in images]
     return torch.from_numpy(np.ascontiguousarray(np.stack(crops))).float() / 255
 
 

@@ -48,6 +48,13 @@ def image_files(folder: str | Path) -> list[Path]:
     return files
 
 
+def edge_padded(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` (C, H, W) edge-padded at the bottom and right to at least side x side, so an image
+    smaller than a crop still gives one."""
+    ph, pw = max(0, side - image.shape[1]), max(0, side - image.shape[2])
+    return np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else image
+
+
 class PatchSource:
     def __init__(self, images: list[np.ndarray], patch: int, *, seed: int = 0, per_image: int = 1,
                  device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
@@ -58,24 +65,10 @@ class PatchSource:
         channels = {im.shape[0] for im in images}
         if len(channels) != 1:
             raise AeoptError("the image folder mixes grey and colour images; convert them to one mode")
-        self.images = [self._at_least(im, patch) for im in images]
+        self.images = [edge_padded(im, patch) for im in images]
         self.patch, self.seed, self.per_image, self.device = patch, seed, per_image, device
         self.rank, self.world_size = rank, world_size
         self.sample_shape = (channels.pop(), patch, patch)
-
-    @classmethod
-    def from_folders(cls, folders: list[str | Path], patch: int, *, seed: int = 0, per_image: int = 1,
-                     mode: str | None = None, device: torch.device | str = "cpu") -> "PatchSource":
-        files = [f for folder in folders for f in image_files(folder)]
-        first = read_image(files[0], mode)
-        mode = mode or ("L" if first.shape[0] == 1 else "RGB")
-        return cls([read_image(f, mode) for f in files], patch, seed=seed, per_image=per_image, device=device)
-
-    @staticmethod
-    def _at_least(image: np.ndarray, patch: int) -> np.ndarray:
-        """Images smaller than a patch are edge-padded up to it."""
-        ph, pw = max(0, patch - image.shape[1]), max(0, patch - image.shape[2])
-        return np.pad(image, ((0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else image
 
     def __len__(self) -> int:
         return (len(self.images) * self.per_image) // self.world_size
