@@ -2,6 +2,7 @@
 Its files must decode to exactly the encoder's y_hat (computed from the integer h_s on both sides),
 its tables are the scale-only ones, refine searches on it, and bad settings are refused in one line."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,35 @@ def test_the_cli_takes_the_latent_grid(tmp_path):
                  "--threads", "1", "--out", str(out), "--quiet"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["latent_grid"] == "mean"
     assert load_codec(out).model.on_mean_grid
+
+
+def test_tables_are_stored_as_ragged_rows_and_old_padded_files_still_load(grid_runs, tmp_path):
+    """tables.safetensors holds each row's counts end to end in int32 (the padded int64 rectangle was
+    87% zeros); loading rebuilds the same tables and fingerprint, and a file in the old padded form
+    loads to the same fingerprint, so .aec files coded before still decode."""
+
+    from aeopt.codec.tables import Table, build_tables
+
+    run = load_codec(grid_runs["meanscale"])
+    built = build_tables(run.model)
+    stored = load_tensors(Path(grid_runs["meanscale"]) / TABLES_FILE)
+    assert "y.counts" not in stored and stored["y.rows"].dtype == torch.int32
+    assert len(stored["y.rows"]) == int((built.y.n + 1).sum()) < built.y.counts.size / 3
+    assert run.tables.fingerprint == built.fingerprint
+    np.testing.assert_array_equal(run.tables.y.counts, built.y.counts)
+
+    old_dir = tmp_path / "old"
+    shutil.copytree(grid_runs["meanscale"], old_dir)
+    padded = {k: v for k, v in stored.items() if not k.startswith(("y.", "z."))}
+    padded.update(built.y.tensors("y"))
+    padded.update(built.z.tensors("z"))
+    save_tensors(old_dir / TABLES_FILE, padded)
+    assert load_tables(old_dir, run.model).fingerprint == built.fingerprint
+
+    bad = dict(stored)
+    bad["y.rows"] = stored["y.rows"][:-1]
+    with pytest.raises(AeoptError, match="rows do not match its sizes"):
+        Table.from_tensors(bad, "y")
+    bad = dict(stored, **{"y.width": torch.tensor([10**12])})
+    with pytest.raises(AeoptError, match="rows do not match its sizes"):
+        Table.from_tensors(bad, "y")
