@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks, as run on a lent GPU machine (about 7 minutes on an H200 for all three):
-#   tests:    tests/test_cuda.py (bf16/fp16 autocast, grad scaler, NHWC, fused Adam, CUDA graphs, a GPU run
+#   tests:    tests/train/test_cuda.py (bf16/fp16 autocast, grad scaler, NHWC, fused Adam, CUDA graphs, a GPU run
 #             loads on a CPU);
 #   speed:    the CUDA training-speed table (textbook loop vs aeopt's trainer with and without its CUDA
 #             graph, same run);
@@ -28,7 +28,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 
 STAGES=" ${*:-tests speed optimize} "
 
-[[ $STAGES == *" tests "* ]] && python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+[[ $STAGES == *" tests "* ]] && python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 [[ $STAGES == *" speed "* ]] && python3 benchmarks/train_speed.py --device cuda --limit 0 --epochs 2 --models seed,conv \
   --threads 16 --without-graph --data-dir .fmnist --out "$OUT/train_speed_cuda.md" 2>&1 | tail -n 20 \
   | tee "$OUT/train_speed_cuda.log"

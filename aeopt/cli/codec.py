@@ -39,6 +39,9 @@ def add_commands(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="of the encoder's transforms: bf16 is meant for CPUs with bf16 matrix units (AMX; not "
                         "benchmarked yet); files decode bit-exactly either way (default fp32)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the encoder's transforms (g_a, h_a) run; rounding, the integer hyper-decoder and the "
+                        "coder stay on the CPU, so the files decode bit-exactly on any CPU (default cpu)")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="search STEPS gradient steps per image for latents that cost fewer bytes at the same or "
                         "better quality (SGA; the decoder is unchanged; 100 steps: about 20 s for a 481x321 photo, "
@@ -122,7 +125,7 @@ def cmd_compress(args) -> None:
     from ..codec.parallel import check_workers, in_parallel
     from ..codec.refine import check_steps
 
-    run = load_codec(args.run)
+    run = load_codec(args.run, device=args.device)
     check_steps(args.refine)
     check_workers(args.workers)
     out = Path(args.out)

@@ -8,7 +8,8 @@ bit-exactly, and the hyperprior's table choice is integer arithmetic (intnet.py)
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -36,6 +37,19 @@ class CodecRun:
     model: CodecModel
     tables: CodecTables
     coder: Coder
+    # where g_a and h_a run when encoding (load_codec(device=...)); everything after them (rounding,
+    # the integer h_s, the coder) and all of decoding stay on the CPU, so a file encoded on a GPU
+    # decodes exactly on any CPU: the GPU only changes which integers the encoder picks
+    encode_device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _encoder: CodecModel | None = field(default=None, repr=False)
+
+    def encoder(self) -> CodecModel:
+        """The model the encoder's transforms run on: the run's own on the CPU, a copy elsewhere."""
+        if self.encode_device.type == "cpu":
+            return self.model
+        if self._encoder is None:
+            self._encoder = copy.deepcopy(self.model).to(self.encode_device).eval()
+        return self._encoder
 
     @property
     def channels(self) -> int:
@@ -55,7 +69,10 @@ class CodecRun:
         return sizes, slices
 
 
-def load_codec(run: "str | Path | CodecRun") -> CodecRun:
+def load_codec(run: "str | Path | CodecRun", *, device: str | None = None) -> CodecRun:
+    """A codec run ready to code; `device` ("cpu" or "cuda"): where encoding's transforms run."""
+    if device is not None:
+        return replace(load_codec(run), encode_device=_encode_device(device), _encoder=None)
     if isinstance(run, CodecRun):
         return run
     from ..runs import load_torch
@@ -72,6 +89,15 @@ def load_codec(run: "str | Path | CodecRun") -> CodecRun:
     # tables come from the integer h_s).
     loaded.model.to(memory_format=torch.channels_last)
     return CodecRun(Path(run), loaded.model, tables, Coder(tables))
+
+
+def _encode_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda"):
+        raise AeoptError(f"unknown encoding device {device!r}; known: cpu, cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AeoptError("--device cuda: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
+                         "encode on the CPU (--device cpu): the files decode the same either way")
+    return torch.device(device)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -147,15 +173,18 @@ def encode_latents(run: CodecRun, x: torch.Tensor, precision: str = "fp32", refi
     `precision="bf16"` runs g_a and h_a under bf16 autocast (meant for CPUs with AMX; not timed yet):
     that changes which integers the encoder picks, never whether they decode, since the decoder
     reads the integers themselves and chooses their tables in integer arithmetic (intnet.py).
-    `refine_steps` > 0 searches for better integers than rounding finds (refine.py), in fp32."""
-    model = run.model.eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
-        y = model.analyse(channels_last(x)).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
+    `refine_steps` > 0 searches for better integers than rounding finds (refine.py), in fp32 on the CPU.
+    On a GPU (run.encode_device) only g_a and h_a run there; y and z come back to the CPU."""
+    model, device = run.model.eval(), run.encode_device
+    encoder = run.encoder()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16"):
+        y = encoder.analyse(channels_last(x.to(device))).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
         z = None
         if model.has_hyperprior:
             # h_a sees y before rounding, as in training (and in CompressAI's compress): on rounded y it
             # predicted scales that cost Fashion-MNIST files 17% more at the lowest rate (codec.md)
-            z = model.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT)
+            z = encoder.hyper_analyse(y).float().clamp(-LATENT_LIMIT, LATENT_LIMIT).cpu()
+        y = y.cpu()
     if model.on_mean_grid:  # y is rounded around its means by the coder, from the integer h_s (Coder.quantize)
         if refine_steps:  # y_hat on the grid of the float h_s, which the coder's almost always matches
             y, z = refine(model, x.float(), y.float(), z, check_steps(refine_steps))

@@ -221,6 +221,24 @@ def test_cli_compress_decompress_round_trip(codec_runs, tmp_path, capsys):
     assert len(decompress(run, (tmp_path / "digits.aec").read_bytes())) == len(_digits_test())
 
 
+def test_encoding_on_a_gpu_this_machine_lacks_is_one_line_and_writes_nothing(codec_runs, tmp_path, capsys,
+                                                                             monkeypatch):
+    """--device cuda without a visible GPU: exit 2, what to do instead, no file; an unknown device from
+    Python is refused by name (the GPU path itself: tests/train/test_cuda.py)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run_dir = codec_runs["hyperprior"]
+    np.save(tmp_path / "batch.npy", _images(2, 11, 9, seed=5))
+    assert main(["compress", str(run_dir), str(tmp_path / "batch.npy"), "--device", "cuda",
+                 "--out", str(tmp_path / "aec")]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is visible here" in err and "--device cpu" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "aec").exists()
+    with pytest.raises(aeopt.AeoptError, match="unknown encoding device 'tpu'"):
+        load_codec(run_dir, device="tpu")
+    on_cpu = load_codec(run_dir, device="cpu")
+    assert on_cpu.encoder() is on_cpu.model
+
+
 def _hostile(good: bytes, other: bytes) -> dict:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 4

@@ -1,6 +1,6 @@
 """The CUDA path: bf16 and fp16 autocast (fp16 with a grad scaler), NHWC convs, fused Adam, and a GPU run
 that loads on a CPU. Skipped where no CUDA GPU is present (CI); run on a GPU machine with
-`python -m pytest tests/test_cuda.py`."""
+`python -m pytest tests/train/test_cuda.py`."""
 from __future__ import annotations
 
 import pytest
@@ -87,3 +87,38 @@ def test_cuda_graph_with_clipping_and_bf16_stays_finite(tmp_path, digits):
                    out=str(tmp_path / "clip"), progress=False, log=quiet)
     assert result.metrics["cuda_graph"] is True
     assert result.metrics["test"]["mse"] < result.metrics["pca"]["mse"] * 2
+
+
+@pytest.mark.parametrize("entropy", ["hyperprior", "channelwise"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_codec_trained_and_encoding_on_the_gpu_decodes_exactly_on_one_cpu_thread(tmp_path, entropy, precision):
+    """The CompressAI failure, across devices: a codec trained on the GPU, its files encoded there
+    (g_a and h_a on the GPU, in fp32 or bf16), decode on the CPU with 1 thread to exactly the
+    integers the encoder chose, and to the pixels a CPU-side decode of those integers gives."""
+    import numpy as np
+
+    from aeopt.codec import compress, decompress, load_codec
+    from aeopt.codec.api import _decode_chunk, _synthesise, encode_latents
+    from aeopt.codec.coder import start_decoder
+    from aeopt.data import load_data
+
+    run_dir = tmp_path / entropy
+    train(data="digits", model="codec", entropy=entropy, lmbda=0.05, latent_dim=8, width=16, epochs=3,
+          batch_size=16, lr=1e-2, device="cuda", out=str(run_dir), progress=False, log=quiet)
+    images = (load_data("digits", seed=0).x_test[:64] * 255).round().byte().numpy()
+    gpu = load_codec(run_dir, device="cuda")
+    assert next(gpu.encoder().parameters()).is_cuda and not next(gpu.model.parameters()).is_cuda
+    torch.backends.cudnn.deterministic = True  # the file's integers and these come from two encoder calls
+    data = compress(gpu, images, precision=precision)
+    y_gpu, z_gpu = encode_latents(gpu, torch.from_numpy(images).float() / 255, precision)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cpu = load_codec(run_dir)
+        sizes, slices = cpu.unpack(data, "the file")
+        y = _decode_chunk(cpu, [start_decoder(slices[0][2])], sizes[0], len(sizes))
+        y_expected, _ = cpu.coder.quantize(y_gpu, z_gpu)
+        assert np.array_equal(y, y_expected)
+        assert np.array_equal(decompress(cpu, data), _synthesise(cpu, y_expected, sizes[0]))
+    finally:
+        torch.set_num_threads(threads)
