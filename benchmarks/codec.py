@@ -20,7 +20,11 @@
         # mean-scale on the mean grid on 256 crops, from scratch, side by side: --name photos-ms256 (0.0067)
         # and photos-ms256-low (0.0025), --entropy meanscale --latent-grid mean --patch 256 --batch 2
         # --minutes 105 --epochs 110 --threads 1; then photos --runs photos-ms256,photos-ms256-low
-        # --carry "photos-long2,photos-low2;photos-cg,photos-cg-low"
+        # --carry "photos-long2,photos-low2;photos-cg,photos-cg-low"; channel-wise on the mean grid on 256
+        # crops, from scratch, side by side: --name photos-cg256 (0.0067) and photos-cg256-low (0.0025),
+        # --entropy channelwise --latent-grid mean --patch 256 --batch 2 --minutes 110 --epochs 120 --threads 1;
+        # then photos --runs photos-cg256,photos-cg256-low
+        # --carry "photos-ms256,photos-ms256-low;photos-long2,photos-low2;photos-cg,photos-cg-low"
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
         # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
         # from the JSON, not re-measured)
@@ -32,8 +36,8 @@ fmnist: scale-hyperprior codecs trained on Fashion-MNIST's train set (55k; 5k he
 best epoch) at several lambdas, tested on all 10k test images, one .aec file per image (and one
 many-image file); the peers on the same 10k images; BD-rate (PCHIP Bjøntegaard) against each;
 batch encode + decode time per image for aeopt and WebP in the same run.
-photos (codec_photos.py): codecs trained on 128x128 crops of BSDS500 train + val (300 images) for a
-fixed wall-clock budget, tested on the 200 test photos; and a 768x512 photo's encode + decode time.
+photos (codec_photos.py): codecs trained on crops (128x128, later 256x256) of BSDS500 train + val (300
+images) for a fixed wall-clock budget, tested on the 200 test photos; and a 768x512 photo's encode + decode time.
 The train-* parts cache runs in benchmarks/.cache/codec/; fmnist and photos rebuild their tables
 (so a run trained before a table change is measured with the current code) and measure; each
 writes benchmarks/results/codec_<part>.json; `report` renders both.
