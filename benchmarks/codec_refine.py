@@ -62,6 +62,16 @@ def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, ste
 PHOTO_RUNS = "photos-long2,photos-low2"  # the committed photo family; another's parts carry its runs in their names
 
 
+def _photo_part_name(which: str, runs: str) -> str:
+    """"Photographs (WHICH)" for the committed family, "Photographs (WHICH, RUNS)" for another, so
+    another family's parts neither replace the committed ones nor merge with them."""
+    return f"Photographs ({which})" if runs == PHOTO_RUNS else f"Photographs ({which}, {runs})"
+
+
+def _runs_of(part: dict) -> str:
+    return ",".join(point["run"] for point in part["plain"])
+
+
 def _merged(parts: list[dict], name: str) -> dict:
     """One part from parts over disjoint subsets of the same images (same runs, steps, peers): bytes,
     bpp, MS-SSIM and times averaged by image count, PSNR from the averaged MSE. Exact when the
@@ -191,11 +201,9 @@ def main() -> None:
     if args.photos:
         files = image_files(BSDS / "test")[args.photo_from:args.photo_from + args.photos]
         test = [read_image(f, "RGB") for f in files]
-        which = "BSDS500 test" if not args.photo_from else \
-            f"BSDS500 test photos {args.photo_from + 1}-{args.photo_from + len(test)}"
-        if args.photo_runs != PHOTO_RUNS:  # another family's part is its own: it neither replaces nor merges
-            which += f", {args.photo_runs}"
-        name = f"Photographs ({which})"
+        name = _photo_part_name("BSDS500 test" if not args.photo_from else
+                                f"BSDS500 test photos {args.photo_from + 1}-{args.photo_from + len(test)}",
+                                args.photo_runs)
         fresh.append(_part(name, args.photo_runs.split(","), test, PHOTO_PEERS, steps))
         if not args.photo_from:  # the committed family's is the report's; another's stays in its part
             timing = _photo_timing(args.photo_runs.split(",")[0], test[0], steps[0])
@@ -206,11 +214,9 @@ def main() -> None:
     names = [p["data"] for p in fresh]
     result["parts"] = fresh + [p for p in result["parts"] if p["data"] not in names]
     photo_parts = [p for p in result["parts"] if p["data"].startswith("Photographs (") and "merged_from" not in p]
-    families = {tuple(point["run"] for point in p["plain"]) for p in photo_parts}
-    for runs in families:  # a family's parts over disjoint photo ranges that cover the set: one merged part
-        own = [p for p in photo_parts if tuple(point["run"] for point in p["plain"]) == runs]
-        merged_name = "Photographs (BSDS500 test, all photos" + \
-            ("" if ",".join(runs) == PHOTO_RUNS else f", {','.join(runs)}") + ")"
+    for runs in {_runs_of(p) for p in photo_parts}:  # a family's parts covering the set: one merged part
+        own = [p for p in photo_parts if _runs_of(p) == runs]
+        merged_name = _photo_part_name("BSDS500 test, all photos", runs)
         if len(own) > 1 and sum(p["images"] for p in own) == len(image_files(BSDS / "test")):
             result["parts"] = [p for p in result["parts"] if p["data"] != merged_name]
             result["parts"].append(_merged(own, merged_name))

@@ -129,4 +129,3 @@ def test_fuzz_mutated_files_never_crash_or_hang(hyper_run, data):
     else:
         assert kind == "reseal" or bytes(blob) == original
         assert all(im.dtype == np.uint8 and im.shape[0] == 1 for im in images)
-

@@ -91,7 +91,8 @@ def test_cuda_graph_with_clipping_and_bf16_stays_finite(tmp_path, digits):
 
 @pytest.mark.parametrize("entropy", ["hyperprior", "channelwise"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_codec_trained_and_encoding_on_the_gpu_decodes_exactly_on_one_cpu_thread(tmp_path, entropy, precision):
+def test_a_codec_trained_and_encoding_on_the_gpu_decodes_exactly_on_one_cpu_thread(tmp_path, monkeypatch, entropy,
+                                                                                   precision):
     """The CompressAI failure, across devices: a codec trained on the GPU, its files encoded there
     (g_a and h_a on the GPU, in fp32 or bf16), decode on the CPU with 1 thread to exactly the
     integers the encoder chose, and to the pixels a CPU-side decode of those integers gives."""
@@ -108,7 +109,7 @@ def test_a_codec_trained_and_encoding_on_the_gpu_decodes_exactly_on_one_cpu_thre
     images = (load_data("digits", seed=0).x_test[:64] * 255).round().byte().numpy()
     gpu = load_codec(run_dir, device="cuda")
     assert next(gpu.encoder().parameters()).is_cuda and not next(gpu.model.parameters()).is_cuda
-    torch.backends.cudnn.deterministic = True  # the file's integers and these come from two encoder calls
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # the file's integers and these: two calls
     data = compress(gpu, images, precision=precision)
     y_gpu, z_gpu = encode_latents(gpu, torch.from_numpy(images).float() / 255, precision)
     threads = torch.get_num_threads()
