@@ -26,9 +26,9 @@ def resolve_precision(precision: str, device: torch.device, flops_per_sample: in
     """The precision a run uses for `--precision auto`; an explicit choice is kept.
 
     GPUs: bf16 where supported (no loss scaling needed), else fp16 with a grad scaler. CPUs: bf16
-    when the processor has native bf16 (oneDNN says so) and the model is big enough that the time
-    saved outweighs the casts: above 1.5 MFLOP/sample for conv models (which then run channels-last),
-    above 20 MFLOP/sample for MLPs (the thresholds' A/B: benchmarks/results/train_speed_layout.md).
+    when the processor has native bf16 (native_bf16(), not oneDNN's emulation) and the model is big
+    enough that the time saved outweighs the casts: above 1.5 MFLOP/sample for conv models (which
+    then run channels-last), above 20 MFLOP/sample for MLPs (the thresholds' A/B: benchmarks/results/train_speed_layout.md).
     """
     if precision == "fp16" and device.type != "cuda":
         raise AeoptError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 (or auto)")
@@ -36,8 +36,21 @@ def resolve_precision(precision: str, device: torch.device, flops_per_sample: in
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    fast_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bf16" if fast_bf16 and flops_per_sample > (1.5e6 if conv else 20e6) else "fp32"
+    return "bf16" if native_bf16() and flops_per_sample > (1.5e6 if conv else 20e6) else "fp32"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). oneDNN reports bf16 as
+    supported on every AVX-512 CPU, where it emulates it: on an Ice Lake Xeon without AVX512_BF16,
+    autocast made a codec's training step 1.2-1.9x *slower* than fp32
+    (benchmarks/results/precision_emulated_bf16.md). torch names the two features in torch.cpu; a
+    torch without those probes is taken at oneDNN's word, as before."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    if all(probe is None for probe in probes):
+        return True
+    return any(probe() for probe in probes if probe is not None)
 
 
 def autocast(device: torch.device, precision: str, cache: bool = True) -> AbstractContextManager:
@@ -57,11 +70,13 @@ def use_channels_last(device: torch.device, model: torch.nn.Module, precision: s
 
     Auto picks NHWC on GPUs (tensor cores want it) and for bf16 on CPU, where oneDNN's bf16 conv and
     transposed-conv kernels run NHWC natively and the last layer's matmul form (kernels/narrow_conv.py)
-    needs it; in fp32 NHWC measured slower, so fp32 stays NCHW (benchmarks/results/train_speed_layout.md).
+    needs it. fp32 on a CPU depends on the CPU: with native bf16 (an AMD EPYC) NHWC measured 5% slower,
+    so there fp32 stays NCHW (benchmarks/results/design_notes.md); without it (an Ice Lake Xeon) NHWC
+    stepped 4-36% faster on every model measured (benchmarks/results/precision_emulated_bf16.md).
     """
     if choice != "auto":
         return choice == "channels_last"
-    return has_conv(model) and (device.type == "cuda" or precision == "bf16")
+    return has_conv(model) and (device.type == "cuda" or precision == "bf16" or not native_bf16())
 
 
 def choose_threads(requested: int | None, log: Callable[[str], None]) -> int:

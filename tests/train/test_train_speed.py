@@ -1,6 +1,7 @@
 """The trainer's fast path, the learning-rate range test and the gradient health monitor."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import platform
@@ -17,7 +18,7 @@ from aeopt.train.grad_monitor import GradMonitor
 from aeopt.train.lr_find import lr_find
 from aeopt.models import create_model
 from aeopt.kernels.memory import keep_freed_memory
-from aeopt.train.precision import CompiledForward, resolve_precision, use_channels_last
+from aeopt.train.precision import CompiledForward, native_bf16, resolve_precision, use_channels_last
 from aeopt.train.throughput import throughput
 from aeopt.train import TrainingDiverged, train
 
@@ -90,10 +91,36 @@ def test_precision_choice():
     assert resolve_precision("auto", cpu, 1000) == "fp32"  # tiny models: casts cost more than they save
     assert resolve_precision("auto", cpu, 1000, conv=True) == "fp32"
     assert resolve_precision("auto", cpu, 5 * 10**6) == "fp32"     # an MLP of this size gains nothing
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert resolve_precision("auto", cpu, 5 * 10**6, conv=True) == "bf16"   # a conv does (channels-last)
     with pytest.raises(AeoptError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cpu, 1000)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_takes_bf16_only_where_the_cpu_has_it(monkeypatch, native):
+    precision = importlib.import_module("aeopt.train.precision")  # aeopt.train is also the function
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    # a conv of this size gains from bf16 (channels-last) where the hardware computes it, loses where emulated
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, 5 * 10**6, conv=True) == ("bf16" if native else "fp32")
+    # and fp32 convs run NHWC where bf16 is emulated (faster there), NCHW where it is native (faster there)
+    conv, mlp = create_model("conv", (1, 28, 28), 8), create_model("mlp", (784,), 8)
+    assert use_channels_last(cpu, conv, "fp32") is not native and use_channels_last(cpu, conv, "bf16")
+    assert not use_channels_last(cpu, mlp, "fp32")
+
+
+@pytest.mark.parametrize("onednn, avx512_bf16, amx, native", [
+    (True, False, False, False),  # AVX-512 without BF16 (Skylake-SP .. Ice Lake): oneDNN emulates it
+    (True, True, False, True), (True, False, True, True), (False, True, True, False)])
+def test_native_bf16_is_the_hardware_not_onednns_emulation(monkeypatch, onednn, avx512_bf16, amx, native):
+    from aeopt.train.precision import native_bf16
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert native_bf16() is native
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert native_bf16() is onednn  # a torch without the probes: oneDNN's word, as before
 
 
 def test_memory_format_choice_and_a_channels_last_run(tmp_path, digits):
@@ -101,7 +128,8 @@ def test_memory_format_choice_and_a_channels_last_run(tmp_path, digits):
 
     conv, mlp = create_model("conv", (1, 8, 8), 8), create_model("mlp", (64,), 8)
     cpu = torch.device("cpu")
-    assert use_channels_last(cpu, conv, "bf16") and not use_channels_last(cpu, conv, "fp32")
+    assert use_channels_last(cpu, conv, "bf16")
+    assert use_channels_last(cpu, conv, "fp32") is not native_bf16()  # fp32 NHWC only where it measured faster
     assert not use_channels_last(cpu, mlp, "bf16")
     assert use_channels_last(cpu, conv, "fp32", "channels_last")
     assert not use_channels_last(cpu, conv, "bf16", "contiguous")
