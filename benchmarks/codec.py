@@ -118,7 +118,7 @@ def train_fmnist(args) -> None:
                              latent_grid=args.latent_grid,
                              latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width, epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
-                             limit=args.limit, init=str(init) if init else None)
+                             limit=args.limit, init=str(init) if init else None, max_minutes=args.minutes)
         print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
               flush=True)
 
@@ -237,6 +237,8 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--lambdas", default="0.0008,0.002,0.005,0.013")
         p.add_argument("--epochs", type=int, default=3)
+        p.add_argument("--minutes", type=float, default=None, help="wall-clock cap per lambda (--max-minutes): "
+                       "the epochs, and the schedule, shrink to what it holds")
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--init", action="store_true", help="continue each lambda's cached run (warm start)")
         p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")

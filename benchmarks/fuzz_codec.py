@@ -4,8 +4,9 @@ large allocation.
 
   python benchmarks/fuzz_codec.py [--examples 2500] [--run RUN]     # 4 x 2,500 = 10,000 cases
 
-Without --run it trains a tiny codec (--entropy, channel-wise by default) on digits first (~20 s). Seeds include a version 3
-file of 3 slices (slices shrunk to 3 images for the run). Four families of input,
+Without --run it trains a tiny codec (--entropy, channel-wise by default) on digits first (~20 s). Seeds include files of 3
+slices with each check (slices shrunk to 3 images for the run): version 4 (under 256 bytes, CRC-16)
+and version 3 (CRC-32). Four families of input,
 `--examples` each: random bytes (bare, after the magic, and resealed with a valid checksum),
 mutations of real files (bit flips, truncations, insertions), damage behind a valid checksum
 (reaches the range decoder and the integer h_s), and random headers with valid checksums.
@@ -18,7 +19,6 @@ import resource
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,11 +45,11 @@ def _tiny_run(root: Path, entropy: str) -> Path:
 
 class Tally:
     def __init__(self):
-        self.cases = self.errors = self.decoded = 0
+        self.cases = self.errors = self.decoded = self.passed_short_check = 0
         self.slowest = 0.0
         self.failures: list[str] = []
 
-    def check(self, run, blob: bytes, may_decode: bool) -> None:
+    def check(self, run, blob: bytes, may_decode: bool, may_pass_check: bool = False) -> None:
         self.cases += 1
         started = time.perf_counter()
         try:
@@ -62,15 +62,15 @@ class Tally:
             self.failures.append(f"{type(err).__name__}: {str(err)[:100]} on {blob[:24].hex()}")
         else:
             self.decoded += 1
-            if not may_decode:
+            if not may_decode and may_pass_check:
+                self.passed_short_check += 1
+            elif not may_decode:
                 self.failures.append(f"decoded a file that should have been refused: {blob[:24].hex()}")
             elif not all(im.dtype == np.uint8 for im in images):
                 self.failures.append("decoded images are not uint8")
         self.slowest = max(self.slowest, time.perf_counter() - started)
 
 
-def _reseal(body: bytes, fingerprint: bytes) -> bytes:
-    return body + zlib.crc32(body, zlib.crc32(fingerprint)).to_bytes(4, "big")
 
 
 def main() -> None:
@@ -89,8 +89,10 @@ def main() -> None:
     seeds = [compress(run, (rng.random((1, 8, 8)) * 255).astype(np.uint8)),
              compress(run, (rng.random((5, 1, 8, 8)) * 255).astype(np.uint8)),
              compress(run, [(rng.random((1, h, w)) * 255).astype(np.uint8) for h, w in ((8, 8), (13, 5), (8, 8))]),
-             compress(run, (rng.random((7, 1, 8, 8)) * 255).astype(np.uint8))]
-    assert seeds[-1][2] >> 4 == 3
+             compress(run, (rng.random((7, 1, 8, 8)) * 255).astype(np.uint8)),
+             compress(run, (rng.random((7, 1, 24, 24)) * 255).astype(np.uint8))]
+    # both kinds of check: 3 slices under 256 bytes (version 4, CRC-16) and over (version 3, CRC-32)
+    assert seeds[-2][2] >> 4 == 4 and seeds[-1][2] >> 4 == 3 and len(seeds[-1]) > container.SHORT_CHECK_BELOW
     tally = {name: Tally() for name in ("random", "mutated", "behind-checksum", "random-header")}
     common = settings(max_examples=args.examples, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
@@ -100,16 +102,17 @@ def main() -> None:
     @given(st.binary(max_size=200), st.sampled_from(["bare", "magic", "resealed"]))
     def random_bytes(data, how):
         blob = {"bare": data, "magic": container.MAGIC + data,
-                "resealed": _reseal(container.MAGIC + bytes([0x10 | (data[:1] or b"\0")[0] & 7]) + fp[:2] + data[1:],
-                                    fp)}[how]
+                "resealed": container.seal(
+                    container.MAGIC + bytes([0x10 | (data[:1] or b"\0")[0] & 7]) + fp[:2] + data[1:], fp)}[how]
         tally["random"].check(run, blob, may_decode=how == "resealed")
 
     @common
     @given(st.sampled_from(seeds), st.sampled_from(["flip", "truncate", "insert", "delete"]), st.data())
     def mutated(seed, kind, data):
         blob = bytearray(seed)
+        flips = data.draw(st.integers(1, 4)) if kind == "flip" else 0
         if kind == "flip":
-            for _ in range(data.draw(st.integers(1, 4))):
+            for _ in range(flips):
                 blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
         elif kind == "truncate":
             blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
@@ -119,25 +122,28 @@ def main() -> None:
         else:
             pos = data.draw(st.integers(0, len(blob) - 1))
             del blob[pos:pos + data.draw(st.integers(1, 8))]
-        tally["mutated"].check(run, bytes(blob), may_decode=bytes(blob) == seed)  # (a flip undone by a second)
+        # a flip undone by a second decodes; a short file's 2-byte check catches every flip of 1 to 3 bits
+        # and lets other damage through with probability 2**-16 (counted apart: "passed the short check")
+        short = bool(seed[2] & container.FLAG_SHORT_CHECK) and not 1 <= flips <= 3
+        tally["mutated"].check(run, bytes(blob), may_decode=bytes(blob) == seed, may_pass_check=short)
 
     @common
     @given(st.sampled_from(seeds), st.data())
     def behind_checksum(seed, data):
-        body = bytearray(seed[:-4])
+        body = bytearray(seed[:-container.check_bytes(seed[2])])
         for _ in range(data.draw(st.integers(1, 6))):
             body[data.draw(st.integers(container.HEADER_BYTES, len(body) - 1))] = data.draw(st.integers(0, 255))
         if data.draw(st.booleans()):
             body += data.draw(st.binary(max_size=64))
-        tally["behind-checksum"].check(run, _reseal(bytes(body), fp), may_decode=True)
+        tally["behind-checksum"].check(run, container.seal(bytes(body), fp), may_decode=True)
 
     @common
-    @given(st.integers(1, 3), st.integers(0, 15), st.lists(st.integers(0, 2 ** 35), max_size=8), st.binary(max_size=64))
+    @given(st.integers(1, 4), st.integers(0, 15), st.lists(st.integers(0, 2 ** 35), max_size=8), st.binary(max_size=64))
     def random_header(version, flags, numbers, stream):
         body = bytearray(container.MAGIC + bytes([version << 4 | flags]) + fp[:2])
         for v in numbers:
             body += container._varint(v)
-        tally["random-header"].check(run, _reseal(bytes(body) + stream, fp), may_decode=True)
+        tally["random-header"].check(run, container.seal(bytes(body) + stream, fp), may_decode=True)
 
     for test in (random_bytes, mutated, behind_checksum, random_header):
         test()
@@ -152,6 +158,10 @@ def main() -> None:
              "| family | cases | one-line AeoptError | decoded (behind a valid checksum) | slowest case s |",
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {name} | {t.cases:,} | {t.errors:,} | {t.decoded:,} | {t.slowest:.3f} |" for name, t in tally.items()]
+    passed = sum(t.passed_short_check for t in tally.values())
+    lines += ["", f"Mutated short files (under {container.SHORT_CHECK_BELOW} bytes: a 2-byte CRC-16) that passed "
+              f"their check and decoded, which it allows with probability 2**-16 for damage beyond 3 flipped bits: "
+              f"{passed:,}"]
     lines += ["", f"Failures (any other exception, a multi-line message, a mutated file accepted): **{len(failures)}**"]
     lines += [f"- {f}" for f in failures[:20]]
     lines.append("")

@@ -1,9 +1,10 @@
-"""The .aec container, format version 3: every byte accounted for, every field checked.
+"""The .aec container, format version 4: every byte accounted for, every field checked.
 
     magic       2 bytes  AE C0 (0xAE first: not text, not another common format's signature)
     version     1 byte   high 4 bits: FORMAT_VERSION (a reader refuses newer versions by name);
       + flags            low 4 bits: bit 0 RGB (else grey), bit 1 many images, bit 2 the image(s)
-                         have the model's training size (no height/width fields), bit 3 must be 0
+                         have the model's training size (no height/width fields), bit 3 (version 4
+                         only, else 0) the checksum is the short one
     model       2 bytes  the first 2 bytes of the model's fingerprint (sha256 of weights + tables)
     [height]    varint   (LEB128) absent with bit 2; with many images, the first image's size
     [width]     varint
@@ -17,27 +18,37 @@
                          streams may end inside their last 32-bit word (a reader pads it with zero
                          bytes: coder.trimmed); version 1 streams are whole words, read the same way
     checksum    4 bytes  CRC-32 (big-endian) of the model's full 32-byte fingerprint followed by
-                         every byte above: damage, truncation and another model's file all fail it
+                         every byte above: damage, truncation and another model's file all fail it;
+                or  2 bytes  with bit 3: CRC-16/CCITT (binascii.crc_hqx) of the same bytes, seeded with
+                         the fingerprint's CRC-16; written for files of under SHORT_CHECK_BELOW bytes
 
 Why so lean: on 28x28 images a learned codec's stream is a few dozen bytes, so a 16-byte header
 would be a third of the file. The 2-byte model id gives the "another model" message; the
 checksum, seeded with the whole 256-bit fingerprint, is what makes that check reliable (a file
-of another model passes with probability 2**-32). One image costs 9 bytes besides its stream
-(11 with its size), each further image of a many-image file one to three bytes. Slices are what
+of another model passes with probability 2**-32). A file of under SHORT_CHECK_BELOW bytes (one
+Fashion-MNIST image: 30-130) ends in a 2-byte CRC-16 instead of the 4-byte CRC-32, 2-6% of such a
+file: it still catches every error of 1 to 3 bits and every burst of up to 16 in a file that short,
+other damage passes it with probability 2**-16 (then the stream decoder copes, as it must with any
+bytes), and another model's file passes model id and check together with probability 2**-32.
+One image costs 7 bytes besides its stream (9 with its size), each further image of a many-image
+file one to three bytes. Slices are what
 lets a many-image file be coded and decoded on several cores: each is an independent stream of
 about SLICE_IMAGES images (a few bytes each: 0.01 bytes an image). A writer uses version 3 only for
-a file of several slices, so every file an older reader could read is still written for it. Sizes are capped
+a file of several slices and version 4 only for a short-check file, so every other file an older
+reader could read is still written for it. Sizes are capped
 (MAX_SIDE, MAX_PIXELS) before anything is allocated, so a hostile header cannot ask for gigabytes.
 """
 from __future__ import annotations
 
+import binascii
 import zlib
 
 from ..errors import AeoptError
 
 MAGIC = b"\xae\xc0"
-FORMAT_VERSION = 3  # 3: slices; 2: streams may end inside a word (1.8 bytes less per file); 1 still read
-UNSLICED_VERSION = 2  # what a file of one slice is written as: older readers read it
+FORMAT_VERSION = 4  # 4: the short check; 3: slices; 2: streams may end inside a word (1.8 bytes less per
+UNSLICED_VERSION = 2  # file); 1 still read. What a file of one slice is written as: older readers read it
+SLICED_VERSION = 3
 # A slice closes at SLICE_IMAGES images or SLICE_PIXELS pixels: 10 slices in 10,000 Fashion-MNIST
 # images (enough to keep 2..10 cores busy), one in a file of a few photos.
 SLICE_IMAGES, SLICE_PIXELS = 1024, 1 << 22
@@ -48,9 +59,25 @@ MAX_IMAGES = 1 << 20
 # PIXELS_PER_BYTE pixels (a real photo at 0.1 bpp has one per 80; a hostile 30-byte header claiming
 # 64 Mpixel would otherwise keep the decoder busy for minutes and allocate gigabytes).
 FREE_PIXELS, PIXELS_PER_BYTE = 1 << 20, 4096
-FLAG_RGB, FLAG_MANY, FLAG_MODEL_SIZE, FLAG_UNUSED = 1, 2, 4, 8
+FLAG_RGB, FLAG_MANY, FLAG_MODEL_SIZE, FLAG_SHORT_CHECK = 1, 2, 4, 8
 HEADER_BYTES = 5  # magic, version + flags, model id
-CHECKSUM_BYTES = 4
+CHECKSUM_BYTES, SHORT_CHECK_BYTES = 4, 2
+# Below this many bytes before the check, a file ends in the 2-byte check: there the 2 bytes saved are
+# 2-6% of the file (0.66 points of BD-rate each on Fashion-MNIST: benchmarks/results/design_notes.md),
+# above it under 1%, not worth the weaker check.
+SHORT_CHECK_BELOW = 256
+
+
+def seal(body: bytes, fingerprint: bytes) -> bytes:
+    """`body` (a whole file but its check) with its check appended: the short one where its flags say so."""
+    if len(body) > 2 and body[2] & FLAG_SHORT_CHECK:
+        return body + binascii.crc_hqx(body, binascii.crc_hqx(fingerprint, 0)).to_bytes(SHORT_CHECK_BYTES, "big")
+    return body + zlib.crc32(body, zlib.crc32(fingerprint)).to_bytes(CHECKSUM_BYTES, "big")
+
+
+def check_bytes(flags: int) -> int:
+    """The check's length for these flags (or the whole version-and-flags byte: bit 3 is the same)."""
+    return SHORT_CHECK_BYTES if flags & FLAG_SHORT_CHECK else CHECKSUM_BYTES
 
 
 def _varint(value: int) -> bytes:
@@ -117,7 +144,7 @@ def pack(sizes: list[tuple[int, int]], streams: "bytes | list[bytes]", *, rgb: b
     implied = model_size is not None and first == tuple(model_size)
     many = len(sizes) > 1
     flags = (FLAG_RGB if rgb else 0) | (FLAG_MANY if many else 0) | (FLAG_MODEL_SIZE if implied else 0)
-    version = FORMAT_VERSION if len(streams) > 1 else UNSLICED_VERSION
+    version = SLICED_VERSION if len(streams) > 1 else UNSLICED_VERSION
     out = bytearray(MAGIC + bytes([version << 4 | flags]) + fingerprint[:2])
     if not implied:
         out += _varint(first[0]) + _varint(first[1])
@@ -130,8 +157,10 @@ def pack(sizes: list[tuple[int, int]], streams: "bytes | list[bytes]", *, rgb: b
         for stream in streams[:-1]:
             out += _varint(len(stream))
     out += b"".join(streams)
-    out += zlib.crc32(bytes(out), zlib.crc32(fingerprint)).to_bytes(CHECKSUM_BYTES, "big")
-    return bytes(out)
+    # version 4 is version 3 with the check's flag: a file of one slice reads the same as in version 2
+    if len(out) < SHORT_CHECK_BELOW and (len(streams) > 1 or len(slices(sizes)) == 1):
+        out[2] = FORMAT_VERSION << 4 | flags | FLAG_SHORT_CHECK
+    return seal(bytes(out), fingerprint)
 
 
 def read_header(data: bytes, what: str = "the file") -> tuple[int, int, bytes]:
@@ -143,17 +172,20 @@ def read_header(data: bytes, what: str = "the file") -> tuple[int, int, bytes]:
         raise AeoptError(f"{what} is empty (0 bytes): not an aeopt codec file")
     if data[:2] != MAGIC[:len(data[:2])]:
         raise AeoptError(f"{what} is not an aeopt codec file (wrong magic bytes {data[:2].hex()})")
-    if len(data) < HEADER_BYTES + CHECKSUM_BYTES:
+    if len(data) < 3:
         raise AeoptError(f"{what} is truncated ({len(data)} bytes; an .aec file has at least "
-                         f"{HEADER_BYTES + CHECKSUM_BYTES})")
+                         f"{HEADER_BYTES + SHORT_CHECK_BYTES})")
     version, flags = data[2] >> 4, data[2] & 0x0F
     if version > FORMAT_VERSION:
         raise AeoptError(f"{what} uses .aec format version {version}; this aeopt reads versions up to "
                          f"{FORMAT_VERSION}: upgrade aeopt to read it")
     if version == 0:
         raise AeoptError(f"{what} is damaged (format version 0 does not exist)")
-    if flags & FLAG_UNUSED:
-        raise AeoptError(f"{what} is damaged (unknown flag bits {flags:#04x})")
+    if flags & FLAG_SHORT_CHECK and version < 4:
+        raise AeoptError(f"{what} is damaged (unknown flag bits {flags:#04x} for format version {version})")
+    if len(data) < HEADER_BYTES + check_bytes(flags):
+        raise AeoptError(f"{what} is truncated ({len(data)} bytes; this .aec file needs at least "
+                         f"{HEADER_BYTES + check_bytes(flags)})")
     return version, flags, data[3:HEADER_BYTES]
 
 
@@ -167,8 +199,8 @@ def unpack(data: bytes, *, fingerprint: bytes, what: str = "the file",
     if model_id != fingerprint[:2]:
         raise AeoptError(f"{what} was compressed with another model (id {model_id.hex()}, this run's is "
                          f"{fingerprint[:2].hex()}); decompress it with the run that wrote it (--run)")
-    body_end = len(data) - CHECKSUM_BYTES
-    if zlib.crc32(data[:body_end], zlib.crc32(fingerprint)) != int.from_bytes(data[body_end:], "big"):
+    body_end = len(data) - check_bytes(flags)
+    if seal(data[:body_end], fingerprint) != data:
         raise AeoptError(f"{what} is damaged or from another model: its checksum does not match "
                          "(truncated or altered)")
     reader = _Reader(data, body_end, what)

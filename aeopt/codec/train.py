@@ -158,8 +158,9 @@ def finish_codec_run(run_dir: Path, model, test: list[np.ndarray], result, *, lo
     save_tables(run_dir, build_tables(model))
     run = load_codec(run_dir)
     metrics = {"test": measure(run, test), "params": sum(p.numel() for p in model.parameters()),
-               "train_seconds": result.train_seconds, "epochs": result.epochs, "best_epoch": result.best_epoch,
-               "best_val_loss": result.best_val, "entropy": model.entropy, "lmbda": model.lmbda,
+               "train_seconds": result.train_seconds, "epochs": result.epochs, "steps": result.loop.step,
+               "best_epoch": result.best_epoch, "best_val_loss": result.best_val, "entropy": model.entropy,
+               "lmbda": model.lmbda,
                "distortion": model.distortion, "model_id": run.tables.short_id, "threads": torch.get_num_threads(),
                "precision": getattr(result, "precision", "fp32")}
     write_codec_report(run_dir, run, test, metrics)

@@ -127,8 +127,9 @@ def train(config: Settings | None = None, *, dataset: Dataset | None = None, res
         metrics.update({
             "params": result.model.num_params(), "train_flops_per_sample": loop.flops,
             "train_seconds": result.train_seconds, **loop.throughput(),
-            "epochs": result.epochs, "best_epoch": result.best_epoch, "best_val_loss": result.best_val,
-            "loss": loop.objective.spec, "precision": result.precision, "device": str(torch_device),
+            "epochs": result.epochs, "steps": loop.step, "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val, "loss": loop.objective.spec, "precision": result.precision,
+            "device": str(torch_device),
             "memory_format": "channels_last" if loop.channels_last else "contiguous",
             "cuda_graph": bool(loop.graphed and loop.graphed.graph is not None),
         })

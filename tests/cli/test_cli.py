@@ -62,8 +62,11 @@ def test_resume_cli_extends_training(run_dir, tmp_path, capsys):
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "metrics.json").read_text())
     assert main(["train", "--resume", str(copy), "--epochs", "4", "--quiet"]) == 0
-    assert json.loads((copy / "metrics.json").read_text())["epochs"] == 4
+    after = json.loads((copy / "metrics.json").read_text())
+    assert after["epochs"] == 4 and before["epochs"] == 3
+    assert before["steps"] % 3 == 0 and after["steps"] == before["steps"] // 3 * 4  # counting on, not anew
     assert main(["train", "--resume", str(copy), "--lr", "0.1", "--quiet"]) == 2
     assert "only --epochs, --threads, --max-minutes may change" in capsys.readouterr().err
 

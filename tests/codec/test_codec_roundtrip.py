@@ -182,6 +182,9 @@ def test_metrics_bpp_is_eight_times_file_bytes_over_pixels(codec_runs):
     mse = np.mean((decoded - np.stack(test)) ** 2)
     assert metrics["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-9)
     assert aeopt.evaluate(str(run_dir))["test"]["bpp"] == metrics["bpp"]
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())  # 5 epochs of the same batches each
+    assert run_metrics["steps"] == json.loads((run_dir / "checkpoint.json").read_text())["step"]
+    assert run_metrics["steps"] > 0 and run_metrics["steps"] % 5 == 0
 
 
 def test_codec_trained_on_digits_beats_png_at_the_psnr_it_reaches(codec_runs):
@@ -243,12 +246,12 @@ def _hostile(good: bytes, other: bytes) -> dict:
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 4
     future = bytearray(good)
-    future[2] = (4 << 4) | (future[2] & 15)
+    future[2] = (5 << 4) | (future[2] & 15)
     return {"truncated": (good[:len(good) - 3], "checksum"), "bit-flipped": (bytes(flipped), "checksum"),
             "wrong-magic": (b"\x89PNG" + good[4:], "wrong magic"),
             "zero-length": (b"", "empty"),
             "huge-size": (good[:5] + b"\xff\xff\x03\xff\xff\x03" + good[5:], "damaged or from another model"),
-            "future-version": (bytes(future), "format version 4; this aeopt reads versions up to 3"),
+            "future-version": (bytes(future), "format version 5; this aeopt reads versions up to 4"),
             "other-model": (other, "another model")}
 
 
