@@ -23,20 +23,19 @@
                          the fingerprint's CRC-16; written for files of under SHORT_CHECK_BELOW bytes
 
 Why so lean: on 28x28 images a learned codec's stream is a few dozen bytes, so a 16-byte header
-would be a third of the file. The 2-byte model id gives the "another model" message; the
-checksum, seeded with the whole 256-bit fingerprint, is what makes that check reliable (a file
-of another model passes with probability 2**-32). A file of under SHORT_CHECK_BELOW bytes (one
-Fashion-MNIST image: 30-130) ends in a 2-byte CRC-16 instead of the 4-byte CRC-32, 2-6% of such a
-file: it still catches every error of 1 to 3 bits and every burst of up to 16 in a file that short,
-other damage passes it with probability 2**-16 (then the stream decoder copes, as it must with any
-bytes), and another model's file passes model id and check together with probability 2**-32.
-One image costs 7 bytes besides its stream (9 with its size), each further image of a many-image
-file one to three bytes. Slices are what
-lets a many-image file be coded and decoded on several cores: each is an independent stream of
-about SLICE_IMAGES images (a few bytes each: 0.01 bytes an image). A writer uses version 3 only for
-a file of several slices and version 4 only for a short-check file, so every other file an older
-reader could read is still written for it. Sizes are capped
-(MAX_SIDE, MAX_PIXELS) before anything is allocated, so a hostile header cannot ask for gigabytes.
+would be a third of the file. The 2-byte model id gives the "another model" message; the checksum,
+seeded with the whole 256-bit fingerprint, is what makes that check reliable (a file of another
+model passes with probability 2**-32). A file of under SHORT_CHECK_BELOW bytes (one Fashion-MNIST
+image: 30-130) ends in a 2-byte CRC-16 instead of the 4-byte CRC-32, 2-6% of such a file: it still
+catches every error of 1 to 3 bits and every burst of up to 16 in a file that short, other damage
+passes it with probability 2**-16 (then the stream decoder copes, as it must with any bytes), and
+another model's file passes model id and check together with probability 2**-32. One image costs 7
+bytes besides its stream (9 with its size), each further image of a many-image file one to three
+bytes. Slices are what lets a many-image file be coded and decoded on several cores: each is an
+independent stream of about SLICE_IMAGES images (a few bytes each: 0.01 bytes an image). A writer
+uses version 3 only for a file of several slices and version 4 only for a short-check file, so every
+other file an older reader could read is still written for it. Sizes are capped (MAX_SIDE,
+MAX_PIXELS) before anything is allocated, so a hostile header cannot ask for gigabytes.
 """
 from __future__ import annotations
 
@@ -46,9 +45,10 @@ import zlib
 from ..errors import AeoptError
 
 MAGIC = b"\xae\xc0"
-FORMAT_VERSION = 4  # 4: the short check; 3: slices; 2: streams may end inside a word (1.8 bytes less per
-UNSLICED_VERSION = 2  # file); 1 still read. What a file of one slice is written as: older readers read it
-SLICED_VERSION = 3
+# 4: the short check; 3: slices; 2: streams may end inside a word (1.8 bytes less per file); 1 still read
+FORMAT_VERSION = 4
+UNSLICED_VERSION = 2  # what a file of one slice (and a long check) is written as: older readers read it
+SLICED_VERSION = 3  # a file of several slices (and a long check)
 # A slice closes at SLICE_IMAGES images or SLICE_PIXELS pixels: 10 slices in 10,000 Fashion-MNIST
 # images (enough to keep 2..10 cores busy), one in a file of a few photos.
 SLICE_IMAGES, SLICE_PIXELS = 1024, 1 << 22
