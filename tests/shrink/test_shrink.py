@@ -17,7 +17,10 @@ from aeopt.shrink.prune import magnitude_masks, apply_masks_, sparsity
 
 # One thread: these models are tiny, and on a busy 2-core machine a second thread makes each step
 # up to 100x slower (every op waits for the descheduled thread).
-SMALL = dict(data="digits", model="conv", width=8, latent_dim=8, batch_size=64, threads=1, seed=0)
+# NCHW pinned: the distillation gain asserted below was measured so (0.31 dB); where the layout follows
+# the CPU (fp32 NHWC without hardware bf16) this tiny student's gain moved to 0.08 dB
+SMALL = dict(data="digits", model="conv", width=8, latent_dim=8, batch_size=64, threads=1, seed=0,
+             memory_format="contiguous")
 
 
 @pytest.fixture(scope="module")
