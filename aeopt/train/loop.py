@@ -325,5 +325,7 @@ def fit(model: torch.nn.Module, objective: Objective, train: BatchSource, val: B
     if setup is not None:
         setup(loop)
     loop.run()
+    if loop.channels_last:  # how this machine trains fastest, not part of the model: hand it back as
+        loop.model.to(memory_format=torch.contiguous_format)  # aeopt.load() builds it, same outputs to the bit
     return FitResult(loop.model, loop.history, loop.best_val, loop.best_epoch, loop.epoch, loop.train_seconds,
                      loop.precision, device, loop)

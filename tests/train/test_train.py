@@ -80,6 +80,18 @@ def test_load_rebuilds_the_same_model_without_pickle(tmp_path, digits):
     assert run.metrics["test"]["mse"] == result.metrics["test"]["mse"]
 
 
+def test_a_channels_last_run_hands_back_the_model_a_load_gives(tmp_path, digits):
+    """NHWC is how some machines train fastest, not part of the model: the returned model computes what
+    aeopt.load() rebuilds, to the bit (convs run other kernels per layout)."""
+    result = train(TrainConfig(latent_dim=4, memory_format="channels_last", out=str(tmp_path / "run"),
+                               **{**FAST, "epochs": 1}), dataset=digits, progress=False)
+    assert result.metrics["memory_format"] == "channels_last"
+    assert all(p.is_contiguous() for p in result.model.parameters())
+    x = digits.x_test[:16]
+    result.model.eval()
+    assert torch.equal(aeopt.load(tmp_path / "run").model(x)["x_hat"], result.model(x)["x_hat"])
+
+
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "onecycle"), ("rmsprop", "plateau"), ("adam", "constant")])
 def test_every_optimizer_and_schedule_learns(tmp_path, digits, optimizer, schedule):
     lr = {"sgd": 0.05, "rmsprop": 1e-3, "adam": 3e-3}[optimizer]
