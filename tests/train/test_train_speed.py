@@ -254,14 +254,15 @@ def test_a_resumed_channels_last_run_keeps_its_optimizer_state_in_the_kernels_la
     settings = dict(dataset=digits, model="conv", latent_dim=4, width=8, epochs=1, memory_format="channels_last",
                     progress=False, log=lambda m: None)
     train(**settings, out=str(tmp_path / "run"))
-    seen = {}
+    checked = []
 
-    def keep(trainer) -> None:
-        seen["trainer"] = trainer
+    def check(trainer) -> None:  # after the resume has loaded, before training (fit hands back NCHW after)
+        optimizer = trainer.optimizer
+        kernels = [p for p in optimizer.state if p.dim() == 4]
+        assert any(p.stride() != p.contiguous().stride() for p in kernels)  # really channels_last
+        for p in kernels:
+            assert all(v.stride() == p.stride() for v in optimizer.state[p].values() if v.shape == p.shape)
+        checked.append(len(kernels))
 
-    train(resume=str(tmp_path / "run"), dataset=digits, epochs=2, progress=False, log=lambda m: None, setup=keep)
-    optimizer = seen["trainer"].optimizer
-    kernels = [p for p in optimizer.state if p.dim() == 4]
-    assert any(p.stride() != p.contiguous().stride() for p in kernels)  # really channels_last
-    for p in kernels:
-        assert all(v.stride() == p.stride() for v in optimizer.state[p].values() if v.shape == p.shape)
+    train(resume=str(tmp_path / "run"), dataset=digits, epochs=2, progress=False, log=lambda m: None, setup=check)
+    assert checked and checked[0] > 0
