@@ -212,11 +212,12 @@ class OptimSettings:
 class RuntimeSettings:
     precision: str = setting("auto", "auto | fp32 | bf16 | fp16 (autocast; weights stay fp32; fp16 on CUDA, "
                              "with loss scaling; auto: bf16 on GPUs and on CPUs with bf16 in hardware, "
-                             "AVX512_BF16 or AMX, for models big enough to gain)", check=one_of(*PRECISIONS), expect="auto, fp32, bf16 or fp16")
+                             "AVX512_BF16 or AMX, for models big enough to gain)",
+                             check=one_of(*PRECISIONS), expect="auto, fp32, bf16 or fp16")
     compile: bool = setting(False, "torch.compile the model (falls back to eager with a message if it fails)")
     memory_format: str = setting("auto", "auto | channels_last | contiguous: conv activations' layout (auto: "
-                                 "channels_last for conv models on a GPU, in bf16, and in fp32 on CPUs without hardware "
-                                 "bf16, where it measured faster)",
+                                 "channels_last for conv models on a GPU, in bf16, and in fp32 on CPUs "
+                                 "without hardware bf16, where it measured faster)",
                                  check=one_of(*MEMORY_FORMATS), expect="auto, channels_last or contiguous")
     cuda_graph: bool = setting(True, "on a CUDA GPU, record the training step once and replay it as a CUDA "
                                "graph (where the step allows it: not fp16, --compile, sgd/rmsprop or "

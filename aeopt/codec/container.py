@@ -138,8 +138,9 @@ def pack(sizes: list[tuple[int, int]], streams: "bytes | list[bytes]", *, rgb: b
     if not sizes:
         raise AeoptError("no images to pack")
     streams = [streams] if isinstance(streams, (bytes, bytearray)) else list(streams)
-    if len(streams) not in (1, len(slices(sizes))):
-        raise AeoptError(f"{len(streams)} streams for {len(slices(sizes))} slices")
+    n_slices = len(slices(sizes))
+    if len(streams) not in (1, n_slices):
+        raise AeoptError(f"{len(streams)} streams for {n_slices} slices")
     first = tuple(sizes[0])
     implied = model_size is not None and first == tuple(model_size)
     many = len(sizes) > 1
@@ -158,7 +159,7 @@ def pack(sizes: list[tuple[int, int]], streams: "bytes | list[bytes]", *, rgb: b
             out += _varint(len(stream))
     out += b"".join(streams)
     # version 4 is version 3 with the check's flag: a file of one slice reads the same as in version 2
-    if len(out) < SHORT_CHECK_BELOW and (len(streams) > 1 or len(slices(sizes)) == 1):
+    if len(out) < SHORT_CHECK_BELOW and (len(streams) > 1 or n_slices == 1):
         out[2] = FORMAT_VERSION << 4 | flags | FLAG_SHORT_CHECK
     return seal(bytes(out), fingerprint)
 

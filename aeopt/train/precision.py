@@ -28,7 +28,8 @@ def resolve_precision(precision: str, device: torch.device, flops_per_sample: in
     GPUs: bf16 where supported (no loss scaling needed), else fp16 with a grad scaler. CPUs: bf16
     when the processor has native bf16 (native_bf16(), not oneDNN's emulation) and the model is big
     enough that the time saved outweighs the casts: above 1.5 MFLOP/sample for conv models (which
-    then run channels-last), above 20 MFLOP/sample for MLPs (the thresholds' A/B: benchmarks/results/train_speed_layout.md).
+    then run channels-last), above 20 MFLOP/sample for MLPs (the thresholds' A/B:
+    benchmarks/results/train_speed_layout.md).
     """
     if precision == "fp16" and device.type != "cuda":
         raise AeoptError("--precision fp16 needs a CUDA GPU; on a CPU use bf16 (or auto)")
@@ -42,7 +43,7 @@ def resolve_precision(precision: str, device: torch.device, flops_per_sample: in
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512_BF16 or AMX). oneDNN reports bf16 as
     supported on every AVX-512 CPU, where it emulates it: on an Ice Lake Xeon without AVX512_BF16,
-    autocast made a codec's training step 1.2-1.9x *slower* than fp32
+    autocast made the codecs' and the seed model's training steps 1.3-2.5x *slower* than fp32
     (benchmarks/results/precision_emulated_bf16.md). torch names the two features in torch.cpu; a
     torch without those probes is taken at oneDNN's word, as before."""
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
@@ -72,7 +73,7 @@ def use_channels_last(device: torch.device, model: torch.nn.Module, precision: s
     transposed-conv kernels run NHWC natively and the last layer's matmul form (kernels/narrow_conv.py)
     needs it. fp32 on a CPU depends on the CPU: with native bf16 (an AMD EPYC) NHWC measured 5% slower,
     so there fp32 stays NCHW (benchmarks/results/design_notes.md); without it (an Ice Lake Xeon) NHWC
-    stepped 4-36% faster on every model measured (benchmarks/results/precision_emulated_bf16.md).
+    stepped 11-22% faster on every model measured (benchmarks/results/precision_emulated_bf16.md).
     """
     if choice != "auto":
         return choice == "channels_last"
