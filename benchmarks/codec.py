@@ -62,6 +62,7 @@ import torch  # noqa: E402
 import aeopt  # noqa: E402
 from aeopt.codec import load_codec  # noqa: E402
 from aeopt.codec.bdrate import bd_rate  # noqa: E402
+from aeopt.codec.container import FORMAT_VERSION  # noqa: E402
 from aeopt.codec.evaluate import measure  # noqa: E402
 from aeopt.codec.peers import measure_peers  # noqa: E402
 from aeopt.codec.report import strip_figure  # noqa: E402
@@ -155,27 +156,34 @@ def _lineage(run_dir: Path) -> list[Path]:
         chain.append(before)
 
 
+def measured_point(run_dir: Path, lmbda: float, test: list[np.ndarray]) -> tuple[dict, object]:
+    """One cached run measured on the test images (one .aec file each, and one many-image file), with
+    how it trained (every stage of its warm-start lineage): its point and the rebuilt run."""
+    run = _rebuilt(run_dir)
+    chain = _lineage(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    stages = [_stage(r) for r in chain]
+    train_seconds = sum(json.loads((r / "metrics.json").read_text())["train_seconds"] for r in chain)
+    t = measure(run, test)
+    point = {"lmbda": lmbda, "bpp": t["bpp"], "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"],
+             "ms_ssim": t["ms_ssim"], "batch_bpp": t["batch_file"]["bpp"],
+             "batch_bytes_per_image": t["batch_file"]["bytes_per_image"], "max_file_bytes": t["max_file_bytes"],
+             "encode_ms": t["encode_ms_per_image"], "decode_ms": t["decode_ms_per_image"],
+             "train_seconds": train_seconds, "epochs": sum(st["epochs"] for st in stages), "stages": stages,
+             "params": metrics["params"], "format": FORMAT_VERSION}
+    return point, run
+
+
 def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[dict, list]:
     """One model family (PREFIX-LAMBDA runs) measured on the test images: its points and runs."""
     import yaml
 
     points, runs = [], []
     for lmbda in lambdas:
-        run_dir = CACHE / f"{prefix}-{lmbda:g}"
-        run = _rebuilt(run_dir)
-        chain = _lineage(run_dir)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        stages = [_stage(r) for r in chain]
-        train_seconds = sum(json.loads((r / "metrics.json").read_text())["train_seconds"] for r in chain)
-        t = measure(run, test)
-        points.append({"lmbda": lmbda, "bpp": t["bpp"], "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"],
-                       "ms_ssim": t["ms_ssim"], "batch_bpp": t["batch_file"]["bpp"],
-                       "batch_bytes_per_image": t["batch_file"]["bytes_per_image"],
-                       "encode_ms": t["encode_ms_per_image"], "decode_ms": t["decode_ms_per_image"],
-                       "train_seconds": train_seconds, "epochs": sum(st["epochs"] for st in stages), "stages": stages,
-                       "params": metrics["params"]})
+        point, run = measured_point(CACHE / f"{prefix}-{lmbda:g}", lmbda, test)
+        points.append(point)
         runs.append(run)
-        print(prefix, json.dumps(points[-1]), flush=True)
+        print(prefix, json.dumps(point), flush=True)
     config = yaml.safe_load((CACHE / f"{prefix}-{lambdas[0]:g}" / "config.yaml").read_text())
     shape = {"prefix": prefix, "width": config["width"], "latent": config["latent_dim"],
              "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.codec import compress, decompress_images  # noqa: E402
+from aeopt.codec.container import FORMAT_VERSION  # noqa: E402
 from aeopt.codec.evaluate import measure  # noqa: E402
 from aeopt.codec.peers import measure_peers  # noqa: E402
 
@@ -42,15 +43,39 @@ def _point(run_name: str, run, images, steps: int) -> dict:
     point = {"run": run_name, "lmbda": run.model.lmbda, "refine": steps, "bpp": t["bpp"],
              "bytes_per_image": t["bytes_per_image"], "psnr": t["psnr"], "ms_ssim": t["ms_ssim"],
              "batch_bpp": t["batch_file"]["bpp"], "encode_ms": t["encode_ms_per_image"],
-             "decode_ms": t["decode_ms_per_image"]}
+             "decode_ms": t["decode_ms_per_image"], "format": FORMAT_VERSION}
     print(json.dumps(point), flush=True)
     return point
 
 
-def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, steps: list[int]) -> dict:
+def _carried(run_name: str, before: dict, steps: list[int]) -> tuple[list[dict], list[dict]]:
+    """A run whose cached folder is gone (the cache lives on one machine): its plain and refined points
+    from the committed codec_refined.json, on the same first images (sizes and PSNRs are deterministic:
+    refinement is seeded), one-file sizes as format 4 writes them (codec_family.as_format4)."""
+    from benchmarks.codec_family import as_format4
+
+    part = next((p for p in before.get("parts", []) if any(q["run"] == run_name for q in p["plain"])), None)
+    if part is None:
+        raise SystemExit(f"{run_name}: no cached run in {CACHE} and no committed refinement of it")
+    carried = {"carried_from": part["machine"]}
+    plain = [{**as_format4(q), **carried} for q in part["plain"] if q["run"] == run_name]
+    refined = [{**as_format4(q), **carried} for q in part["refined"] if q["run"] == run_name and q["refine"] in steps]
+    if len(refined) != len(steps):
+        raise SystemExit(f"{run_name}: the committed refinement has steps "
+                         f"{sorted(q['refine'] for q in part['refined'] if q['run'] == run_name)}, not {steps}")
+    return plain, refined
+
+
+def _part(name: str, runs: list[str], images: list[np.ndarray], peers: dict, steps: list[int],
+          before: dict | None = None) -> dict:
     load_before = os.getloadavg()
     plain, refined = [], []
     for run_name in runs:
+        if before is not None and not (CACHE / run_name).is_dir():
+            kept = _carried(run_name, before, steps)
+            plain += kept[0]
+            refined += kept[1]
+            continue
         run = _rebuilt(CACHE / run_name)
         plain.append(_point(run_name, run, images, 0))
         refined += [_point(run_name, run, images, n) for n in steps]
@@ -138,7 +163,8 @@ def _table(part: dict) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in part["plain"] + part["refined"]:
         encoder = f"refined, {p['refine']} steps" if p["refine"] else "plain rounding"
-        lines.append(f"| {p['run']} | {p['lmbda']:g} | {encoder} | {p['bytes_per_image']:.1f} | {p['bpp']:.4f} | "
+        run = p["run"] + (" (carried)" if p.get("carried_from") else "")
+        lines.append(f"| {run} | {p['lmbda']:g} | {encoder} | {p['bytes_per_image']:.1f} | {p['bpp']:.4f} | "
                      f"{p['psnr']:.2f} | {p['ms_ssim']:.4f} | {p['encode_ms']:.1f} | {p['decode_ms']:.1f} |")
     lines += ["", "| codec | setting | bytes/image | bpp | PSNR dB |", "| --- | --- | --- | --- | --- |"]
     for p in part["peers"]:
@@ -179,6 +205,8 @@ def main() -> None:
                         help="start at this test photo: a later run can cover the rest of the set, and the parts "
                              "that together cover every test photo are reported merged")
     parser.add_argument("--fm-runs", default="fmcg2-0.0008,fmcg2-0.002,fmcg2-0.005,fmcg2-0.013")
+    parser.add_argument("--fm-name", help="the Fashion-MNIST part's family name (default: its runs' prefixes); a run "
+                                          "whose cached folder is gone is carried from the committed parts")
     parser.add_argument("--photo-runs", default=PHOTO_RUNS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--note", default=None, help="how this run was made, printed under the title (kept if omitted)")
@@ -194,8 +222,9 @@ def main() -> None:
     if args.fmnist:
         test = list((aeopt.load_data("fashion-mnist").x_test * 255).round().byte().numpy())[:args.fmnist]
         runs = args.fm_runs.split(",")
-        families = sorted({run.rsplit("-", 1)[0] for run in runs})  # one part per family: another's is kept
-        fresh.append(_part(f"Fashion-MNIST ({', '.join(families)})", runs, test, FM_PEERS, steps))
+        families = args.fm_name or ", ".join(sorted({run.rsplit("-", 1)[0] for run in runs}))  # one part per family
+        fresh.append(_part(f"Fashion-MNIST ({families})", runs, test, FM_PEERS, steps, before=json.loads(
+            path.read_text()) if path.is_file() else None))
     from aeopt.data.patches import image_files, read_image
 
     if args.photos:

@@ -104,13 +104,39 @@ def _vs_webp(peers: list[dict], o: dict) -> str:
     return f"{_fmt(each, 0, '%')} / {_fmt(batch, 0, '%')}"
 
 
-def _family_rows(points: list[dict], peers: list[dict]) -> list[str]:
-    return ["| lambda | bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | MS-SSIM | "
-            "vs WebP at this PSNR (file each / many-image) | epochs | train s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"] + [
-        f"| {o['lmbda']:g} | {o['bytes_per_image']:.1f} | {o['batch_bytes_per_image']:.1f} | {o['bpp']:.4f} | "
-        f"{o['psnr']:.2f} | {o['ms_ssim']:.4f} | {_vs_webp(peers, o)} | {o['epochs']} | {o['train_seconds']:.0f} |"
-        for o in points]
+def _family_rows(points: list[dict], peers: list[dict], tiers: bool = False) -> list[str]:
+    """One row per lambda; a tiered family's rows also say which run (and shape) each lambda uses."""
+    extra = " run | width / latent / hyperprior | parameters |" if tiers else ""
+
+    def run_cells(o: dict) -> str:
+        if not tiers:
+            return ""
+        run = o["run"] + (" (carried)" if o.get("carried_from") else "")
+        return f" {run} | {o['width']} / {o['latent']} / {o['hyper_width']} | {o['params']:,} |"
+
+    return ["| lambda |" + extra + " bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | "
+            "MS-SSIM | vs WebP at this PSNR (file each / many-image) | epochs | train s |",
+            "| --- |" + " --- |" * (extra.count("|") + 8)] + [
+        f"| {o['lmbda']:g} |{run_cells(o)} {o['bytes_per_image']:.1f} | {o['batch_bytes_per_image']:.1f} | "
+        f"{o['bpp']:.4f} | {o['psnr']:.2f} | {o['ms_ssim']:.4f} | {_vs_webp(peers, o)} | {o['epochs']} | "
+        f"{o['train_seconds']:.0f} |" for o in points]
+
+
+def _tiers_lines(f: dict, fm: dict) -> list[str]:
+    """A family with a model per lambda: what it is, how each run trained, which points were carried."""
+    lines = [f"aeopt, `{f['prefix']}`: {_kind(f)}, one model per lambda (the wider ones at the higher "
+             f"lambdas, as published codecs size theirs), measured on {fm['test_images']:,} test images; "
+             "each run trained on the 55k training images (one thread, batch 64):", ""]
+    for o in f["points"]:
+        autocast = o.get("precision") if o.get("precision") in ("bf16", "fp16") else "fp32"
+        where = (f" Carried from an earlier run ({o['carried_from']}): {o['derived']}." if o.get("derived") else
+                 f" Carried from an earlier run ({o['carried_from']})." if o.get("carried_from") else
+                 f" Measured in this run; its largest file {o['max_file_bytes']} bytes." if o.get("max_file_bytes")
+                 else "")
+        lines.append(f"- lambda {o['lmbda']:g}, `{o['run']}`: width {o['width']}, latent {o['latent']}, hyperprior "
+                     f"width {o['hyper_width']}, {o['params']:,} parameters, {autocast}, "
+                     f"{_fm_training({'aeopt': [o]})}.{where}")
+    return lines + [""]
 
 
 def _family_name(f: dict) -> str:
@@ -146,10 +172,15 @@ def _fm_section(fm: dict) -> list[str]:
             what = f"`{f['prefix']}`: {_kind(f)}"
         else:  # runs measured before families recorded their entropy model: the default first, then the fast one
             what = ("the default model" if k == 0 else f"`{f['prefix']}`, the fast model") + ": scale hyperprior"
+        if f.get("tiers"):
+            lines += _tiers_lines(f, fm) + _family_rows(f["points"], fm["peers"], tiers=True) + [""]
+            continue
+        sizes = ("" if f["points"][0].get("format", 3) >= 4 else
+                 " One-file sizes as measured in format 3 (format 4 writes each file under 256 bytes 2 bytes smaller).")
         lines += [f"aeopt, {what}, {_family_name(f)}, {f['points'][0]['params']:,} parameters, "
                   f"trained {_fm_training({'aeopt': f['points']}, f.get('precision'))} on the 55k training images "
                   "(one thread, batch 64); "
-                  f"tested on {fm['test_images']:,} test images." + _carried_note(f), ""] + _family_rows(f["points"], fm["peers"]) + [""]
+                  f"tested on {fm['test_images']:,} test images." + _carried_note(f) + sizes, ""] + _family_rows(f["points"], fm["peers"]) + [""]
     lines += ["Peers on the same images:", "",
               "| codec | setting | bytes/image | bpp | PSNR dB | encode ms | decode ms |",
               "| --- | --- | --- | --- | --- | --- | --- |"] + _peer_rows(fm["peers"])
@@ -167,7 +198,8 @@ def _fm_section(fm: dict) -> list[str]:
                       if beat else "has no point that is smaller at equal or better PSNR") + "."]
     t = fm["timing"]
     again = (f" Re-measured by `codec.py fmnist-timing` on {t['machine']}, load average before "
-             f"{t['load_before'][0]:.1f}, after {t['load_after'][0]:.1f}." if t.get("machine") else "")
+             f"{t['load_before'][0]:.1f}, after {t['load_after'][0]:.1f}." if t.get("machine") else
+             f" Measured in an earlier run on {t['measured_on']}, not in this one." if t.get("measured_on") else "")
     rounds = (f" Each row is the median of {len(t['rounds'])} rounds, aeopt and the peers interleaved."
               if t.get("rounds") else "")
     lines += ["", f"Batch mode throughput ({fm['test_images']:,} images, encode then decode; aeopt lambda "

@@ -41,7 +41,8 @@ def measure(run: CodecRun, images: list[np.ndarray], *, progress=None, refine: i
     batch = run.pack(sizes, streams(run, parts, len(sizes)))  # the same latents as one many-image file
     total = sum(len(f) for f in files)
     return {"images": len(images), "pixels": pixels, "bytes": total, "bpp": 8 * total / pixels,
-            "bytes_per_image": total / len(images), **quality(images, decoded),
+            "bytes_per_image": total / len(images), "max_file_bytes": max(len(f) for f in files),
+            **quality(images, decoded),
             "encode_ms_per_image": 1000 * encode_s / len(images),
             "decode_ms_per_image": 1000 * decode_s / len(images),  # one file per image, decoded in batches
             "batch_file": {"bytes": len(batch), "bpp": 8 * len(batch) / pixels,

@@ -71,7 +71,10 @@ def test_threads_do_not_change_the_file_or_the_decoded_images(codec_runs, small_
         expected = torch.round(run.model.reconstruct_quantized(x) * 255).to(torch.uint8).numpy()
         assert np.array_equal(np.stack(decoded[a:b]), expected)
     assert [im.shape for im in decoded[50:]] == [(1, 13, 21)] * 3
-    assert measure(run, images)["batch_file"]["bytes"] == len(one)  # the figures count the file compress writes
+    figures = measure(run, images)
+    assert figures["batch_file"]["bytes"] == len(one)  # the figures count the file compress writes
+    largest = max(len(compress(run, [image])) for image in images)
+    assert figures["max_file_bytes"] == largest  # the one-image file a reader must budget for
 
 
 def test_a_damaged_slice_is_one_error_from_any_thread(codec_runs, small_slices):
