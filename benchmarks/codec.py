@@ -311,9 +311,11 @@ def main() -> None:
         fm_path = RESULTS / "codec_fmnist.json"
         if fm_path.is_file():  # the middle lambda's strip (original | aeopt | WebP | JPEG) beside the table
             fm = json.loads(fm_path.read_text())
-            mid, first = fm["timing"]["aeopt_lmbda"], fm["families"][0]["prefix"]  # the strip is the first family's
-            if (CACHE / f"{first}-{mid:g}" / "strip.png").is_file():
-                shutil.copyfile(CACHE / f"{first}-{mid:g}" / "strip.png", RESULTS / "codec_strip_fmnist.png")
+            mid, first = fm["timing"]["aeopt_lmbda"], fm["families"][0]  # the strip is the first family's
+            runs = {p["lmbda"]: p["run"] for p in first["points"] if p.get("run")}  # a tiered family names its runs
+            strip = CACHE / runs.get(mid, f"{first['prefix']}-{mid:g}") / "strip.png"
+            if strip.is_file():
+                shutil.copyfile(strip, RESULTS / "codec_strip_fmnist.png")
         ph_path = RESULTS / "codec_photos.json"
         if ph_path.is_file():  # the measured family's first run's strip (part_photos draws it there)
             first = _photo_families(json.loads(ph_path.read_text()))[0]["points"][0]["run"]

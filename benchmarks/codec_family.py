@@ -1,7 +1,7 @@
 """A codec family with a model chosen per quality (tiers), measured as one RD curve against the peers.
 
   flock /tmp/aeopt-bench.lock python benchmarks/codec_family.py --name fmcgt \\
-      --runs fmcg2-0.0003,fmcg2-0.0008,fmcg2-0.002,fmcgw2-0.005,fmcgw2-0.011
+      --runs fmcg2-0.0003,fmcg2-0.0008,fmcg2-0.002,fmcgw2-0.005,fmcgw2-0.011,fmcgw2-0.013
   python benchmarks/codec.py report --note "..."     # codec.md and codec_rd.png, this family first
 
 Published codecs size the model to the quality: CompressAI's bmshj2018 models use 128/192 channels
@@ -79,7 +79,7 @@ def _carried(name: str, committed: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="fmcgt", help="the family's name in the tables")
-    parser.add_argument("--runs", default="fmcg2-0.0003,fmcg2-0.0008,fmcg2-0.002,fmcgw2-0.005,fmcgw2-0.011",
+    parser.add_argument("--runs", default="fmcg2-0.0003,fmcg2-0.0008,fmcg2-0.002,fmcgw2-0.005,fmcgw2-0.011,fmcgw2-0.013",
                         help="one cached run per lambda, PREFIX-LAMBDA, lowest lambda first")
     parser.add_argument("--results", default=str(RESULTS), help="the folder of codec_fmnist.json (read and rewritten)")
     args = parser.parse_args()

@@ -84,16 +84,16 @@ def _figure(path: Path, fm: dict | None, ph: dict | None) -> None:
     plt.close(fig)
 
 
-def _fm_training(fm: dict, precision: str | None = None) -> str:
+def _fm_training(fm: dict, precision: str | None = None, unit: str = " per lambda") -> str:
     """How the Fashion-MNIST codecs trained, from the stages recorded per lambda (the first lambda's)."""
     stages = fm["aeopt"][0].get("stages")
     if not stages:
-        return f"{fm['aeopt'][0]['epochs']} epochs per lambda"
+        return f"{fm['aeopt'][0]['epochs']} epochs{unit}"
     autocast = f", {precision} autocast" if precision in ("bf16", "fp16") else ""
     parts = [f"{st['epochs']} epochs {st['optimizer']} lr {st['lr']:g} (weight decay {st['weight_decay']:g}, "
              f"{st['schedule']}{autocast})" for st in stages]
     total = sum(st["epochs"] for st in stages)
-    return f"{total} epochs per lambda: " + ", then from those weights ".join(parts)
+    return f"{total} epochs{unit}: " + ", then from those weights ".join(parts)
 
 
 def _vs_webp(peers: list[dict], o: dict) -> str:
@@ -135,7 +135,7 @@ def _tiers_lines(f: dict, fm: dict) -> list[str]:
                  else "")
         lines.append(f"- lambda {o['lmbda']:g}, `{o['run']}`: width {o['width']}, latent {o['latent']}, hyperprior "
                      f"width {o['hyper_width']}, {o['params']:,} parameters, {autocast}, "
-                     f"{_fm_training({'aeopt': [o]})}.{where}")
+                     f"{_fm_training({'aeopt': [o]}, unit='')}.{where}")
     return lines + [""]
 
 
