@@ -17,7 +17,10 @@ except KeyboardInterrupt:
     # Only the command line (the `aeopt` script, `python -m aeopt`) exits here; `import aeopt` in a
     # program or a notebook gets its KeyboardInterrupt as usual.
     if _sys.argv and (_sys.argv[0] == "-m" or _sys.argv[0].endswith(("/aeopt", "\\aeopt", "aeopt.exe"))):
+        from .errors import forget_unhandled_ctrl_c
+
         print("aeopt: interrupted while starting; nothing was written", file=_sys.stderr)
+        forget_unhandled_ctrl_c()
         raise SystemExit(130) from None
     raise
 

@@ -30,6 +30,16 @@ def caused_by_ctrl_c(err: BaseException) -> bool:
     return False
 
 
+def forget_unhandled_ctrl_c() -> None:
+    """Call once a Ctrl-C has been handled, before exiting with 130: without it the process can still die
+    of SIGINT (exit -2, which `benchmarks/chaos.py` counts as unclean). CPython notes a KeyboardInterrupt
+    that leaves any exec() of a string (dataclasses, torch.compile and others run code that way) and, at
+    exit, re-raises SIGINT on itself if that note is still set, even though the program caught the
+    interruption and chose its exit code. The note is cleared by the next exec() of a string that
+    finishes, so one empty exec clears it."""
+    exec("None")
+
+
 def describe_failure(err: Exception) -> str:
     """`Type: first line of the message` (at most 200 characters), for one-line fallback warnings."""
     first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

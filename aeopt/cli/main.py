@@ -10,7 +10,7 @@ import signal
 import sys
 from contextlib import contextmanager
 
-from ..errors import AeoptError, Interrupted, caused_by_ctrl_c
+from ..errors import AeoptError, Interrupted, caused_by_ctrl_c, forget_unhandled_ctrl_c
 
 COMMAND_MODULES: tuple[str, ...] = (
     "aeopt.cli.train",      # train, lr-find
@@ -112,5 +112,6 @@ def _run(argv: list[str], debug: bool) -> int:
         hint = str(err) if isinstance(err, Interrupted) else \
             "nothing half-written was left; rerun the command to start again"
         print(f"aeopt: interrupted; {hint}", file=sys.stderr)
+        forget_unhandled_ctrl_c()
         return 130
     return 0

@@ -168,3 +168,35 @@ def test_ctrl_c_that_a_c_extension_turns_into_another_error_is_still_an_interrup
             main(["models"])
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_out_of_an_exec_still_exits_130_not_by_signal(tmp_path):
+    """CPython notes a KeyboardInterrupt that leaves an exec() of a string (dataclasses and torch.compile
+    run code that way) and, at exit, kills itself with SIGINT if the note is still set, whatever exit code
+    the program chose: chaos.py saw exit -2 after the one-line message. It shows under `python -m aeopt`
+    (a script file's SystemExit exits directly); the CLI clears the note."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "interrupted_cli.py"
+    script.write_text(
+        "import sys\n"
+        "from aeopt.cli import evaluate as evaluate_cli\n"
+        "from aeopt.cli.main import main\n"
+        "def interrupted(args):\n"
+        "    exec('raise KeyboardInterrupt')  # as if Ctrl-C landed inside generated code\n"
+        "evaluate_cli.cmd_models = interrupted\n"
+        "if sys.argv[1] == 'bare':  # the same exit without the CLI's handling: the note kills the process\n"
+        "    try:\n"
+        "        interrupted(None)\n"
+        "    except KeyboardInterrupt:\n"
+        "        sys.exit(130)\n"
+        "sys.exit(main(['models']))\n")
+    env = {"PYTHONPATH": f"{Path(__file__).resolve().parents[2]}:{tmp_path}", "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "interrupted_cli"]
+    done = subprocess.run([*run, "cli"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.startswith("aeopt: interrupted;") and len(done.stderr.strip().splitlines()) == 1
+    bare = subprocess.run([*run, "bare"], capture_output=True, text=True, env=env, timeout=300)
+    assert bare.returncode == -2  # CPython's behaviour the CLI works around (if this changes, so can the CLI)
