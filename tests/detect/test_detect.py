@@ -74,6 +74,8 @@ def test_clone_and_params():
     assert copy.contamination == "auto" and copy.n_neighbors == 3 and detector.contamination == 0.2
 
 
+# A non-strict xfail: whether the batch sizes round alike depends on the CPU's kernels (it fails on AMD
+# EPYC, passes on Intel Ice Lake: the XPASS there is that, not a fixed bug).
 @parametrize_with_checks([AutoencoderDetector(epochs=1, latent_dim=2, model_options={"hidden": "8"})],
                          expected_failed_checks=lambda est: {
                              "check_methods_subset_invariance": "float32 forward passes round differently with the "
