@@ -176,19 +176,23 @@ def measured_point(run_dir: Path, lmbda: float, test: list[np.ndarray]) -> tuple
 
 def _family(prefix: str, lambdas: list[float], test: list[np.ndarray]) -> tuple[dict, list]:
     """One model family (PREFIX-LAMBDA runs) measured on the test images: its points and runs."""
-    import yaml
-
     points, runs = [], []
     for lmbda in lambdas:
         point, run = measured_point(CACHE / f"{prefix}-{lmbda:g}", lmbda, test)
         points.append(point)
         runs.append(run)
         print(prefix, json.dumps(point), flush=True)
-    config = yaml.safe_load((CACHE / f"{prefix}-{lambdas[0]:g}" / "config.yaml").read_text())
-    shape = {"prefix": prefix, "width": config["width"], "latent": config["latent_dim"],
-             "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
-             "precision": config.get("precision"), "latent_grid": config.get("latent_grid") or "integer"}
-    return {**shape, "points": points}, runs
+    return {"prefix": prefix, **run_shape(CACHE / f"{prefix}-{lambdas[0]:g}"), "points": points}, runs
+
+
+def run_shape(run_dir: Path) -> dict:
+    """A cached run's model shape and training precision, as the tables name them (from its config.yaml)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return {"width": config["width"], "latent": config["latent_dim"],
+            "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
+            "latent_grid": config.get("latent_grid") or "integer", "precision": config.get("precision")}
 
 
 def _carried(prefixes: str) -> list[dict]:

@@ -33,11 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.codec import CACHE, FM_PEERS, RESULTS, _bd_table, measured_point  # noqa: E402
+from benchmarks.codec import CACHE, FM_PEERS, RESULTS, _bd_table, measured_point, run_shape  # noqa: E402
 from benchmarks.common import machine_line  # noqa: E402
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.codec.container import CHECKSUM_BYTES, SHORT_CHECK_BYTES  # noqa: E402
@@ -56,13 +55,6 @@ def as_format4(point: dict) -> dict:
     size = point["bytes_per_image"] - saved
     return {**point, "bytes_per_image": size, "bpp": 8 * size / PIXELS, "format": 4,
             "derived": f"measured in format 3; {saved} bytes less per file (format 4's short check)"}
-
-
-def _shape(run_dir: Path) -> dict:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return {"width": config["width"], "latent": config["latent_dim"],
-            "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
-            "latent_grid": config.get("latent_grid") or "integer", "precision": config.get("precision")}
 
 
 def _carried(name: str, committed: dict) -> dict:
@@ -93,7 +85,7 @@ def main() -> None:
         run_dir = CACHE / name
         if run_dir.is_dir():
             point, _ = measured_point(run_dir, float(name.rsplit("-", 1)[1]), test)
-            point = {**point, **_shape(run_dir), "run": name}
+            point = {**point, **run_shape(run_dir), "run": name}
         else:
             point = _carried(name, committed)
         points.append(point)
