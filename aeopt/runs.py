@@ -279,7 +279,9 @@ def load_torch(run_dir: str | Path, *, weights: str = "model.safetensors") -> Lo
 
 def warm_start(model: torch.nn.Module, init: str | Path, *, model_name: str) -> None:
     """Load run `init`'s best weights into `model` (the `--init RUN` setting), or say in one line why
-    they do not fit: another model, other sizes (named: the first tensor that differs), a damaged file."""
+    they do not fit: another model, other sizes (named: the first tensor that differs), a damaged file.
+    Modules marked `fresh_identity` (they start as the identity) may be missing there: they stay fresh,
+    so a model grown by such units starts as exactly the model it was grown from."""
     if not Path(init).is_dir():
         raise AeoptError(f"--init {init}: no such run directory; pass a trained run's folder (its --out)")
     try:
@@ -291,8 +293,14 @@ def warm_start(model: torch.nn.Module, init: str | Path, *, model_name: str) -> 
                          f"only start from a {model_name!r} run")
     state = load_tensors(Path(init) / "model.safetensors")
     own = model.state_dict()
+    # a module that starts as the identity (codec residual units) may be new: it keeps its fresh weights
+    fresh = {f"{prefix}.{name}" for prefix, module in model.named_modules() if getattr(module, "fresh_identity", False)
+             for name in module.state_dict()}
     for name, tensor in own.items():
         theirs = state.get(name)
+        if theirs is None and name in fresh:
+            state[name] = tensor
+            continue
         if theirs is None or theirs.shape != tensor.shape:
             there = "missing" if theirs is None else f"{tuple(theirs.shape)}"
             pruned = " (it was pruned by aeopt shrink --structured)" if artifact.get("channels") else ""

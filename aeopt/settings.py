@@ -126,7 +126,8 @@ class ModelSettings:
     latent_dim: int = setting(16, "size of the code z", check=at_least(1), expect=">= 1")
     width: int | None = setting(None, "conv: channels of the first stage (doubles per stage)")
     depth: int | None = setting(None, "conv: number of stride-2 stages")
-    blocks: int | None = setting(None, "conv: extra residual stride-1 convs per stage (default 0)")
+    blocks: int | None = setting(None, "conv: extra residual stride-1 convs per stage; codec: residual units "
+                                 "after each inner stage of g_a (the encoder only) (default 0)")
     kernel_size: int | None = setting(None, "conv: kernel size")
     norm: str | None = setting(None, "batch | group | layer | none")
     activation: str | None = setting(None, "relu | leaky_relu | gelu | silu | tanh | elu")
@@ -151,6 +152,8 @@ class ModelSettings:
                                             "rate (default noise; ste: rounded, as the coder codes them)")
     latent_grid: str | None = setting(None, "codec: integer | mean, y's quantization grid (default integer; mean: "
                                       "round(y - mean) + mean, for meanscale / channelwise: fewer bits)")
+    decoder_blocks: int | None = setting(None, "codec: residual units after each inner stage of g_s (default 0; "
+                                         "more decode work)")
     hyper_input: str | None = setting(None, "codec: abs | signed, what h_a sees of y (default abs, |y| as in the "
                                       "scale hyperprior; signed: y itself, as Minnen et al.'s mean-scale models, "
                                       "so h_s can predict the means' signs; meanscale / channelwise only)")

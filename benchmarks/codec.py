@@ -117,7 +117,9 @@ def train_fmnist(args) -> None:
         result = aeopt.train(data="fashion-mnist", model="codec", entropy=args.entropy, lmbda=lmbda,
                              precision=args.precision, rate_quantization=args.rate_quantization,
                              latent_grid=args.latent_grid,
-                             latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width, epochs=args.epochs, batch_size=64, lr=args.lr,
+                             latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width,
+                             blocks=args.blocks or None, decoder_blocks=args.decoder_blocks or None,
+                             epochs=args.epochs, batch_size=64, lr=args.lr,
                              threads=1, out=str(out), overwrite=True, progress=False, log=print,
                              limit=args.limit, init=str(init) if init else None, max_minutes=args.minutes)
         print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
@@ -192,7 +194,8 @@ def run_shape(run_dir: Path) -> dict:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {"width": config["width"], "latent": config["latent_dim"],
             "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
-            "latent_grid": config.get("latent_grid") or "integer", "precision": config.get("precision")}
+            "latent_grid": config.get("latent_grid") or "integer", "precision": config.get("precision"),
+            "blocks": config.get("blocks") or 0, "decoder_blocks": config.get("decoder_blocks") or 0}
 
 
 def _carried(prefixes: str) -> list[dict]:
@@ -257,6 +260,8 @@ def main() -> None:
         p.add_argument("--latent", type=int, default=32)
         p.add_argument("--width", type=int, default=48)
         p.add_argument("--hyper-width", type=int, default=None, help="h_a / h_s channels (default: --width)")
+        p.add_argument("--blocks", type=int, default=0, help="residual units in g_a (the encoder)")
+        p.add_argument("--decoder-blocks", type=int, default=0, help="residual units in g_s (the decoder)")
         p.add_argument("--prefix", default="fm", help="cached runs are PREFIX-LAMBDA in benchmarks/.cache/codec")
         p.add_argument("--init-from", help="start each lambda from INIT_FROM-LAMBDA's weights (another prefix)")
         p.add_argument("--entropy", default="hyperprior", help="hyperprior | meanscale | channelwise | factorized")

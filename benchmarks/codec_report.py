@@ -106,13 +106,13 @@ def _vs_webp(peers: list[dict], o: dict) -> str:
 
 def _family_rows(points: list[dict], peers: list[dict], tiers: bool = False) -> list[str]:
     """One row per lambda; a tiered family's rows also say which run (and shape) each lambda uses."""
-    extra = " run | width / latent / hyperprior | parameters |" if tiers else ""
+    extra = " run | width / latent / hyperprior (+ residual units g_a / g_s) | parameters |" if tiers else ""
 
     def run_cells(o: dict) -> str:
         if not tiers:
             return ""
         run = o["run"] + (" (carried)" if o.get("carried_from") else "")
-        return f" {run} | {o['width']} / {o['latent']} / {o['hyper_width']} | {o['params']:,} |"
+        return f" {run} | {o['width']} / {o['latent']} / {o['hyper_width']}{_units(o, short=True)} | {o['params']:,} |"
 
     return ["| lambda |" + extra + " bytes/image (one file each) | bytes/image (one many-image file) | bpp | PSNR dB | "
             "MS-SSIM | vs WebP at this PSNR (file each / many-image) | epochs | train s |",
@@ -134,9 +134,18 @@ def _tiers_lines(f: dict, fm: dict) -> list[str]:
                  f" Measured in this run; its largest file {o['max_file_bytes']} bytes." if o.get("max_file_bytes")
                  else "")
         lines.append(f"- lambda {o['lmbda']:g}, `{o['run']}`: width {o['width']}, latent {o['latent']}, hyperprior "
-                     f"width {o['hyper_width']}, {o['params']:,} parameters, {autocast}, "
+                     f"width {o['hyper_width']}{_units(o)}, {o['params']:,} parameters, {autocast}, "
                      f"{_fm_training({'aeopt': [o]}, unit='')}.{where}")
     return lines + [""]
+
+
+def _units(o: dict, short: bool = False) -> str:
+    """A run's residual units in g_a / g_s (--blocks / --decoder-blocks), or nothing when it has none."""
+    if not (o.get("blocks") or o.get("decoder_blocks")):
+        return ""
+    if short:
+        return f" + {o.get('blocks', 0)} / {o.get('decoder_blocks', 0)} res."
+    return f", {o.get('blocks', 0)} residual units in g_a and {o.get('decoder_blocks', 0)} in g_s"
 
 
 def _family_name(f: dict) -> str:

@@ -4,7 +4,10 @@ A layer's gradient is judged against its own weights (||grad|| / ||weight||), so
 mean the same for a 64-weight bias-free conv and a 400k-weight dense layer: a ratio above
 EXPLODE_RATIO (or a NaN/Inf gradient) means one step can rewrite the layer; below COLLAPSE_RATIO
 the layer has stopped learning. Each kind of trouble is reported once per run, naming the layers,
-with the usual fixes.
+with the usual fixes. A layer whose weights are all zero when the monitor starts (a residual branch's
+or a context net's last conv, zero so the branch starts as a no-op) has no scale of its own to judge a
+gradient against: for it only a NaN/Inf gradient is reported (its ratio would read "exploding" on
+every healthy first step).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ class GradMonitor:
         self.log = log
         self.layers = {name.removesuffix(".weight"): p for name, p in model.named_parameters()
                        if p.requires_grad and p.dim() > 1}
+        self.started_at_zero = {name for name, p in self.layers.items() if not p.detach().any()}
         self.sums: dict[str, float] = {}
         self.count = 0
         self.warned: set[str] = set()
@@ -51,6 +55,8 @@ class GradMonitor:
             ratio = grad / weight if weight > 0 else (math.inf if grad > 0 else 0.0)
             if not math.isfinite(grad) or not math.isfinite(weight):
                 exploding.append(f"{name} (gradient norm {grad})")
+            elif name in self.started_at_zero:
+                continue
             elif ratio > EXPLODE_RATIO:
                 exploding.append(f"{name} ({ratio:.3g}x)")
             elif ratio < COLLAPSE_RATIO:

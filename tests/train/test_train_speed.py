@@ -207,6 +207,26 @@ def test_monitor_flags_vanishing_layers_once():
     assert summary["grad/0"] == 0.0 and summary["grad/1"] == pytest.approx(0.01 * math.sqrt(8), rel=1e-5)
 
 
+def test_monitor_does_not_call_a_zero_started_layer_exploding_but_still_reports_nan():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    torch.nn.init.zeros_(model[1].weight)  # a residual branch's last layer: starts as a no-op
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.1)
+    messages = []
+    monitor = GradMonitor(model, messages.append)
+    model[1].weight.data.fill_(1e-6)  # one step later: tiny weights, a healthy gradient, ratio ~1e5
+    monitor.sample()
+    assert messages == []
+    model[0].weight.data.fill_(1e-6)  # the same ratio on a layer that did not start at zero is flagged
+    monitor.sample()
+    assert len(messages) == 1 and "exploding" in messages[0] and "0 (" in messages[0] and "1 (" not in messages[0]
+    monitor.warned.clear()
+    messages.clear()
+    model[1].weight.grad[0, 0] = float("nan")
+    monitor.sample()
+    assert len(messages) == 1 and "1 (gradient norm nan)" in messages[0]
+
+
 def test_tensor_learning_rates_for_cuda_graphs_are_filled_in_place_and_saved_as_numbers():
     from aeopt.train.optim import build_optimizer, plain_lr, set_lr
 

@@ -39,7 +39,7 @@ def resolve_lmbda(lmbda: float | None, quality: int | None, distortion: str) -> 
 @register_model("codec", "learned image codec (Ballé 2017/2018): `aeopt compress` / `aeopt decompress`")
 def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, quality=None, distortion="mse",
           width=None, depth=None, hyper_width=None, rate_quantization="noise",
-          latent_grid="integer", hyper_input="abs") -> CodecModel:
+          latent_grid="integer", hyper_input="abs", blocks=0, decoder_blocks=0) -> CodecModel:
     """Args (knobs):
         entropy: factorized (one density per latent channel) | hyperprior (a scale hyperprior) |
             meanscale (a mean-scale hyperprior: h_s also predicts each element's mean) | channelwise
@@ -63,6 +63,10 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
             hyperprior's input, which carries no sign) | signed (meanscale / channelwise only: h_a sees y,
             as in Minnen et al. 2018 and CompressAI's mean-scale models, so h_s can predict the means'
             signs, not only biases of position: benchmarks/results/design_notes.md).
+        blocks: residual units (two 3x3 convs) after each inner stage of g_a: a stronger encoder, the
+            decoder's work unchanged (default 0). Each starts as the identity, so `--init` can start from
+            a run trained without them (benchmarks/results/design_notes.md, "Residual units").
+        decoder_blocks: the same in g_s: a stronger decoder, more decode work (default 0).
         latent_dim is M, the channels of the spatial latent y.
     """
     if len(input_shape) != 3 or input_shape[0] not in (1, 3):
@@ -91,10 +95,13 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
     for what, value in (("--width", width), ("--depth", depth), ("--hyper-width", hyper_width)):
         if not isinstance(value, int) or value < 1:
             raise AeoptError(f"{what} must be a positive integer, got {value!r}")
+    for what, value in (("--blocks", blocks), ("--decoder-blocks", decoder_blocks)):
+        if not isinstance(value, int) or value < 0:
+            raise AeoptError(f"{what} must be an integer >= 0, got {value!r}")
     return CodecModel(tuple(input_shape), entropy=entropy, width=width, latent=latent_dim, depth=depth,
                       lmbda=lmbda, distortion=distortion, output=output, hyper_width=hyper_width,
                       rate_quantization=rate_quantization, latent_grid=latent_grid,
-                      hyper_input=hyper_input)
+                      hyper_input=hyper_input, blocks=blocks, decoder_blocks=decoder_blocks)
 
 
 __all__ = ["CodecModel", "CodecObjective", "codec"]

@@ -57,10 +57,12 @@ def quantize(y: torch.Tensor, mode) -> torch.Tensor:
 class CodecModel(Autoencoder):
     def __init__(self, input_shape: tuple[int, ...], *, entropy: str, width: int, latent: int, depth: int,
                  lmbda: float, distortion: str, output: str, hyper_width: int | None = None,
-                 rate_quantization: str = "noise", latent_grid: str = "integer", hyper_input: str = "abs"):
+                 rate_quantization: str = "noise", latent_grid: str = "integer", hyper_input: str = "abs",
+                 blocks: int = 0, decoder_blocks: int = 0):
         channels = input_shape[0]
-        super().__init__(analysis(channels, width, latent, depth), synthesis(channels, width, latent, depth),
-                         input_shape, latent, output)
+        super().__init__(analysis(channels, width, latent, depth, blocks),
+                         synthesis(channels, width, latent, depth, decoder_blocks), input_shape, latent, output)
+        self.blocks, self.decoder_blocks = blocks, decoder_blocks
         self.entropy, self.width, self.depth = entropy, width, depth
         self.lmbda, self.distortion = lmbda, distortion
         self.rate_quantization = rate_quantization  # training only: eval rounds

@@ -2,11 +2,15 @@
 (y <-> hyper-latent z, hyperprior only).
 
 g_a is `depth` stride-2 5x5 convs with GDN between them; g_s mirrors it with transposed convs and
-IGDN. h_s upsamples by sub-pixel convolution (3x3 conv to 4x the channels, then PixelShuffle)
+IGDN. Optional residual units (`blocks`, `decoder_blocks`) after each inner GDN / IGDN add stride-1
+3x3 convs at that resolution, more computation per pixel (as Cheng et al. 2020's residual blocks);
+each starts as the identity, so a run can warm-start from one trained without them. h_s upsamples by sub-pixel convolution (3x3 conv to 4x the channels, then PixelShuffle)
 rather than transposed convs, because the decoder evaluates h_s in integer arithmetic
 (aeopt/codec/intnet.py) and conv + reshuffle is the simplest exact integer form.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
@@ -15,7 +19,24 @@ import torch.nn.functional as F
 from .gdn import GDN, igdn
 
 
-def analysis(in_channels: int, width: int, latent: int, depth: int) -> nn.Sequential:
+class Residual(nn.Module):
+    """x + conv(relu(conv(x))), 3x3 convs, the second one zero at the start: an identity until trained,
+    which is what lets `--init` load a run without these units (their parameters start fresh)."""
+
+    fresh_identity = True  # runs.warm_start: missing parameters of this module start as above
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def analysis(in_channels: int, width: int, latent: int, depth: int, blocks: int = 0) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = in_channels
     for i in range(depth):
@@ -23,8 +44,23 @@ def analysis(in_channels: int, width: int, latent: int, depth: int) -> nn.Sequen
         layers.append(nn.Conv2d(channels, out, 5, stride=2, padding=2))
         if i < depth - 1:
             layers.append(GDN(out))
+            layers += [Residual(out) for _ in range(blocks)]
         channels = out
-    return nn.Sequential(*layers)
+    return _numbered(layers)
+
+
+def _numbered(layers: list[nn.Module]) -> nn.Sequential:
+    """nn.Sequential(*layers), but a residual unit is named after the layer before it ("1r0", "1r1"), so
+    the other layers keep the names (and checkpoint keys) they have without residual units."""
+    named, plain, extra = OrderedDict(), 0, 0
+    for layer in layers:
+        if isinstance(layer, Residual):
+            named[f"{plain - 1}r{extra}"] = layer
+            extra += 1
+        else:
+            named[str(plain)] = layer
+            plain, extra = plain + 1, 0
+    return nn.Sequential(named)
 
 
 class UpConv(nn.ConvTranspose2d):
@@ -57,7 +93,7 @@ def sub_pixel_weight(weight: torch.Tensor) -> torch.Tensor:
     return w.permute(1, 2, 4, 0, 3, 5).reshape(4 * weight.shape[1], weight.shape[0], 3, 3)
 
 
-def synthesis(out_channels: int, width: int, latent: int, depth: int) -> nn.Sequential:
+def synthesis(out_channels: int, width: int, latent: int, depth: int, blocks: int = 0) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = latent
     for i in range(depth):
@@ -65,8 +101,9 @@ def synthesis(out_channels: int, width: int, latent: int, depth: int) -> nn.Sequ
         layers.append(UpConv(channels, out))
         if i < depth - 1:
             layers.append(igdn(out))
+            layers += [Residual(out) for _ in range(blocks)]
         channels = out
-    return nn.Sequential(*layers)
+    return _numbered(layers)
 
 
 HYPER_STRIDE = 4  # h_a downsamples y twice: one z value summarizes a 4x4 block of y
