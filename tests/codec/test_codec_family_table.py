@@ -29,3 +29,20 @@ def test_a_run_not_cached_is_carried_with_its_family_shape_and_machine():
     assert carried["bytes_per_image"] == pytest.approx(52.5)
     with pytest.raises(SystemExit, match="fmcg2-0.005"):
         _carried("fmcg2-0.005", COMMITTED)
+
+
+def test_tier_rows_name_each_runs_residual_units_and_only_where_it_has_them():
+    from benchmarks.codec_report import _family_rows, _tiers_lines
+
+    peers = [{"codec": "WebP", "setting": q, "bpp": b, "psnr": p} for q, b, p in ((0, 1.0, 21.0), (50, 2.0, 31.0))]
+    common = {"bpp": 0.8, "batch_bpp": 0.7, "batch_bytes_per_image": 68.6, "psnr": 29.8, "ms_ssim": 0.98, "epochs": 12, "train_seconds": 100,
+              "width": 48, "latent": 32, "hyper_width": 16, "params": 1000, "lmbda": 0.005}
+    plain = {**common, "run": "fmcgw2-0.005", "bytes_per_image": 80.0}
+    grown = {**common, "run": "fmcgrd-0.005", "bytes_per_image": 70.0, "blocks": 2, "decoder_blocks": 1}
+    rows = _family_rows([plain, grown], peers, tiers=True)
+    assert rows[0].count("|") - 1 == len(rows[1].split("|")) - 2 == rows[2].count("|") - 1  # header, rule, rows agree
+    assert "| 48 / 32 / 16 |" in rows[2] and "res." not in rows[2]
+    assert "| 48 / 32 / 16 + 2 / 1 res. |" in rows[3]
+    lines = _tiers_lines({"prefix": "t", "entropy": "channelwise", "latent_grid": "mean", "points": [plain, grown]},
+                         {"test_images": 10})
+    assert "residual units" not in lines[2] and "2 residual units in g_a and 1 in g_s" in lines[3]
