@@ -141,7 +141,9 @@ def _stage(run_dir: Path) -> dict:
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
-    return {"epochs": epochs, **{k: config[k] for k in ("optimizer", "lr", "weight_decay", "schedule")}}
+    return {"epochs": epochs, **{k: config[k] for k in ("optimizer", "lr", "weight_decay", "schedule")},
+            "lmbda": config.get("lmbda"), "blocks": config.get("blocks") or 0,
+            "decoder_blocks": config.get("decoder_blocks") or 0}
 
 
 def _lineage(run_dir: Path) -> list[Path]:

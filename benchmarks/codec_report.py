@@ -91,9 +91,20 @@ def _fm_training(fm: dict, precision: str | None = None, unit: str = " per lambd
         return f"{fm['aeopt'][0]['epochs']} epochs{unit}"
     autocast = f", {precision} autocast" if precision in ("bf16", "fp16") else ""
     parts = [f"{st['epochs']} epochs {st['optimizer']} lr {st['lr']:g} (weight decay {st['weight_decay']:g}, "
-             f"{st['schedule']}{autocast})" for st in stages]
+             f"{st['schedule']}{autocast}){_stage_change(stages, i)}" for i, st in enumerate(stages)]
     total = sum(st["epochs"] for st in stages)
     return f"{total} epochs{unit}: " + ", then from those weights ".join(parts)
+
+
+def _stage_change(stages: list[dict], i: int) -> str:
+    """What stage i trained differently: another lambda than the run's own, residual units grown in."""
+    st, notes = stages[i], []
+    if st.get("lmbda") is not None and st["lmbda"] != stages[-1].get("lmbda"):
+        notes.append(f"at lambda {st['lmbda']:g}")
+    units = (st.get("blocks", 0), st.get("decoder_blocks", 0))
+    if i and units != (stages[i - 1].get("blocks", 0), stages[i - 1].get("decoder_blocks", 0)):
+        notes.append(f"with {units[0]} residual units in g_a and {units[1]} in g_s added")
+    return f" {', '.join(notes)}" if notes else ""
 
 
 def _vs_webp(peers: list[dict], o: dict) -> str:

@@ -46,3 +46,19 @@ def test_tier_rows_name_each_runs_residual_units_and_only_where_it_has_them():
     lines = _tiers_lines({"prefix": "t", "entropy": "channelwise", "latent_grid": "mean", "points": [plain, grown]},
                          {"test_images": 10})
     assert "residual units" not in lines[2] and "2 residual units in g_a and 1 in g_s" in lines[3]
+
+
+def test_training_stages_say_where_the_lambda_differed_and_where_units_were_grown():
+    from benchmarks.codec_report import _fm_training
+
+    base = {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine"}
+    stages = [{**base, "epochs": 30, "lr": 1e-3, "lmbda": 0.0003},
+              {**base, "epochs": 12, "lr": 1.5e-4, "lmbda": 0.0003, "blocks": 2, "decoder_blocks": 2},
+              {**base, "epochs": 12, "lr": 3e-4, "lmbda": 0.002, "blocks": 2, "decoder_blocks": 2}]
+    text = _fm_training({"aeopt": [{"stages": stages}]}, unit="")
+    first, second, third = text.split(", then from those weights ")
+    assert first.endswith("cosine) at lambda 0.0003") and "residual" not in first
+    assert second.endswith("at lambda 0.0003, with 2 residual units in g_a and 2 in g_s added")
+    assert third.endswith("cosine)")  # the run's own lambda, the units it started with
+    old = [{**base, "epochs": 30, "lr": 1e-3}]  # stages recorded before lambdas and units were
+    assert _fm_training({"aeopt": [{"stages": old}]}, unit="").endswith("cosine)")
