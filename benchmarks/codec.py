@@ -7,7 +7,12 @@
         # mean-scale: --prefix fmms --entropy meanscale --precision bf16 --width 32 --latent 16
         # --hyper-width 16 --epochs 30 --lr 1e-3, one lambda per process, two side by side; the same with
         # --latent-grid mean: --prefix fmmg; channel-wise: --prefix fmcg --entropy channelwise --latent-grid mean
-        # (same flags); then --prefix fmcg2 --init-from fmcg --epochs 24 --lr 3e-4, fmmg2 from fmmg likewise
+        # (same flags); then --prefix fmcg2 --init-from fmcg --epochs 24 --lr 3e-4, fmmg2 from fmmg likewise;
+        # residual units grown into the wide tiers: --prefix fmcgrd --init-from fmcgw2 --blocks 2 --decoder-blocks 2
+        # --width 48 --latent 32 --hyper-width 16 --lr 1.5e-4 --epochs 16 (0.013) / 12 (0.005, 0.011); the narrow
+        # ones by `aeopt train ... --width 32 --latent-dim 16 --hyper-width 16 --blocks 2 --decoder-blocks 2
+        # --epochs 12 --threads 1 --init`: fmcgrn-0.0003 from fmcg2-0.0003 at lr 1.5e-4, fmcgrn-0.0008 and
+        # fmcgrn-0.002 from fmcgrn-0.0003 at lr 3e-4 (benchmarks/codec_family.py measures them as fmcgrt)
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
         # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):

@@ -2,6 +2,9 @@
 
   flock /tmp/aeopt-bench.lock python benchmarks/codec_family.py --name fmcgt \\
       --runs fmcg2-0.0003,fmcg2-0.0008,fmcg2-0.002,fmcgw2-0.005,fmcgw2-0.011,fmcgw2-0.013
+  # the same tiers grown by residual units (--blocks 2 --decoder-blocks 2; codec.md lists each run's stages):
+  flock /tmp/aeopt-bench.lock python benchmarks/codec_family.py --name fmcgrt \\
+      --runs fmcgrn-0.0003,fmcgrn-0.0008,fmcgrn-0.002,fmcgrd-0.005,fmcgrd-0.011,fmcgrd-0.013
   python benchmarks/codec.py report --note "..."     # codec.md and codec_rd.png, this family first
 
 Published codecs size the model to the quality: CompressAI's bmshj2018 models use 128/192 channels
