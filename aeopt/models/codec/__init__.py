@@ -64,7 +64,7 @@ def codec(input_shape, latent_dim, output, entropy="factorized", lmbda=None, qua
             as in Minnen et al. 2018 and CompressAI's mean-scale models, so h_s can predict the means'
             signs, not only biases of position: benchmarks/results/design_notes.md).
         blocks: residual units (two 3x3 convs) after each inner stage of g_a: a stronger encoder, the
-            decoder's work unchanged (default 0). Each starts as the identity, so `--init` can start from
+            decoder's work unchanged (default 0; measured: little on its own, the decoder's units do most). Each starts as the identity, so `--init` can start from
             a run trained without them (benchmarks/results/design_notes.md, "Residual units").
         decoder_blocks: the same in g_s: a stronger decoder, more decode work (default 0).
         latent_dim is M, the channels of the spatial latent y.

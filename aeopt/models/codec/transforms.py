@@ -4,8 +4,9 @@
 g_a is `depth` stride-2 5x5 convs with GDN between them; g_s mirrors it with transposed convs and
 IGDN. Optional residual units (`blocks`, `decoder_blocks`) after each inner GDN / IGDN add stride-1
 3x3 convs at that resolution, more computation per pixel (as Cheng et al. 2020's residual blocks);
-each starts as the identity, so a run can warm-start from one trained without them. h_s upsamples by sub-pixel convolution (3x3 conv to 4x the channels, then PixelShuffle)
-rather than transposed convs, because the decoder evaluates h_s in integer arithmetic
+each starts as the identity, so a run can warm-start from one trained without them.
+h_s upsamples by sub-pixel convolution (3x3 conv to 4x the channels, then PixelShuffle) rather than
+transposed convs, because the decoder evaluates h_s in integer arithmetic
 (aeopt/codec/intnet.py) and conv + reshuffle is the simplest exact integer form.
 """
 from __future__ import annotations
@@ -16,24 +17,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers import Residual
 from .gdn import GDN, igdn
 
 
-class Residual(nn.Module):
+class ResidualUnit(Residual):
     """x + conv(relu(conv(x))), 3x3 convs, the second one zero at the start: an identity until trained,
     which is what lets `--init` load a run without these units (their parameters start fresh)."""
 
     fresh_identity = True  # runs.warm_start: missing parameters of this module start as above
 
     def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(channels, channels, 3, padding=1))
+        super().__init__(nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+                                       nn.Conv2d(channels, channels, 3, padding=1)))
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def analysis(in_channels: int, width: int, latent: int, depth: int, blocks: int = 0) -> nn.Sequential:
@@ -44,7 +42,7 @@ def analysis(in_channels: int, width: int, latent: int, depth: int, blocks: int 
         layers.append(nn.Conv2d(channels, out, 5, stride=2, padding=2))
         if i < depth - 1:
             layers.append(GDN(out))
-            layers += [Residual(out) for _ in range(blocks)]
+            layers += [ResidualUnit(out) for _ in range(blocks)]
         channels = out
     return _numbered(layers)
 
@@ -54,7 +52,7 @@ def _numbered(layers: list[nn.Module]) -> nn.Sequential:
     the other layers keep the names (and checkpoint keys) they have without residual units."""
     named, plain, extra = OrderedDict(), 0, 0
     for layer in layers:
-        if isinstance(layer, Residual):
+        if isinstance(layer, ResidualUnit):
             named[f"{plain - 1}r{extra}"] = layer
             extra += 1
         else:
@@ -101,7 +99,7 @@ def synthesis(out_channels: int, width: int, latent: int, depth: int, blocks: in
         layers.append(UpConv(channels, out))
         if i < depth - 1:
             layers.append(igdn(out))
-            layers += [Residual(out) for _ in range(blocks)]
+            layers += [ResidualUnit(out) for _ in range(blocks)]
         channels = out
     return _numbered(layers)
 
