@@ -147,8 +147,12 @@ def _stage(run_dir: Path) -> dict:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     epochs = json.loads((run_dir / "metrics.json").read_text())["epochs"]
     return {"epochs": epochs, **{k: config[k] for k in ("optimizer", "lr", "weight_decay", "schedule")},
-            "lmbda": config.get("lmbda"), "blocks": config.get("blocks") or 0,
-            "decoder_blocks": config.get("decoder_blocks") or 0}
+            "lmbda": config.get("lmbda"), **_units_of(config)}
+
+
+def _units_of(config: dict) -> dict:
+    """A run's residual units (--blocks / --decoder-blocks; 0 for runs from before they existed)."""
+    return {"blocks": config.get("blocks") or 0, "decoder_blocks": config.get("decoder_blocks") or 0}
 
 
 def _lineage(run_dir: Path) -> list[Path]:
@@ -202,7 +206,7 @@ def run_shape(run_dir: Path) -> dict:
     return {"width": config["width"], "latent": config["latent_dim"],
             "hyper_width": config.get("hyper_width") or config["width"], "entropy": config.get("entropy"),
             "latent_grid": config.get("latent_grid") or "integer", "precision": config.get("precision"),
-            "blocks": config.get("blocks") or 0, "decoder_blocks": config.get("decoder_blocks") or 0}
+            **_units_of(config)}
 
 
 def _carried(prefixes: str) -> list[dict]:

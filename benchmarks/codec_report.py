@@ -101,9 +101,8 @@ def _stage_change(stages: list[dict], i: int) -> str:
     st, notes = stages[i], []
     if st.get("lmbda") is not None and st["lmbda"] != stages[-1].get("lmbda"):
         notes.append(f"at lambda {st['lmbda']:g}")
-    units = (st.get("blocks", 0), st.get("decoder_blocks", 0))
-    if i and units != (stages[i - 1].get("blocks", 0), stages[i - 1].get("decoder_blocks", 0)):
-        notes.append(f"with {units[0]} residual units in g_a and {units[1]} in g_s added")
+    if i and _units(st) != _units(stages[i - 1]):
+        notes.append(f"with{_units(st)[1:]} added")
     return f" {', '.join(notes)}" if notes else ""
 
 
