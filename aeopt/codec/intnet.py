@@ -8,13 +8,13 @@ cross-platform failure). Here weights are fixed point with W_BITS fractional bit
 with A_BITS, the output log-scale is compared with integer thresholds, and every rescale is an
 arithmetic shift: the same z gives the same table rows on every machine.
 
-The products are summed by a float64 matrix product (BLAS) on integer-valued operands. That is
-exact, not approximate: every product and every partial sum is an integer below 2**53, which
-float64 represents exactly, so no summation order, blocking, FMA or thread count can change the
-result (numpy's own int64 matmul gives the same numbers, several times slower). The bounds that
-make it so are enforced, not assumed: activations are clipped to +-2**ACT_LIMIT_LOG2 after every
-layer, weights must be below 2**WEIGHT_LIMIT_LOG2 and a layer's fan-in below MAX_FAN_IN (both
-checked when the tables are built), so |sum| < 2**(24 + 16 + 12) = 2**52.
+The products are summed by a float64 matrix product (BLAS, through torch) on integer-valued
+operands. That is exact, not approximate: every product and every partial sum is an integer below
+2**53, which float64 represents exactly, so no summation order, blocking, FMA or thread count can
+change the result (numpy's own int64 matmul gives the same numbers, several times slower). The
+bounds that make it so are enforced, not assumed: activations are clipped to +-2**ACT_LIMIT_LOG2
+after every layer, weights must be below 2**WEIGHT_LIMIT_LOG2 and a layer's fan-in below MAX_FAN_IN
+(both checked when the tables are built), so |sum| < 2**(24 + 16 + 12) = 2**52.
 """
 from __future__ import annotations
 
@@ -167,14 +167,14 @@ def _conv3x3(a: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.n
     """Exact 3x3 convolution, zero padding 1 (cross-correlation, as torch's Conv2d), of an
     integer-valued float64 (N, H, W, C) array, keeping the top-left out_hw outputs: im2col and one
     float64 matrix product, whose sums stay below 2**53 (the module docstring says why that is
-    exact). Channels last because each tap's columns are then contiguous runs of C values (the
-    channels-first im2col gathered 3x3 windows element by element: benchmarks/results/codec.md has
-    the old-vs-new timing)."""
-    n, _, _, c = a.shape
+    exact, for any summation order). Channels last because each tap's columns are then contiguous
+    runs of C values. Both steps run in torch (its im2col copy and its BLAS's float64 GEMM): they
+    took 0.5-0.7x the time of numpy's strided copy and matrix product on the context nets' shapes
+    (benchmarks/results/codec_intnet.md); a GEMM only multiplies and adds, so the result is the
+    same integers whichever library sums them."""
     oh, ow = out_hw
-    padded = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cols = np.empty((n, oh, ow, 9, c))
-    for tap in range(9):
-        dy, dx = divmod(tap, 3)
-        cols[:, :, :, tap] = padded[:, dy:dy + oh, dx:dx + ow]
-    return (cols.reshape(n * oh * ow, 9 * c) @ matrix).reshape(n, oh, ow, -1)
+    padded = torch.nn.functional.pad(torch.from_numpy(a), (0, 0, 1, 1, 1, 1))
+    # (N, H, W, C, dy, dx) windows -> rows of (dy, dx, C), tap-major like conv_matrix's rows
+    windows = padded.unfold(1, 3, 1).unfold(2, 3, 1)[:, :oh, :ow].permute(0, 1, 2, 4, 5, 3)
+    cols = windows.reshape(-1, matrix.shape[0])
+    return (cols @ torch.from_numpy(matrix)).reshape(a.shape[0], oh, ow, -1).numpy()
