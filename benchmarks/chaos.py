@@ -342,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/chaos.md")
+    parser.add_argument("--append", metavar="TITLE",
+                        help="add this run to benchmarks/results/chaos.md as a section '## TITLE' (earlier runs kept)")
     args = parser.parse_args(argv)
     import tempfile
 
@@ -358,19 +360,24 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(root, ignore_errors=True)
     problems = [p for t, _ in rows.values() for p in t.problems]
-    text = (f"# Chaos: commands killed at random moments\n\n{machine_line()}\n\n"
-            f"`python benchmarks/chaos.py --kills {args.kills} --sigints {args.sigints} --write` "
-            f"({(time.time() - started) / 60:.0f} min). Each kill lands at a uniformly random moment of the "
-            f"command's own uninterrupted duration (the window); recovery reruns the command and follows "
-            f"its one-line advice (`--resume`, `--overwrite`). A recovered result must equal the "
-            f"uninterrupted run's (test MSE, AUROC, the .aec bytes); optimize's completed trials must all "
-            f"survive with their values.\n\n{table(rows)}\n\n"
-            + ("Problems:\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "No problems found.")
-            + "\n")
+    flags = (f"--kills {args.kills} --sigints {args.sigints}" + (f" --seed {args.seed}" if args.seed else "")
+             + (f" --commands \"{args.commands}\"" if args.append else ""))
+    how = (f"`python benchmarks/chaos.py {flags}` ({(time.time() - started) / 60:.0f} min). Each kill lands at a "
+           f"uniformly random moment of the command's own uninterrupted duration (the window); recovery reruns "
+           f"the command and follows its one-line advice (`--resume`, `--overwrite`). A recovered result must "
+           f"equal the uninterrupted run's (test MSE, AUROC, the .aec bytes); optimize's completed trials must "
+           f"all survive with their values.")
+    found = "Problems:\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "No problems found."
+    text = f"# Chaos: commands killed at random moments\n\n{machine_line()}\n\n{how}\n\n{table(rows)}\n\n{found}\n"
     print(text)
-    if args.write:
+    if args.write or args.append:
+        from aeopt.runs import atomic_write_text
+
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "chaos.md").write_text(text)
+        if args.append:
+            before = (RESULTS / "chaos.md").read_text().rstrip("\n")
+            text = f"{before}\n\n\n## {args.append}\n\n{machine_line()}\n\n{how}\n\n{table(rows)}\n\n{found}\n"
+        atomic_write_text(RESULTS / "chaos.md", text)
     return 1 if problems else 0
 
 
