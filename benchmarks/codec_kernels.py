@@ -27,6 +27,7 @@ from aeopt.codec.coder import Coder  # noqa: E402
 from aeopt.codec.tables import build_tables  # noqa: E402
 from aeopt.models.codec import codec  # noqa: E402
 from aeopt.models.codec.transforms import UpConv  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 256
@@ -97,7 +98,7 @@ def main() -> None:
                   f"{r['g_s channels-last, transposed convs'] / r['g_s channels-last, sub-pixel (what aeopt runs)']:.2f}x)."]
     lines.append("")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "codec_kernels.md").write_text("\n".join(lines))
+    atomic_write_text(RESULTS / "codec_kernels.md", "\n".join(lines))
     print("\n".join(lines))
 
 

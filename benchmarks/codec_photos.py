@@ -60,7 +60,7 @@ def train_photos(args) -> None:
         optimizer="adam", weight_decay=0.0, epochs=args.epochs, max_minutes=args.minutes, patience=0,
         clip_grad=args.clip_grad, init=str(CACHE / args.init) if args.init else None, threads=args.threads,
         seed=0, out=str(CACHE / args.name), overwrite=True, progress=False)
-    (result.path / "training.json").write_text(json.dumps({
+    atomic_write_text(result.path / "training.json", json.dumps({
         "train_seconds": result.metrics["train_seconds"], "epochs": result.metrics["epochs"],
         "steps_about": result.metrics["steps"], "threads": args.threads, "patch": args.patch,
         "batch": args.batch, "init": args.init, "history": result.history}, indent=2) + "\n")

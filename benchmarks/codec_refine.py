@@ -36,6 +36,7 @@ from aeopt.codec import compress, decompress_images  # noqa: E402
 from aeopt.codec.container import FORMAT_VERSION  # noqa: E402
 from aeopt.codec.evaluate import measure  # noqa: E402
 from aeopt.codec.peers import measure_peers  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 
 def _point(run_name: str, run, images, steps: int) -> dict:
@@ -193,7 +194,7 @@ def write_report(result: dict) -> None:
         t = result["photo_768x512"]
         lines += [f"A 768x512 photo ({t['run']}), refined: encode {t['encode_s']:.1f} s, decode {t['decode_s']:.2f} s, "
                   f"{t['bytes']:,} bytes (plain: {t['plain_bytes']:,}).", ""]
-    (RESULTS / "codec_refined.md").write_text("\n".join(lines))
+    atomic_write_text(RESULTS / "codec_refined.md", "\n".join(lines))
 
 
 def main() -> None:
@@ -251,7 +252,7 @@ def main() -> None:
             result["parts"].append(_merged(own, merged_name))
     # Fashion-MNIST, then the photographs: the whole set first, then the runs it was merged from
     result["parts"].sort(key=lambda p: (p["data"].startswith("Photographs"), "merged_from" not in p, p["data"]))
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     write_report(result)
     print(json.dumps({p["data"]: _bd_rates(p) for p in result["parts"]}))
 

@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from aeopt.runs import atomic_write_text
+
 STYLE = {"JPEG": "s-", "WebP": "o-", "AVIF": "^-"}
 ENTROPY = {"hyperprior": "scale hyperprior", "meanscale": "mean-scale hyperprior",
            "channelwise": "channel-wise mean-scale hyperprior (4 slices)", "factorized": "factorized prior"}
@@ -306,5 +308,5 @@ def write_report(results: Path, note: str = "") -> None:
     for name in ("codec_strip_fmnist.png", "codec_strip_photos.png"):
         if (results / name).is_file():
             lines += [f"![original, aeopt, WebP and JPEG at about the same size]({name})", ""]
-    (results / "codec.md").write_text("\n".join(lines))
+    atomic_write_text(results / "codec.md", "\n".join(lines))
     _figure(results / "codec_rd.png", fm, ph)

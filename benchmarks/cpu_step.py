@@ -31,6 +31,7 @@ from benchmarks.common import machine_line  # noqa: E402
 from aeopt.models import create_model  # noqa: E402
 from aeopt.kernels.narrow_conv import NarrowConv2d, NarrowConvTranspose2d  # noqa: E402
 from aeopt.kernels.memory import keep_freed_memory  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 VARIANTS = ("stock", "narrow", "malloc", "both")
 RESULTS = Path(__file__).parent / "results"
@@ -107,7 +108,7 @@ def main() -> None:
         faults = statistics.median(r["faults_per_step"] for r in results)
         lines.append(f"| {variant} | {statistics.median(times):.0f} | {min(times):.0f} | "
                      f"{base / statistics.median(times):.2f}x | {faults:,.0f} |")
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(a.out), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -30,6 +30,7 @@ from aeopt.data import load_data  # noqa: E402
 from aeopt.detect import AutoencoderDetector  # noqa: E402
 from aeopt.detect.scores import Scorer  # noqa: E402
 from aeopt.detect.thresholds import auto_threshold  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 from benchmarks.common import machine_line  # noqa: E402
 
 ODDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "odds"
@@ -285,7 +286,7 @@ def main() -> None:
                  f"{__import__('os').getloadavg()[0]:.1f}.")
     print("\n".join(lines))
     if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

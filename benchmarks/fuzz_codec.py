@@ -32,6 +32,7 @@ from hypothesis import strategies as st  # noqa: E402
 import aeopt  # noqa: E402
 from aeopt.codec import compress, container, decompress_images, load_codec  # noqa: E402
 from aeopt.errors import AeoptError  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_SECONDS_PER_CASE = 2.0
@@ -166,7 +167,7 @@ def main() -> None:
     lines += [f"- {f}" for f in failures[:20]]
     lines.append("")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fuzz_codec.md").write_text("\n".join(lines))
+    atomic_write_text(RESULTS / "fuzz_codec.md", "\n".join(lines))
     print("\n".join(lines))
     if failures or max(t.slowest for t in tally.values()) > MAX_SECONDS_PER_CASE:
         sys.exit(1)

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 import fuzz_cases  # noqa: E402
 from aeopt.errors import AeoptError  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MAX_SECONDS_PER_CASE = 20
@@ -146,7 +147,7 @@ def main() -> None:
     lines.append("")
     if not args.readers:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "fuzz_inputs.md").write_text("\n".join(lines))
+        atomic_write_text(RESULTS / "fuzz_inputs.md", "\n".join(lines))
     print("\n".join(lines))
     sys.exit(1 if failures else 0)
 

@@ -28,6 +28,7 @@ from aeopt.optimize.objectives import parse_objectives  # noqa: E402
 from aeopt.optimize.pareto import trial_rows  # noqa: E402
 from aeopt.optimize.report import plot_front  # noqa: E402
 from aeopt.optimize.api import SEARCH_SHARE  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 from aeopt.optimize.retrain import BEST_SHARE, LEAD_SHARE  # noqa: E402
 from aeopt.optimize.search import parse_budget  # noqa: E402
 from aeopt.optimize.space import describe  # noqa: E402
@@ -148,7 +149,7 @@ def main() -> None:
         "", f"![front]({args.name}.png)", ""])
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.md").write_text(text)
+    atomic_write_text(results / f"{args.name}.md", text)
     pca_val = float((pca_reconstruction(dataset, args.latent_dim, dataset.x_val) - dataset.x_val).square().mean())
     references = [{"name": f"PCA-{args.latent_dim}", "mse": pca_val, "color": "C3"},
         {"name": "seed architecture (same wall time)", "mse": seed_val, "train_flops_per_sample": seed_flops,

@@ -19,6 +19,7 @@ from benchmarks.common import machine_line  # noqa: E402
 
 import aeopt  # noqa: E402
 from aeopt.evaluate.evaluate import pca_reconstruction, quality  # noqa: E402
+from aeopt.runs import atomic_write_text  # noqa: E402
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
                      f"{params:,} | {flops / 1e9:.3f} | {seconds:.0f} | {recipe} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    Path(args.results).write_text(text)
+    atomic_write_text(Path(args.results), text)
 
 
 if __name__ == "__main__":

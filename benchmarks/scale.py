@@ -23,6 +23,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aeopt.runs import atomic_write_text  # noqa: E402
+
 RSS = """
 import sys, aeopt
 def status(key):
@@ -62,7 +66,7 @@ def memory_row(factor: int, base: int, work: Path) -> tuple[int, float, float]:
         count = min(50_000, n - start)
         np.save(folder / f"shard-{i:05d}.npy", rng.integers(0, 256, (count, 1, 28, 28), dtype=np.uint8))
         shards.append({"x": f"shard-{i:05d}.npy", "count": count})
-    (folder / "index.json").write_text(json.dumps({"format": "aeopt-shards", "version": 1, "shards": shards}))
+    atomic_write_text(folder / "index.json", json.dumps({"format": "aeopt-shards", "version": 1, "shards": shards}))
     done = subprocess.run([sys.executable, "-c", RSS, str(folder), str(work / f"run-{factor}")],
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True)
     before, peak, rate = done.stdout.split()
@@ -102,7 +106,7 @@ def main() -> None:
     lines += ["", f"Load average after: {os.getloadavg()[0]:.1f}. Targets: 2 processes x 1 thread >= 0.9x one 2-thread "
               "process; resident memory within 10% from 1x to 8x. 4 and 8 processes need a machine with that many "
               "cores (the lent device machine was not drawn for this task)."]
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(a.out), "\n".join(lines) + "\n")
     print(f"wrote {a.out}")
 
 
