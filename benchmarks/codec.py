@@ -125,7 +125,7 @@ def train_fmnist(args) -> None:
                              latent_dim=args.latent, width=args.width, hyper_width=args.hyper_width,
                              blocks=args.blocks or None, decoder_blocks=args.decoder_blocks or None,
                              epochs=args.epochs, batch_size=64, lr=args.lr,
-                             threads=1, seed=args.seed, out=str(out), overwrite=True, progress=False, log=print,
+                             threads=args.threads, seed=args.seed, out=str(out), overwrite=True, progress=False, log=print,
                              limit=args.limit, init=str(init) if init else None, max_minutes=args.minutes)
         print(f"lambda {lmbda:g}: {json.dumps(result.metrics['test'])} in {time.perf_counter() - started:.0f} s",
               flush=True)
@@ -269,6 +269,7 @@ def main() -> None:
         p.add_argument("--init", action="store_true", help="continue each lambda's cached run (warm start)")
         p.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
         p.add_argument("--seed", type=int, default=0, help="training's seed (new units' init, noise, batch order)")
+        p.add_argument("--threads", type=int, default=1, help="training's torch threads (1: two runs side by side)")
         p.add_argument("--latent", type=int, default=32)
         p.add_argument("--width", type=int, default=48)
         p.add_argument("--hyper-width", type=int, default=None, help="h_a / h_s channels (default: --width)")
