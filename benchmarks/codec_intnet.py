@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
+import timeit
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,14 +50,10 @@ def numpy_conv3x3(a: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) ->
     return (cols.reshape(n * oh * ow, 9 * c) @ matrix).reshape(n, oh, ow, -1)
 
 
-def best_ms(fn, reps: int = 7) -> float:
+def best_ms(fn) -> float:
+    """Best of 7 calls after a warm-up, ms per call."""
     fn()
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return 1000 * min(times)
+    return 1000 * min(timeit.repeat(fn, number=1, repeat=7))
 
 
 def kernel_rows() -> list[str]:
@@ -71,25 +68,30 @@ def kernel_rows() -> list[str]:
     return rows
 
 
+@contextmanager
+def kernel(fn):
+    """IntNet.forward looks _conv3x3 up in its module at each call: run the block with `fn` there."""
+    library = intnet._conv3x3
+    intnet._conv3x3 = fn
+    try:
+        yield
+    finally:
+        intnet._conv3x3 = library
+
+
 def batch_rows(test: list[np.ndarray]) -> list[str]:
     runs = {name: load_codec(CACHE / name) for name in RUNS if (CACHE / name).exists()}
     kernels = {"numpy": numpy_conv3x3, "torch": intnet._conv3x3}
     for run in runs.values():  # the same integers either way, so the same file, byte for byte
-        intnet._conv3x3 = numpy_conv3x3
-        try:
+        with kernel(numpy_conv3x3):
             before = compress(run, test[:500])
-        finally:
-            intnet._conv3x3 = kernels["torch"]
         assert compress(run, test[:500]) == before
     each: dict[str, list[dict]] = {}
     for _ in range(ROUNDS):
         for name, run in runs.items():
-            for label, kernel in kernels.items():
-                intnet._conv3x3 = kernel  # the module-level name IntNet.forward looks up
-                try:
+            for label, fn in kernels.items():
+                with kernel(fn):
                     each.setdefault(f"{name} | {label}", []).append(_batch_timing(run, test, 1))
-                finally:
-                    intnet._conv3x3 = kernels["torch"]
         each.setdefault("WebP q10 | -", []).append(_peer_timing(test, "WebP", 10))
     rows = []
     for key, rounds in each.items():

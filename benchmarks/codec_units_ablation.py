@@ -37,21 +37,24 @@ def prefix(label: str, seed: int) -> str:
     return f"abl-{label}" + (f"-s{seed}" if seed else "")
 
 
-def history(label: str, seed: int) -> dict | None:
-    path = CACHE / f"{prefix(label, seed)}-0.013" / "history.csv"
-    if not path.exists():
-        return None
-    rows = list(csv.DictReader(path.open()))
-    return rows[-1] if rows and rows[-1].get("val_loss") else None
+def run_dir(label: str, seed: int) -> Path:
+    return CACHE / f"{prefix(label, seed)}-0.013"
+
+
+def history(label: str, seed: int) -> dict:
+    """The run's one epoch: history.csv's last row."""
+    return list(csv.DictReader((run_dir(label, seed) / "history.csv").open()))[-1]
 
 
 def test_point(label: str, seed: int) -> dict:
     """The run's test files (all 10,000 test images, one .aec file each): metrics.json's test block."""
-    return json.loads((CACHE / f"{prefix(label, seed)}-0.013" / "metrics.json").read_text())["test"]
+    return json.loads((run_dir(label, seed) / "metrics.json").read_text())["test"]
 
 
 def train_missing() -> None:
-    todo = [(label, enc, dec, seed) for seed in SEEDS for label, enc, dec in LAYOUTS if history(label, seed) is None]
+    # a run is done once its test files are measured (metrics.json is written last)
+    todo = [(label, enc, dec, seed) for seed in SEEDS for label, enc, dec in LAYOUTS
+            if not (run_dir(label, seed) / "metrics.json").is_file()]
     for k in range(0, len(todo), 2):  # two at a time: one thread each on the two cores
         procs = [subprocess.Popen([sys.executable, str(Path(__file__).with_name("codec.py")), "train-fmnist",
                                    "--prefix", prefix(label, seed), *SHAPE, "--blocks", str(enc),
