@@ -10,6 +10,12 @@ thread, fp32, cached as abl-NAME-0.013; the seed draws the new units' weights, t
 batch order. The plain rows are the same further epoch without units: the baseline each unit
 layout is read against, at the same seed. Each run's test point is its own files for all 10,000
 test images (train-fmnist measures them after training).
+
+The long check, one tier trained as fmcgrt's were (12 epochs at lr 1.5e-4 from fmcgw2-0.005) with
+four units in g_s only, is read from its cached run (`--long`: train it first, 2 threads, ~25 min):
+  python benchmarks/codec.py train-fmnist --prefix fmcgdd4 --init-from fmcgw2 --lambdas 0.005 --epochs 12 \
+      --lr 1.5e-4 --latent 32 --width 48 --hyper-width 16 --entropy channelwise --latent-grid mean \
+      --decoder-blocks 4 --threads 2
 """
 from __future__ import annotations
 
@@ -65,6 +71,26 @@ def train_missing() -> None:
                 raise SystemExit(f"a training run failed (exit {p.returncode})")
 
 
+# (run, units g_a + g_s): fmcgt's tier, fmcgrt's tier grown from it, the same growth with g_s's units only
+LONG = [("fmcgw2-0.005", "0 + 0 (fmcgt's tier, before growing)"), ("fmcgrd-0.005", "2 + 2 (fmcgrt's tier)"),
+        ("fmcgdd4-0.005", "0 + 4")]
+
+
+def long_rows() -> list[str]:
+    rows = ["", "Twelve epochs, as fmcgrt's tiers were grown: from fmcgw2-0.005 at lr 1.5e-4 (cosine); test: all "
+            "10,000 test images, one .aec file each.", "",
+            "| run | units (g_a + g_s) | parameters | best val loss | test bytes/image | test PSNR dB |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, units in LONG:
+        folder = CACHE / name
+        if not (folder / "metrics.json").is_file():
+            continue
+        metrics = json.loads((folder / "metrics.json").read_text())
+        rows.append(f"| {name} | {units} | {metrics['params']:,} | {metrics['best_val_loss']:.4f} | "
+                    f"{metrics['test']['bytes_per_image']:.1f} | {metrics['test']['psnr']:.2f} |")
+    return rows
+
+
 def main() -> None:
     train_missing()
     lines = ["# Residual units: which side pays (benchmarks/codec_units_ablation.py)", "",
@@ -85,6 +111,7 @@ def main() -> None:
                      + ", ".join(f"{t['bytes_per_image']:.1f}" for t in tests) + " | "
                      + ", ".join(f"{t['psnr']:.2f}" for t in tests) + " | "
                      f"{float(rows[SEEDS[0]]['train_seconds']):.0f} |")
+    lines += long_rows()
     atomic_write_text(RESULTS / "codec_units_ablation.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
