@@ -169,7 +169,7 @@ def _conv3x3(a: np.ndarray, matrix: np.ndarray, out_hw: tuple[int, int]) -> np.n
     float64 matrix product, whose sums stay below 2**53 (the module docstring says why that is
     exact, for any summation order). Channels last because each tap's columns are then contiguous
     runs of C values. Both steps run in torch (its im2col copy and its BLAS's float64 GEMM): they
-    took 0.5-0.7x the time of numpy's strided copy and matrix product on the context nets' shapes
+    took 0.45-0.72x the time of numpy's strided copy and matrix product on the context nets' shapes
     (benchmarks/results/codec_intnet.md); a GEMM only multiplies and adds, so the result is the
     same integers whichever library sums them."""
     oh, ow = out_hw
