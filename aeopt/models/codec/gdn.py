@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...kernels.blocked_gdn import blocked_gdn, use_blocked_gdn
+
 BETA_MIN = 1e-6  # keeps sqrt(beta + ...) away from 0 where every input is 0 (flat image regions)
 
 
@@ -25,7 +27,10 @@ class GDN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
         beta = self.beta_sqrt.square() + BETA_MIN
-        gamma = self.gamma_sqrt.square().view(channels, channels, 1, 1)
+        gamma = self.gamma_sqrt.square()
+        if use_blocked_gdn(x, beta, gamma):  # CPU training: memory-bound otherwise (kernels/blocked_gdn.py)
+            return blocked_gdn(x, gamma, beta, self.inverse)
+        gamma = gamma.view(channels, channels, 1, 1)
         norm = torch.sqrt(F.conv2d(x.square(), gamma, beta))
         return x * norm if self.inverse else x / norm
 

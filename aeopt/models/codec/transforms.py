@@ -62,10 +62,11 @@ def _numbered(layers: list[nn.Module]) -> nn.Sequential:
 
 
 class UpConv(nn.ConvTranspose2d):
-    """A 5x5 stride-2 transposed conv (padding 2, output padding 1) that, outside training, runs as
-    its sub-pixel form: a 3x3 conv to 4x the channels, then PixelShuffle(2). The same function (each
-    output phase sees a 3x3 window of the input, taps the transposed kernel never reaches are zero)
-    and the same parameters, so checkpoints are unchanged. CPU convolution kernels are better tuned
+    """A 5x5 stride-2 transposed conv (padding 2, output padding 1) that, outside training (and in
+    CPU training of a narrow last layer: `_sub_pixel_trains_faster`), runs as its sub-pixel form:
+    a 3x3 conv to 4x the channels, then PixelShuffle(2). The same function (each output phase sees
+    a 3x3 window of the input, taps the transposed kernel never reaches are zero) and the same
+    parameters, so checkpoints are unchanged. CPU convolution kernels are better tuned
     than transposed ones: the fast Fashion-MNIST g_s runs 1.3x faster this way, the default one the
     same (benchmarks/results/codec_kernels.md)."""
 
@@ -73,9 +74,20 @@ class UpConv(nn.ConvTranspose2d):
         super().__init__(in_channels, out_channels, 5, stride=2, padding=2, output_padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training and not _sub_pixel_trains_faster(x, self.out_channels):
             return super().forward(x)
         return F.pixel_shuffle(F.conv2d(x, sub_pixel_weight(self.weight), self.bias.repeat_interleave(4), padding=1), 2)
+
+
+NARROW_OUT_CHANNELS = 3  # an image's channels: g_s's last layer
+
+
+def _sub_pixel_trains_faster(x: torch.Tensor, out_channels: int) -> bool:
+    """Training on a CPU in fp32 / fp64, g_s's last layer (few outputs) steps faster as its sub-pixel
+    conv, forward and backward, than oneDNN's transposed kernel; its wide layers do not (measured in
+    benchmarks/results/codec_train_step.md), and GPUs and bf16 keep the transposed kernel."""
+    return (out_channels <= NARROW_OUT_CHANNELS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu"))
 
 
 # Output phase p (0 or 1) of a 5-tap stride-2 transposed conv with padding 2 takes input offset t - 1

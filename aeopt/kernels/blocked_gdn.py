@@ -1,0 +1,97 @@
+"""GDN / IGDN forward and backward in cache-sized blocks of pixels, for training on CPUs.
+
+GDN is `y = x / sqrt(beta + gamma @ x^2)` at each pixel (IGDN multiplies); autograd runs it as half
+a dozen whole-tensor element-wise passes forward and a dozen backward, each reading and writing the
+full activation (8 MB a tensor for a 2 x 64 x 128 x 128 photo batch), so on a CPU the layer is bound
+by memory, not arithmetic. Rule: on CPU, in fp32 / fp64 training, compute it over blocks of
+`BLOCK_ROWS` pixels (rows of the (pixels, channels) matrix a channels_last tensor already is), so
+every intermediate of a block stays in the core's cache, with the gradient written out by hand:
+
+  s = beta + (x*x) @ gamma^T,  n = sqrt(s);   GDN: y = x / n;   IGDN: y = x * n
+  GDN:  t = g * x / (n * s);  dx = g / n - x * (t @ gamma);  dgamma = -1/2 t^T (x*x);  dbeta = -1/2 sum t
+  IGDN: t = g * x / n;        dx = g * n + x * (t @ gamma);  dgamma = +1/2 t^T (x*x);  dbeta = +1/2 sum t
+
+Only the norm `n` is kept for the backward (one activation, as autograd's own path keeps). The
+results equal the plain formula up to float rounding (tests/models/test_codec_gdn.py, gradcheck in
+fp64). The speed-up is in benchmarks/results/codec_train_step.md. GPUs, autocast (bf16), inference
+(no gradient: the encoder and decoder keep the plain formula, so decoded pixels do not move),
+tracing and export take the plain formula.
+"""
+from __future__ import annotations
+
+import torch
+
+# 1,024 pixels x 64 channels x 4 bytes = 256 KB a block: x, n, the output and a temporary fit in a
+# core's L2 (1-2 MB on current x86 server cores) with room to spare.
+BLOCK_ROWS = 1024
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N*H*W, C): a view for a channels_last tensor, else a copy."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _as_image(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(N*H*W, C) -> a channels_last (N, C, H, W) view."""
+    n, c, h, w = shape
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+class _BlockedGDN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta, inverse: bool):
+        rows = _rows(x)
+        out, norm = torch.empty_like(rows), torch.empty_like(rows)
+        gamma_t = gamma.t()
+        for start in range(0, rows.shape[0], BLOCK_ROWS):
+            block = rows[start:start + BLOCK_ROWS]
+            n = norm[start:start + BLOCK_ROWS]
+            torch.addmm(beta, block * block, gamma_t, out=n)
+            n.sqrt_()
+            torch.mul(block, n, out=out[start:start + BLOCK_ROWS]) if inverse else \
+                torch.div(block, n, out=out[start:start + BLOCK_ROWS])
+        ctx.save_for_backward(rows, norm, gamma)
+        ctx.inverse, ctx.shape = inverse, x.shape
+        return _as_image(out, x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rows, norm, gamma = ctx.saved_tensors
+        grads = _rows(grad_out)
+        grad_x = torch.empty_like(rows)
+        grad_gamma = torch.zeros_like(gamma)
+        grad_beta = torch.zeros_like(norm[0])
+        # t's sign folded in: GDN's dx subtracts x * (t @ gamma) and its dgamma, dbeta carry -1/2
+        sign = 1.0 if ctx.inverse else -1.0
+        for start in range(0, rows.shape[0], BLOCK_ROWS):
+            x = rows[start:start + BLOCK_ROWS]
+            n = norm[start:start + BLOCK_ROWS]
+            g = grads[start:start + BLOCK_ROWS]
+            t = g * x
+            if ctx.inverse:
+                t.div_(n)
+            else:
+                t.div_(n * n * n)  # n^3 = n * s
+            dx = grad_x[start:start + BLOCK_ROWS]
+            torch.mul(g, n, out=dx) if ctx.inverse else torch.div(g, n, out=dx)
+            dx.addcmul_(x, t @ gamma, value=sign)
+            grad_gamma.addmm_(t.t(), x * x, alpha=0.5 * sign)
+            grad_beta.add_(t.sum(0), alpha=0.5 * sign)
+        return _as_image(grad_x, ctx.shape), grad_gamma, grad_beta, None
+
+
+def use_blocked_gdn(x: torch.Tensor, *params: torch.Tensor) -> bool:
+    """The blocked path applies: a 4-d fp32 / fp64 CPU tensor in training (a gradient to compute), no
+    autocast, not being traced, compiled or exported."""
+    return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+            and not torch.onnx.is_in_onnx_export())
+
+
+def blocked_gdn(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """GDN (inverse=False) or IGDN of x (N, C, H, W) with gamma (C, C) and beta (C,), already positive;
+    the result is channels_last."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    return _BlockedGDN.apply(x, gamma.to(x.dtype), beta.to(x.dtype), inverse)
