@@ -81,3 +81,11 @@ def test_the_layer_trains_the_same_on_either_path(monkeypatch, inverse):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
     assert not torch.equal(layers[0].gamma_sqrt, torch.eye(6) * 0.1 ** 0.5 + 0.05)  # the step moved it
 
+
+
+def test_an_empty_batch_gives_an_empty_result_and_zero_gradients():
+    x, gamma, beta = inputs(torch.float32, shape=(0, 4, 3, 3))
+    y = blocked_gdn(x, gamma, beta, False)
+    y.sum().backward()
+    assert y.shape == (0, 4, 3, 3)
+    assert torch.equal(gamma.grad, torch.zeros(4, 4)) and torch.equal(beta.grad, torch.zeros(4))
