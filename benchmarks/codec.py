@@ -34,6 +34,9 @@
         # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
         # from the JSON, not re-measured)
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist-timing --rounds 3
+        # committed (Intel Ice Lake): --prefixes fmcgrd,fmmgf2, after fmmg's two stages again in fp32 on one thread:
+        # train-fmnist --prefix fmmgf --entropy meanscale --latent-grid mean --precision fp32 --width 32 --latent 16
+        # --hyper-width 16 --epochs 30 --lr 1e-3 --lambdas 0.005, then --prefix fmmgf2 --init-from fmmgf --epochs 24 --lr 3e-4
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py photos
   python benchmarks/codec.py report      # benchmarks/results/codec.md + codec_rd.png from the JSON files
 
