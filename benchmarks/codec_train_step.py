@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine_line  # noqa: E402
+from benchmarks.common import cycled_fresh_processes, machine_line  # noqa: E402
 
 import aeopt.models.codec.gdn as gdn_module  # noqa: E402
 import aeopt.models.codec.transforms as transforms_module  # noqa: E402
@@ -114,14 +113,7 @@ def main() -> None:
     if a.one:
         print("RESULT " + json.dumps(time_steps(a.model, a.one, a.threads)), flush=True)
         return
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for _ in range(a.repeats):
-        for variant in VARIANTS:
-            done = subprocess.run([sys.executable, __file__, "--one", variant, "--model", a.model,
-                                   "--threads", str(a.threads)], capture_output=True, text=True, check=True)
-            line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
-            runs[variant].append(json.loads(line[len("RESULT "):]))
-            print(variant, runs[variant][-1], flush=True)
+    runs = cycled_fresh_processes(__file__, VARIANTS, a.repeats, ["--model", a.model, "--threads", str(a.threads)])
     head = ["# One codec training step on a CPU: what each kernel buys", ""]
     if a.append and OUT.exists():
         head = [OUT.read_text().rstrip("\n"), ""]
