@@ -11,9 +11,10 @@ every intermediate of a block stays in the core's cache, with the gradient writt
   GDN:  t = g * x / (n * s);  dx = g / n - x * (t @ gamma);  dgamma = -1/2 t^T (x*x);  dbeta = -1/2 sum t
   IGDN: t = g * x / n;        dx = g * n + x * (t @ gamma);  dgamma = +1/2 t^T (x*x);  dbeta = +1/2 sum t
 
-Only the norm `n` is kept for the backward (one activation, as autograd's own path keeps). The
-results equal the plain formula up to float rounding (tests/models/test_codec_gdn.py, gradcheck in
-fp64). The speed-up is in benchmarks/results/codec_train_step.md. GPUs, autocast (bf16), inference
+Besides the input, only the norm `n` is kept for the backward (one activation more, as autograd's
+own path keeps). The results equal the plain formula up to float rounding (tests/kernels/
+test_blocked_gdn.py, gradcheck in fp64). An NCHW input is copied to channels_last first, and the
+result stays channels_last. The speed-up is in benchmarks/results/codec_train_step.md. GPUs, autocast (bf16), inference
 (no gradient: the encoder and decoder keep the plain formula, so decoded pixels do not move),
 tracing and export take the plain formula.
 """
