@@ -4,7 +4,7 @@ GDN is `y = x / sqrt(beta + gamma @ x^2)` at each pixel (IGDN multiplies); autog
 a dozen whole-tensor element-wise passes forward and a dozen backward, each reading and writing the
 full activation (8 MB a tensor for a 2 x 64 x 128 x 128 photo batch), so on a CPU the layer is bound
 by memory, not arithmetic. Rule: on CPU, in fp32 / fp64 training, compute it over blocks of
-`BLOCK_ROWS` pixels (rows of the (pixels, channels) matrix a channels_last tensor already is), so
+`BLOCK_BYTES` of pixels (rows of the (pixels, channels) matrix a channels_last tensor already is), so
 every intermediate of a block stays in the core's cache, with the gradient written out by hand:
 
   s = beta + (x*x) @ gamma^T,  n = sqrt(s);   GDN: y = x / n;   IGDN: y = x * n
@@ -23,9 +23,15 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-# 1,024 pixels x 64 channels x 4 bytes = 256 KB a block: x, n, the output and a temporary fit in a
-# core's L2 (1-2 MB on current x86 server cores) with room to spare.
-BLOCK_ROWS = 1024
+# 256 KB of pixels a block (1,024 of 64 fp32 channels): x, n, the output and a temporary fit in a
+# core's L2 (1-2 MB on current x86 server cores) with room to spare. Counted in bytes, so a wider
+# layer takes fewer pixels a block (design_notes.md: 64, 96 and 192 channels).
+BLOCK_BYTES = 256 * 1024
+MIN_BLOCK_ROWS = 64  # fewer pixels a block and the per-block op overhead outweighs the cache
+
+
+def _block_rows(rows: torch.Tensor) -> int:
+    return max(MIN_BLOCK_ROWS, BLOCK_BYTES // max(1, rows.shape[1] * rows.element_size()))
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -45,13 +51,14 @@ class _BlockedGDN(torch.autograd.Function):
         rows = _rows(x)
         out, norm = torch.empty_like(rows), torch.empty_like(rows)
         gamma_t = gamma.t()
-        for start in range(0, rows.shape[0], BLOCK_ROWS):
-            block = rows[start:start + BLOCK_ROWS]
-            n = norm[start:start + BLOCK_ROWS]
+        size = _block_rows(rows)
+        for start in range(0, rows.shape[0], size):
+            block = rows[start:start + size]
+            n = norm[start:start + size]
             torch.addmm(beta, block * block, gamma_t, out=n)
             n.sqrt_()
             combine = torch.mul if inverse else torch.div
-            combine(block, n, out=out[start:start + BLOCK_ROWS])
+            combine(block, n, out=out[start:start + size])
         ctx.save_for_backward(rows, norm, gamma)
         ctx.inverse, ctx.shape = inverse, x.shape
         return _as_image(out, x.shape)
@@ -66,11 +73,12 @@ class _BlockedGDN(torch.autograd.Function):
         grad_beta = norm.new_zeros(norm.shape[1])
         # t's sign folded in: GDN's dx subtracts x * (t @ gamma) and its dgamma, dbeta carry -1/2
         sign = 1.0 if ctx.inverse else -1.0
-        for start in range(0, rows.shape[0], BLOCK_ROWS):
-            x = rows[start:start + BLOCK_ROWS]
-            n = norm[start:start + BLOCK_ROWS]
-            g = grads[start:start + BLOCK_ROWS]
-            dx = grad_x[start:start + BLOCK_ROWS]
+        size = _block_rows(rows)
+        for start in range(0, rows.shape[0], size):
+            x = rows[start:start + size]
+            n = norm[start:start + size]
+            g = grads[start:start + size]
+            dx = grad_x[start:start + size]
             if ctx.inverse:
                 t = (g * x).div_(n)
                 torch.mul(g, n, out=dx)

@@ -26,14 +26,15 @@ def inputs(dtype, seed=0, shape=(2, 5, 7, 9)):
 
 @pytest.mark.parametrize("inverse", [False, True])
 def test_gradients_match_finite_differences_across_block_edges(monkeypatch, inverse):
-    monkeypatch.setattr(blocked, "BLOCK_ROWS", 16)  # 126 pixels: eight blocks, the last one short
+    monkeypatch.setattr(blocked, "BLOCK_BYTES", 16 * 5 * 8)  # 16 fp64 pixels of 5 channels a block
+    monkeypatch.setattr(blocked, "MIN_BLOCK_ROWS", 1)  # 126 pixels: eight blocks, the last one short
     assert torch.autograd.gradcheck(lambda *t: blocked_gdn(*t, inverse), inputs(torch.float64))
 
 
 @pytest.mark.parametrize("inverse", [False, True])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
 def test_forward_and_gradients_equal_the_plain_formula(monkeypatch, inverse, layout):
-    monkeypatch.setattr(blocked, "BLOCK_ROWS", 100)
+    monkeypatch.setattr(blocked, "BLOCK_BYTES", 100 * 8 * 4)  # 100 pixels a block
     x, gamma, beta = inputs(torch.float32, seed=1, shape=(3, 8, 11, 13))
     x = x.detach().contiguous(memory_format=layout).requires_grad_()
     grad = torch.randn(3, 8, 11, 13, generator=torch.Generator().manual_seed(2))
