@@ -17,6 +17,7 @@ import argparse
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cycled_fresh_processes, machine_line  # noqa: E402
+from benchmarks.common import machine_line  # noqa: E402
 
 from aeopt.models import create_model  # noqa: E402
 from aeopt.kernels.narrow_conv import NarrowConv2d, NarrowConvTranspose2d  # noqa: E402
@@ -86,7 +87,14 @@ def main() -> None:
     if a.one:
         print("RESULT " + json.dumps(time_steps(a.model, a.one, a.threads)), flush=True)
         return
-    runs = cycled_fresh_processes(__file__, VARIANTS, a.repeats, ["--model", a.model, "--threads", str(a.threads)])
+    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for _ in range(a.repeats):
+        for variant in VARIANTS:
+            done = subprocess.run([sys.executable, __file__, "--one", variant, "--model", a.model,
+                                   "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+            line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+            runs[variant].append(json.loads(line[len("RESULT "):]))
+            print(variant, runs[variant][-1], flush=True)
     base = statistics.median(r["ms_per_step"] for r in runs["stock"])
     command = "python benchmarks/cpu_step.py " + " ".join(sys.argv[1:])
     lines = ["# One CPU training step: what each piece of the fast path buys", "",

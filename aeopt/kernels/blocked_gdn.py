@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import running_eagerly
+
 # 256 KB of pixels a block (1,024 of 64 fp32 channels): x, n, the output and a temporary fit in a
 # core's L2 (1-2 MB on current x86 server cores) with room to spare. Counted in bytes, so a wider
 # layer takes fewer pixels a block (design_notes.md: 64, 96 and 192 channels).
@@ -97,8 +99,7 @@ def use_blocked_gdn(x: torch.Tensor, *params: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
             and torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params))
             and not torch.is_autocast_enabled("cpu")
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and not torch.onnx.is_in_onnx_export())
+            and running_eagerly())
 
 
 def blocked_gdn(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, inverse: bool) -> torch.Tensor:

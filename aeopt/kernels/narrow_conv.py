@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from . import running_eagerly
+
 MAX_OUT_CHANNELS = 3  # RGB; at 4 outputs oneDNN was already faster (design_notes.md)
 
 
@@ -74,8 +76,7 @@ class _ShiftedMatmulConv(torch.autograd.Function):
 def _fast_path(x: torch.Tensor, out_channels: int) -> bool:
     return (x.device.type == "cpu" and x.dim() == 4 and out_channels <= MAX_OUT_CHANNELS
             and x.is_contiguous(memory_format=torch.channels_last) and _compute_dtype(x) == torch.bfloat16
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-            and not torch.onnx.is_in_onnx_export())
+            and running_eagerly())
 
 
 def _explicit_padding(kernel: tuple[int, int], padding) -> tuple[int, int, int, int]:

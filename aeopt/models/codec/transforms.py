@@ -83,9 +83,10 @@ NARROW_OUT_CHANNELS = 3  # an image's channels: g_s's last layer
 
 
 def _sub_pixel_trains_faster(x: torch.Tensor, out_channels: int) -> bool:
-    """Training on a CPU in fp32 / fp64, g_s's last layer (few outputs) steps faster as its sub-pixel
-    conv, forward and backward, than oneDNN's transposed kernel; its wide layers do not (measured in
-    benchmarks/results/codec_train_step.md), and GPUs and bf16 keep the transposed kernel."""
+    """Training on a CPU in fp32 / fp64, g_s's last layer (few outputs) runs forward and backward faster
+    as its sub-pixel conv than in oneDNN's transposed kernel, its wide layers slower (layer timings:
+    benchmarks/results/design_notes.md; on the whole photo step a small gain, codec_train_step.md).
+    GPUs and bf16 keep the transposed kernel."""
     return (out_channels <= NARROW_OUT_CHANNELS and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled("cpu"))
 
