@@ -41,3 +41,36 @@ def test_each_family_gets_its_table_and_bd_line_and_a_carried_one_says_so():
     assert "A 768x512 photo (c):" in text
     legacy = "\n".join(_photo_section(LEGACY))  # no families: the file's one scale hyperprior
     assert "`a,b`: scale hyperprior" in legacy and "BD-rate of `a,b` vs: WebP 11.1%" in legacy
+
+
+def _fm(bd_per_file: float, ratios: dict[tuple[str, int], float]) -> dict:
+    """A Fashion-MNIST result: one family, WebP's q0 file, and aeopt/WebP throughputs as given."""
+    webp = [{"codec": "WebP", "setting": 0, "bytes_per_image": 97.5, "psnr": 21.02, "bpp": 0.99}]
+    timing_webp = [{"codec": "WebP", "workers": w, "images_per_s": 1000.0} for w in (1, 2)]
+    return {"families": [{"prefix": "fam"}], "bd_rate_per_file": {"WebP": bd_per_file},
+            "bd_rate_batch_file": {"WebP": bd_per_file - 5}, "peers": webp,
+            "aeopt": [{"bytes_per_image": 20.0, "psnr": 21.3}, {"bytes_per_image": 120.0, "psnr": 33.0}],
+            "timing": {"peers": timing_webp, "aeopt": [{"model": m, "workers": w, "images_per_s": 1000.0 * r}
+                                                       for (m, w), r in ratios.items()]}}
+
+
+def test_the_summary_says_which_targets_are_met_from_the_figures():
+    from benchmarks.codec_report import _targets_section
+
+    fm = _fm(-67.6, {("slow", 1): 0.3, ("slow", 2): 0.4, ("fast", 1): 1.4, ("fast", 2): 1.2})
+    over_budget = {"prefix": "x,y", "points": [{**POINT, "train_seconds": 9000}], "bd_rate": {"WebP": -9.0, "AVIF": 1}}
+    ph = {**LEGACY, "families": [{"prefix": "a,b", "points": LEGACY["aeopt"], "bd_rate": {"WebP": 7.7, "AVIF": 35.5}},
+                                 over_budget]}
+    rows = {line.split(" | ")[0]: line for line in _targets_section(fm, ph) if line.startswith("| ")}
+    assert rows["| Fashion-MNIST: BD-rate vs WebP <= -66% (one file per image)"].endswith("| **yes** |")
+    assert "1 of its points; the smallest 20.0 B at 21.30 dB" in next(r for k, r in rows.items() if "smallest" in k)
+    speed = next(r for k, r in rows.items() if "throughput" in k)
+    assert speed.endswith("| **yes** (fast) |") and "slow 0.30x on 1 core" in speed
+    # the family over two hours of training does not count, however small its files
+    photo = next(r for k, r in rows.items() if k.startswith("| Photos"))
+    assert "best of 1 families: `a,b` +7.7% (117 min on old box" in photo and photo.endswith("| no |")
+    assert next(r for k, r in rows.items() if "768x512" in k).endswith("0.30 s (2 threads) | **yes** |")
+
+    missed = _targets_section(_fm(-60.0, {("slow", 1): 0.9, ("slow", 2): 1.1}), None)
+    assert [line.rsplit(" | ", 1)[-1] for line in missed if line.startswith("| F")] == ["no |", "**yes** |", "no |"]
+    assert _targets_section(None, None) == []
