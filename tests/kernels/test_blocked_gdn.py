@@ -83,6 +83,35 @@ def test_the_layer_trains_the_same_on_either_path(monkeypatch, inverse):
     assert not torch.equal(layers[0].gamma_sqrt, torch.eye(6) * 0.1 ** 0.5 + 0.05)  # the step moved it
 
 
+def test_compiling_or_tracing_takes_the_plain_formula(monkeypatch):
+    """Dynamo must not trace the Python block loop (`aeopt train --compile` on a codec), nor may an
+    export or a trace record it."""
+    x, w = torch.randn(1, 4, 3, 3, requires_grad=True), torch.ones(4, requires_grad=True)
+    assert use_blocked_gdn(x, w)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not use_blocked_gdn(x, w)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert not use_blocked_gdn(x, w)
+
+
+def test_a_compiled_layer_trains_as_the_eager_one():
+    """torch.compile of a GDN layer with gradients: the same output and gradients as eager (blocked) GDN."""
+    torch._dynamo.reset()
+    x = torch.randn(2, 6, 12, 12, generator=torch.Generator().manual_seed(4))
+    grads = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        layer = GDN(6)
+        with torch.no_grad():
+            layer.gamma_sqrt.add_(0.05)
+        run = torch.compile(layer, backend="aot_eager") if compiled else layer
+        y = run(x.contiguous(memory_format=torch.channels_last))
+        y.square().sum().backward()
+        grads.append([y.detach()] + [p.grad for p in layer.parameters()])
+    for eager, comp in zip(*grads):
+        assert torch.allclose(eager, comp, rtol=1e-5, atol=1e-6)
+
 
 def test_an_empty_batch_gives_an_empty_result_and_zero_gradients():
     x, gamma, beta = inputs(torch.float32, shape=(0, 4, 3, 3))
