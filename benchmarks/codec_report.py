@@ -12,6 +12,12 @@ ENTROPY = {"hyperprior": "scale hyperprior", "meanscale": "mean-scale hyperprior
            "channelwise": "channel-wise mean-scale hyperprior (4 slices)", "factorized": "factorized prior"}
 
 
+# what a photo family's recorded --precision meant ("auto": bf16 autocast on CPUs with bf16 hardware, the
+# AMD EPYC's; fp32 elsewhere); families from before it was recorded say nothing
+PRECISION = {"fp32": ", in fp32", "bf16": ", in bf16 autocast", "auto": ", precision auto (bf16 autocast on a CPU with "
+             "bf16 hardware)"}
+
+
 def _kind(family: dict, short: bool = False) -> str:
     """The family's entropy model in words, and its latent grid when that is the mean's."""
     kind = ENTROPY[family.get("entropy") or "hyperprior"]
@@ -271,7 +277,8 @@ def _photo_section(ph: dict) -> list[str]:
                    "peers." if f.get("carried_from") else "")
         crops = f.get("patch") or s["patch"], f.get("batch") or s["batch"]
         lines += [f"`{f['prefix']}`: {_kind(f)}, width {f['width']}, latent {f['latent']}, {f['params']:,} "
-                  f"parameters, trained on {crops[0]}x{crops[0]} crops in batches of {crops[1]}. Test "
+                  f"parameters, trained on {crops[0]}x{crops[0]} crops in batches of {crops[1]}"
+                  f"{PRECISION.get(f.get('precision'), '')}. Test "
                   f"({ph['test_images']} photos, one .aec file each, every byte counted).{carried}", "",
                   "| run | lambda | trained | bpp | PSNR dB | MS-SSIM | encode ms | decode ms |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
