@@ -14,7 +14,7 @@
         # --epochs 12 --threads 1 --init`: fmcgrn-0.0003 from fmcg2-0.0003 at lr 1.5e-4, fmcgrn-0.0008 and
         # fmcgrn-0.002 from fmcgrn-0.0003 at lr 3e-4 (benchmarks/codec_family.py measures them as fmcgrt)
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py train-photos [--minutes 20] [--epochs 40] [--lmbda 0.0067]
-        # the committed table: photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
+        # the scale hyperprior (carried): photos (--minutes 25, shared), then per lambda, side by side (0.0067 here;
         # --lmbda 0.0025 as photos-low, photos-low2):
         # --name photos-long --init photos --minutes 46 --epochs 95 --threads 1;
         # --name photos-long2 --init photos-long --minutes 56 --epochs 130 --lr 2e-4 --threads 1;
@@ -29,7 +29,11 @@
         # crops, from scratch, side by side: --name photos-cg256 (0.0067) and photos-cg256-low (0.0025),
         # --entropy channelwise --latent-grid mean --patch 256 --batch 2 --minutes 110 --epochs 120 --threads 1;
         # then photos --runs photos-cg256,photos-cg256-low
-        # --carry "photos-ms256,photos-ms256-low;photos-long2,photos-low2;photos-cg,photos-cg-low"
+        # --carry "photos-ms256,photos-ms256-low;photos-long2,photos-low2;photos-cg,photos-cg-low";
+        # the committed table (Intel Ice Lake, no bf16 hardware): photos-cg256's flags with --precision fp32 as
+        # --name photos-cgf256 (0.0067) and photos-cgf256-low (0.0025), side by side; then photos --runs
+        # photos-cgf256,photos-cgf256-low --carry "photos-cg256,photos-cg256-low;photos-ms256,photos-ms256-low;
+        # photos-long2,photos-low2;photos-cg,photos-cg-low"
   flock /tmp/aeopt-bench.lock python benchmarks/codec.py fmnist     # measure everything in one run
         # committed: fmnist --prefixes fmcg2,fmmg2 --carry fmmg,fmcg,fmms,fmfast3,fm --rounds 3 (families kept
         # from the JSON, not re-measured)
